@@ -1,0 +1,145 @@
+package config
+
+import "time"
+
+// File is a loaded, interpolated, defaulted and schema-checked config file.
+// It is plain data: expressions and templates are compiled by the router,
+// which uses Pos to place its own problems in the file.
+type File struct {
+	Listen      string   `yaml:"listen"`
+	AdminListen string   `yaml:"admin_listen"`
+	Sources     []Source `yaml:"sources"`
+	DataDir     string   `yaml:"data_dir"`
+	Dedup       Dedup    `yaml:"dedup"`
+	Queue       Queue    `yaml:"queue"`
+	// Sinks by name. Iterate with SinkNames for a stable order.
+	Sinks map[string]*Sink `yaml:"sinks"`
+	Rules []Rule           `yaml:"rules"`
+	Log   Log              `yaml:"log"`
+
+	// Name is the file name used in problems (the path given to Load).
+	Name string `yaml:"-"`
+	// Hash is the SHA-256 of the file's bytes before interpolation; a reload
+	// whose hash did not change is a no-op.
+	Hash [32]byte `yaml:"-"`
+
+	positions map[string]Pos
+}
+
+// Source is one ingress path with its authentication and deduplication.
+type Source struct {
+	Name         string      `yaml:"name"`
+	Path         string      `yaml:"path"`
+	MaxBodyBytes Size        `yaml:"max_body_bytes"`
+	Auth         Auth        `yaml:"auth"`
+	Dedup        SourceDedup `yaml:"dedup"`
+}
+
+// Auth says how a source authenticates its sender.
+type Auth struct {
+	// Type is header | bearer | hmac-sha256 | standard-webhooks | none.
+	Type string `yaml:"type"`
+	// Header names the header carrying the secret (header) or the signature
+	// (hmac-sha256). Default Authorization for header, X-Signature for hmac-sha256.
+	Header string `yaml:"header"`
+	Secret string `yaml:"secret"`
+	// Tolerance bounds the age of a standard-webhooks timestamp. Default 5m.
+	Tolerance Duration `yaml:"tolerance"`
+}
+
+// SourceDedup configures duplicate detection for one source.
+type SourceDedup struct {
+	// Key is an expr expression giving the dedup key; empty means the default
+	// (event + "_" + message.id, else event + "_" + device.id + "_" + timestamp,
+	// else a hash of the body).
+	Key string `yaml:"key"`
+	// TTL is how long a key is remembered. Default 24h.
+	TTL Duration `yaml:"ttl"`
+}
+
+// Dedup selects the store that remembers dedup keys.
+type Dedup struct {
+	Store    string `yaml:"store"` // memory | redis
+	MaxKeys  int    `yaml:"max_keys"`
+	RedisURL string `yaml:"redis_url"`
+}
+
+// Queue selects where accepted events wait for delivery.
+type Queue struct {
+	Backend  string `yaml:"backend"` // disk | memory | nats
+	MaxBytes Size   `yaml:"max_bytes"`
+	NatsURL  string `yaml:"nats_url"`
+}
+
+// Log configures the process's structured log.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // json | text
+}
+
+// Sink is one destination. Which fields apply depends on Type; a field set
+// for a type that does not use it is a validation problem.
+type Sink struct {
+	Type string `yaml:"type"` // http | slack | file | stdout
+
+	// http
+	URL     string            `yaml:"url"`
+	Method  string            `yaml:"method"`
+	Headers map[string]string `yaml:"headers"` // values are templates
+	Body    string            `yaml:"body"`    // expr expression, value sent as JSON
+	Timeout Duration          `yaml:"timeout"`
+	Sign    *Sign             `yaml:"sign"`
+
+	// slack
+	WebhookURL string `yaml:"webhook_url"`
+	Text       string `yaml:"text"` // template
+
+	// file
+	Path          string   `yaml:"path"`
+	Format        string   `yaml:"format"` // payload | envelope
+	FlushInterval Duration `yaml:"flush_interval"`
+
+	// every type
+	Retry   Retry   `yaml:"retry"`
+	Breaker Breaker `yaml:"breaker"`
+	Workers int     `yaml:"workers"`
+}
+
+// Sign makes a sink sign its requests the Standard Webhooks way.
+type Sign struct {
+	Secret string `yaml:"secret"`
+}
+
+// Retry bounds the dispatcher's attempts for one sink.
+type Retry struct {
+	MaxAttempts    int      `yaml:"max_attempts"`
+	InitialBackoff Duration `yaml:"initial_backoff"`
+	MaxBackoff     Duration `yaml:"max_backoff"`
+}
+
+// Breaker configures one sink's circuit breaker.
+type Breaker struct {
+	// Failures is the number of consecutive retryable failures that open it.
+	Failures int `yaml:"failures"`
+	// OpenFor is how long it stays open before letting one probe through.
+	OpenFor Duration `yaml:"open_for"`
+}
+
+// Rule routes the events its expression matches to its sinks.
+type Rule struct {
+	Name   string   `yaml:"name"`
+	When   string   `yaml:"when"`
+	To     []string `yaml:"to"`
+	Stop   bool     `yaml:"stop"`
+	Shadow bool     `yaml:"shadow"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("500ms", "24h").
+type Duration time.Duration
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Size is a byte count written as a number or with a unit ("1048576", "512KiB",
+// "1GiB", "10MB").
+type Size int64

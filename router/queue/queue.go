@@ -1,0 +1,65 @@
+// Package queue holds accepted events until every sink their rules chose has
+// them. A Queue stores each event once, with one Delivery per sink it still
+// owes; the dispatcher takes deliveries per sink, and reports each outcome
+// with Done (delivered or dead-lettered) or Retry (try again later).
+//
+// Backends differ only in what they survive: memory survives sink outages but
+// not a crash; disk (the default) survives kill -9; nats shares one durable
+// stream between instances.
+package queue
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hookrouter/hookrouter/sinks"
+)
+
+// ErrFull is returned by Put when accepting the event would exceed the
+// queue's bound; ingress answers 503 with Retry-After so the sender retries.
+var ErrFull = errors.New("queue full")
+
+// ErrClosed is returned by Put and Take once Close has begun.
+var ErrClosed = errors.New("queue closed")
+
+// Delivery is one event owed to one sink.
+type Delivery struct {
+	Event *sinks.Event
+	Sink  string
+	// Attempts counts the attempts made so far; the dispatcher increments it
+	// before calling Retry, and backends that persist it keep retry budgets
+	// across restarts.
+	Attempts int
+	// LastError is the error of the latest failed attempt, if any.
+	LastError string
+
+	// Ref is the backend's own handle for the delivery; callers must not touch it.
+	Ref any
+}
+
+// Queue is the contract shared by every backend. All methods are safe for
+// concurrent use.
+type Queue interface {
+	// Put records ev as owed to each of the named sinks (at least one). When
+	// it returns nil the event is as safe as the backend makes it (on disk,
+	// fsynced, for disk and nats); it returns ErrFull at the bound, ErrClosed
+	// after Close, and otherwise nothing is recorded.
+	Put(ctx context.Context, ev *sinks.Event, to []string) error
+	// Take blocks until a delivery for sink is due, ctx is done, or the queue
+	// is closed (ErrClosed). Deliveries come in order of acceptance, except
+	// that one waiting for a retry lets later ones pass.
+	Take(ctx context.Context, sink string) (*Delivery, error)
+	// Done forgets d: it was delivered, or dead-lettered.
+	Done(d *Delivery) error
+	// Retry makes d due again after delay.
+	Retry(d *Delivery, delay time.Duration) error
+	// Depth is the number of deliveries owed to sink, due or waiting.
+	Depth(sink string) int
+	// Pending lists the sinks that are owed deliveries, so that deliveries
+	// for a sink no longer in the config are not forgotten after a restart.
+	Pending() []string
+	// Close stops the queue: Take calls return ErrClosed, and deliveries not
+	// yet Done stay owed (durable backends deliver them after the next start).
+	Close() error
+}
