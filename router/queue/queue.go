@@ -36,6 +36,9 @@ type Delivery struct {
 
 	// Ref is the backend's own handle for the delivery; callers must not touch it.
 	Ref any
+
+	// seq is the Scheduler's acceptance number, assigned on first Push.
+	seq uint64
 }
 
 // Queue is the contract shared by every backend. All methods are safe for
@@ -62,4 +65,13 @@ type Queue interface {
 	// Close stops the queue: Take calls return ErrClosed, and deliveries not
 	// yet Done stay owed (durable backends deliver them after the next start).
 	Close() error
+}
+
+// Drainer is implemented by backends that lose what they hold when the
+// process stops (memory): at shutdown, the dispatcher dead-letters the
+// deliveries Remaining returns instead of dropping them silently.
+type Drainer interface {
+	// Remaining returns every delivery still owed, in acceptance order,
+	// without removing them.
+	Remaining() []*Delivery
 }
