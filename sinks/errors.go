@@ -10,6 +10,11 @@ import (
 	"time"
 )
 
+// ErrClosed is returned (wrapped) by Send on a sink that has been closed. It
+// is retryable: the delivery belongs to whichever sink instance replaced this
+// one, for example after a reload.
+var ErrClosed = errors.New("sink closed")
+
 // permanentError marks a failure that retrying cannot fix.
 type permanentError struct{ err error }
 
