@@ -1,0 +1,490 @@
+// Package httpsink delivers events to an HTTP endpoint with fasthttp: the
+// original JSON forwarded unchanged, or a body computed by an expr expression,
+// optionally signed the Standard Webhooks way.
+//
+// A Sink makes exactly one attempt per Send (apart from re-sending once on a
+// pooled keep-alive connection the server had already closed) and classifies
+// the outcome with sinks.CheckStatus; retries, backoff and the circuit breaker
+// belong to the dispatcher. Redirects are not followed: a 3xx is permanent.
+package httpsink
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/sinks/render"
+	"github.com/valyala/fasthttp"
+)
+
+// DefaultTimeout bounds one request when Config.Timeout is zero.
+const DefaultTimeout = 10 * time.Second
+
+// DefaultMaxConns is the connection pool size when Config.MaxConns is zero:
+// more than the dispatcher's usual worker count, so workers never queue for a
+// connection, and few enough not to flood a struggling receiver.
+const DefaultMaxConns = 32
+
+// Config is what an http sink needs; the router fills it from the sink's YAML.
+type Config struct {
+	// URL is the absolute http or https endpoint. User info in it is sent as
+	// basic authentication; it and the query never appear in errors.
+	URL string
+	// Method is POST (the default), PUT or PATCH.
+	Method string
+	// Headers are extra request headers; values are render templates over the
+	// payload (control characters in a rendered value become spaces).
+	Headers map[string]string
+	// Body is an expr expression whose value is sent as JSON; empty forwards
+	// the event's original bytes unchanged.
+	Body string
+	// Timeout bounds one request, from connecting to reading the answer.
+	// Zero means DefaultTimeout.
+	Timeout time.Duration
+	// SignSecret, when set, signs each request the Standard Webhooks way. A
+	// "whsec_" prefix means the rest is the base64 key; otherwise the string's
+	// bytes are the key.
+	SignSecret string
+	// Version is hookrouter's version, sent as User-Agent: hookrouter/Version.
+	Version string
+	// MaxConns caps open connections to the host. Zero means DefaultMaxConns.
+	MaxConns int
+
+	// BodyFunc, when set, produces the request body by appending it to dst,
+	// in place of Body; sinks built on this one (slack) use it. Its errors
+	// are permanent.
+	BodyFunc func(dst []byte, ev *sinks.Event) ([]byte, error)
+	// SecretPath hides the URL's path too in errors, for endpoints whose path
+	// is the credential (Slack incoming webhooks).
+	SecretPath bool
+}
+
+// Sink posts events to one HTTP endpoint. It is safe for concurrent use.
+type Sink struct {
+	url     string
+	shown   string // the URL as errors may show it
+	method  string
+	ua      string
+	timeout time.Duration
+	static  []header
+	dynamic []dynamicHeader
+	body    *render.Body
+	bodyFn  func([]byte, *sinks.Event) ([]byte, error)
+	// secrets are scrubbed from response snippets before they reach an
+	// error: a receiver may echo back the request it refused.
+	secrets []string
+	signing bool
+	macs    sync.Pool // *signer keyed with the signing secret
+	bufs    sync.Pool // *[]byte request bodies
+	client  *fasthttp.Client
+	closed  atomic.Bool
+	log     *slog.Logger
+}
+
+type header struct{ name, value string }
+
+type dynamicHeader struct {
+	name string
+	tmpl *render.Template
+}
+
+// reserved are headers hookrouter sets itself or the transport owns.
+var reserved = []string{
+	"Host", "Content-Length", "Transfer-Encoding", "Connection", "User-Agent",
+	"X-Hookrouter-Event-Id", "Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
+}
+
+// New checks cfg and builds the sink. It does no I/O: connections are made by
+// the first Send. Errors name the offending field (url, method, headers.NAME,
+// body, timeout, sign.secret).
+func New(cfg Config, log *slog.Logger) (*Sink, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Sink{
+		url:     cfg.URL,
+		method:  strings.ToUpper(cfg.Method),
+		ua:      "hookrouter/" + cfg.Version,
+		timeout: cfg.Timeout,
+		bodyFn:  cfg.BodyFunc,
+		log:     log,
+	}
+	u, err := checkURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	if cfg.SecretPath {
+		s.shown = sinks.RedactPath(cfg.URL)
+		if u.Path != "" && u.Path != "/" {
+			s.secrets = append(s.secrets, u.Path, u.EscapedPath())
+		}
+	} else {
+		s.shown = sinks.RedactURL(cfg.URL)
+	}
+	if u.User != nil {
+		pw, _ := u.User.Password()
+		s.secrets = append(s.secrets, u.User.Username(), pw)
+	}
+	if u.RawQuery != "" {
+		s.secrets = append(s.secrets, u.RawQuery)
+		for _, vs := range u.Query() {
+			s.secrets = append(s.secrets, vs...)
+		}
+	}
+
+	switch s.method {
+	case "":
+		s.method = fasthttp.MethodPost
+	case fasthttp.MethodPost, fasthttp.MethodPut, fasthttp.MethodPatch:
+	default:
+		return nil, errors.New("method: must be POST, PUT or PATCH")
+	}
+	switch {
+	case s.timeout == 0:
+		s.timeout = DefaultTimeout
+	case s.timeout < 0:
+		return nil, errors.New("timeout: must be positive")
+	}
+	maxConns := cfg.MaxConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+
+	// Sorted so that requests and errors do not depend on map order.
+	names := make([]string, 0, len(cfg.Headers))
+	for name := range cfg.Headers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		field := "headers." + name
+		if !validHeaderName(name) {
+			return nil, fmt.Errorf("%s: invalid header name", field)
+		}
+		canon := string(fasthttp.AppendNormalizedHeaderKey(nil, name))
+		for _, r := range reserved {
+			if strings.EqualFold(canon, r) {
+				return nil, fmt.Errorf("%s: set by hookrouter, cannot be configured", field)
+			}
+		}
+		t, err := render.ParseTemplate(field, cfg.Headers[name])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		if t.Static() {
+			v := sanitizeHeaderValue(cfg.Headers[name])
+			s.static = append(s.static, header{canon, v})
+			s.secrets = append(s.secrets, v)
+		} else {
+			s.dynamic = append(s.dynamic, dynamicHeader{canon, t})
+		}
+	}
+
+	if cfg.Body != "" && cfg.BodyFunc == nil {
+		b, err := render.CompileBody(cfg.Body)
+		if err != nil {
+			return nil, fmt.Errorf("body: %w", err)
+		}
+		s.body = b
+	}
+
+	if cfg.SignSecret != "" {
+		key := []byte(cfg.SignSecret)
+		if enc, ok := strings.CutPrefix(cfg.SignSecret, "whsec_"); ok {
+			key, err = base64.StdEncoding.DecodeString(enc)
+			if err != nil || len(key) == 0 {
+				// The decoder's error quotes an offset only, but say less:
+				// this is a secret.
+				return nil, errors.New("sign.secret: not valid base64 after whsec_")
+			}
+		}
+		s.signing = true
+		s.macs.New = func() any { return &signer{mac: hmac.New(sha256.New, key)} }
+		s.secrets = append(s.secrets, cfg.SignSecret)
+	}
+	s.secrets = slices.DeleteFunc(s.secrets, func(v string) bool { return len(v) < 4 })
+	s.bufs.New = func() any { return new([]byte) }
+
+	s.client = &fasthttp.Client{
+		NoDefaultUserAgentHeader: true,
+		MaxConnsPerHost:          maxConns,
+		MaxConnWaitTimeout:       s.timeout,
+		ReadTimeout:              s.timeout,
+		WriteTimeout:             s.timeout,
+		MaxIdleConnDuration:      30 * time.Second,
+		ReadBufferSize:           8 << 10,
+		DisablePathNormalizing:   true, // send the path exactly as configured
+		RetryIfErr:               retryStaleConn,
+	}
+	return s, nil
+}
+
+// retryStaleConn lets fasthttp re-send once when a pooled keep-alive
+// connection turns out to have been closed by the server, as net/http does;
+// any other failure is reported to the dispatcher, which owns retries.
+func retryStaleConn(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	return false, attempts == 1 && (errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed))
+}
+
+func checkURL(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, errors.New("required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			// url.Error repeats the whole URL, credentials included.
+			return nil, ue.Err
+		}
+		return nil, errors.New("unparsable")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("must be an absolute http or https URL")
+	}
+	return u, nil
+}
+
+// Send makes one request for ev. It returns nil on a 2xx answer; otherwise an
+// error classified by sinks.CheckStatus (transport failures and timeouts are
+// retryable, a body or header that cannot be rendered is permanent). It
+// waits at most Timeout, and never past ctx's deadline; a ctx cancelled while
+// the request is in flight is noticed when the request ends.
+func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
+	if s.closed.Load() {
+		return s.fail(sinks.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return s.fail(err)
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	bp := s.bufs.Get().(*[]byte)
+	defer func() {
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+		if cap(*bp) <= 256<<10 {
+			*bp = (*bp)[:0]
+			s.bufs.Put(bp)
+		}
+	}()
+
+	var err error
+	*bp, err = s.build(req, ev, (*bp)[:0])
+	if err != nil {
+		return s.fail(sinks.Permanent(err))
+	}
+	deadline := time.Now().Add(s.timeout)
+	ctxDeadline := false
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline, ctxDeadline = d, true
+	}
+	if err := s.client.DoDeadline(req, resp, deadline); err != nil {
+		cerr := ctx.Err()
+		if cerr == nil && ctxDeadline && isTimeout(err) {
+			// fasthttp's clock may fire a hair before the context's.
+			cerr = context.DeadlineExceeded
+		}
+		if cerr != nil {
+			return s.fail(fmt.Errorf("%w: %w", err, cerr))
+		}
+		return s.fail(err)
+	}
+	code := resp.StatusCode()
+	if code >= 200 && code < 300 {
+		return nil
+	}
+	return s.fail(sinks.CheckStatus(code, string(resp.Header.Peek(fasthttp.HeaderRetryAfter)), s.scrub(resp.Body())))
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) ||
+		errors.Is(err, fasthttp.ErrTLSHandshakeTimeout) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+func (s *Sink) fail(err error) error {
+	return fmt.Errorf("%s %s: %w", s.method, s.shown, err)
+}
+
+// build fills req for ev. The body is appended to buf, which must stay
+// untouched until the request is done; the grown buf is returned.
+func (s *Sink) build(req *fasthttp.Request, ev *sinks.Event, buf []byte) ([]byte, error) {
+	req.SetRequestURI(s.url)
+	req.Header.SetMethod(s.method)
+	req.Header.SetContentType("application/json")
+	req.Header.SetUserAgent(s.ua)
+	req.Header.Set("X-Hookrouter-Event-Id", ev.ID)
+	for _, h := range s.static {
+		req.Header.Set(h.name, h.value)
+	}
+	if len(s.dynamic) > 0 {
+		p, err := ev.Payload()
+		if err != nil {
+			return buf, fmt.Errorf("payload: %w", err)
+		}
+		for _, h := range s.dynamic {
+			v, err := h.tmpl.Execute(p)
+			if err != nil {
+				return buf, err // text/template errors name the template: headers.NAME
+			}
+			req.Header.Set(h.name, sanitizeHeaderValue(v))
+		}
+	}
+	body, buf, err := s.appendBody(buf, ev)
+	if err != nil {
+		return buf, err
+	}
+	// SetBodyRaw does not copy: body is ev.Body (never modified) or buf.
+	req.SetBodyRaw(body)
+	if s.signing {
+		s.sign(req, ev.ID, body)
+	}
+	return buf, nil
+}
+
+// appendBody returns the body to send for ev: the original bytes, or a
+// rendering appended to buf (returned grown either way).
+func (s *Sink) appendBody(buf []byte, ev *sinks.Event) (body, grown []byte, err error) {
+	switch {
+	case s.bodyFn != nil:
+		buf, err = s.bodyFn(buf, ev)
+		return buf, buf, err
+	case s.body != nil:
+		p, err := ev.Payload()
+		if err != nil {
+			return nil, buf, fmt.Errorf("payload: %w", err)
+		}
+		buf, err = s.body.AppendRender(buf, p)
+		if err != nil {
+			return nil, buf, fmt.Errorf("body: %w", err)
+		}
+		return buf, buf, nil
+	default:
+		return ev.Body, buf, nil
+	}
+}
+
+// signer is one pooled HMAC state with scratch space, so that signing
+// allocates nothing.
+type signer struct {
+	mac hash.Hash
+	buf []byte
+	sum [sha256.Size]byte
+	sig [3 + 44]byte // "v1," + base64 of 32 bytes
+}
+
+// sign adds the Standard Webhooks headers: the signature is the base64
+// HMAC-SHA256 of "id.timestamp.body".
+func (s *Sink) sign(req *fasthttp.Request, id string, body []byte) {
+	g := s.macs.Get().(*signer)
+	g.buf = append(g.buf[:0], id...)
+	g.buf = append(g.buf, '.')
+	g.buf = strconv.AppendInt(g.buf, time.Now().Unix(), 10)
+	stamp := g.buf[len(id)+1:]
+	g.buf = append(g.buf, '.')
+	g.mac.Reset()
+	g.mac.Write(g.buf)
+	g.mac.Write(body)
+	copy(g.sig[:], "v1,")
+	base64.StdEncoding.Encode(g.sig[3:], g.mac.Sum(g.sum[:0]))
+	req.Header.Set("Webhook-Id", id)
+	req.Header.SetBytesV("Webhook-Timestamp", stamp)
+	req.Header.SetBytesV("Webhook-Signature", g.sig[:])
+	s.macs.Put(g)
+}
+
+// Render returns the body Send would post for ev, after checking that every
+// header template renders too. It does no I/O.
+func (s *Sink) Render(ev *sinks.Event) ([]byte, error) {
+	if len(s.dynamic) > 0 {
+		p, err := ev.Payload()
+		if err != nil {
+			return nil, fmt.Errorf("payload: %w", err)
+		}
+		for _, h := range s.dynamic {
+			if _, err := h.tmpl.Execute(p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	body, _, err := s.appendBody(nil, ev)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(body), nil
+}
+
+// Close makes later Sends fail with sinks.ErrClosed and closes idle
+// connections; requests in flight finish. It is idempotent.
+func (s *Sink) Close(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.client.CloseIdleConnections()
+	s.log.DebugContext(ctx, "http sink closed", "url", s.shown)
+	return nil
+}
+
+// scrub returns the start of a response body with the sink's secrets
+// replaced: a receiver may echo back the request it refused. Replacing before
+// CheckStatus cuts the snippet means no cut can leave half a secret.
+func (s *Sink) scrub(body []byte) []byte {
+	body = bytes.TrimSpace(body)
+	if len(body) > 64<<10 {
+		body = body[:64<<10] // only the first 200 bytes are kept
+	}
+	out := string(body)
+	for _, v := range s.secrets {
+		out = strings.ReplaceAll(out, v, "REDACTED")
+	}
+	return []byte(out)
+}
+
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// sanitizeHeaderValue turns control characters into spaces, so that a
+// newline in a payload field rendered into a header cannot inject headers.
+func sanitizeHeaderValue(v string) string {
+	if strings.IndexFunc(v, isCtl) < 0 {
+		return v
+	}
+	return strings.Map(func(r rune) rune {
+		if isCtl(r) {
+			return ' '
+		}
+		return r
+	}, v)
+}
+
+func isCtl(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }
