@@ -1,0 +1,156 @@
+package rules
+
+import (
+	"github.com/expr-lang/expr/ast"
+	"github.com/valyala/fastjson"
+)
+
+// field is a node of the tree of payload paths that expressions read. The
+// ingress materializes only these paths, so that a rule reading
+// message.channel.engine does not pay for decoding the whole message.
+type field struct {
+	name string
+	// whole means the value at this path is used as a value (compared,
+	// passed to a function, indexed dynamically): materialize all of it.
+	whole    bool
+	children []*field
+}
+
+func (f *field) child(name string) *field {
+	for _, c := range f.children {
+		if c.name == name {
+			return c
+		}
+	}
+	c := &field{name: name}
+	f.children = append(f.children, c)
+	return c
+}
+
+// add records that path is read as a whole value.
+func (f *field) add(path []string) {
+	n := f
+	for _, p := range path {
+		if n.whole {
+			return
+		}
+		n = n.child(p)
+	}
+	n.whole = true
+	n.children = nil
+}
+
+// fieldCollector walks an expression's AST and records what Parse must put
+// in the env for it: flattened chains (see flatten.go), constant header
+// names, and the tree of payload paths expr itself will read. It mirrors
+// flattener exactly: a chain in a slot is flattened, any other use of a
+// payload variable needs its value. $env marks everything.
+type fieldCollector struct {
+	root    *field
+	all     bool
+	vars    map[string]bool
+	flat    map[string]*flatPath
+	headers map[string]bool
+}
+
+func (c *fieldCollector) collect(n ast.Node, slot bool) {
+	if n == nil {
+		return
+	}
+	if slot {
+		if name, ok := constHeader(n); ok {
+			c.headers[name] = true
+			return
+		}
+		if isSourceCall(n) {
+			return
+		}
+	}
+	if steps, ok := constChain(n, c.vars); ok {
+		if slot && len(steps) > 1 {
+			p := newFlatPath(steps)
+			c.flat[p.valueKey] = p
+			return
+		}
+		names := make([]string, len(steps))
+		for i, s := range steps {
+			names[i] = s.name
+		}
+		c.root.add(names)
+		return
+	}
+	switch n := n.(type) {
+	case *ast.IdentifierNode:
+		if n.Value == "$env" {
+			c.all = true
+		}
+		return
+	case *ast.MemberNode:
+		c.collect(n.Node, false)
+	case *ast.ChainNode:
+		c.collect(n.Node, false)
+	}
+	slots(n, func(s *ast.Node) { c.collect(*s, true) })
+}
+
+// extract fills env with the fields of obj that the tree asks for.
+func extract(env map[string]any, obj *fastjson.Object, root *field, all bool) {
+	if all {
+		obj.Visit(func(k []byte, v *fastjson.Value) { env[string(k)] = toValue(v) })
+		return
+	}
+	for _, f := range root.children {
+		v := obj.Get(f.name)
+		if v == nil {
+			continue
+		}
+		env[f.name] = pruned(v, f)
+	}
+}
+
+func pruned(v *fastjson.Value, f *field) any {
+	if f.whole || v.Type() != fastjson.TypeObject {
+		return toValue(v)
+	}
+	obj, _ := v.Object()
+	m := make(map[string]any, len(f.children))
+	for _, c := range f.children {
+		if cv := obj.Get(c.name); cv != nil {
+			m[c.name] = pruned(cv, c)
+		}
+	}
+	return m
+}
+
+// toValue converts a parsed JSON value to the Go values expressions see:
+// map[string]any, []any, string, int (integral numbers), float64, bool, nil.
+func toValue(v *fastjson.Value) any {
+	switch v.Type() {
+	case fastjson.TypeObject:
+		obj, _ := v.Object()
+		m := make(map[string]any, obj.Len())
+		obj.Visit(func(k []byte, x *fastjson.Value) { m[string(k)] = toValue(x) })
+		return m
+	case fastjson.TypeArray:
+		arr, _ := v.Array()
+		s := make([]any, len(arr))
+		for i, x := range arr {
+			s[i] = toValue(x)
+		}
+		return s
+	case fastjson.TypeString:
+		b, _ := v.StringBytes()
+		return string(b)
+	case fastjson.TypeNumber:
+		if i, err := v.Int(); err == nil {
+			return i
+		}
+		f, _ := v.Float64()
+		return f
+	case fastjson.TypeTrue:
+		return true
+	case fastjson.TypeFalse:
+		return false
+	}
+	return nil
+}

@@ -1,0 +1,231 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/expr-lang/expr/vm"
+	"github.com/valyala/fastjson"
+)
+
+// Headers gives read access to the request's headers; fasthttp's
+// *RequestHeader satisfies it. Lookups are case-insensitive.
+type Headers interface {
+	Peek(key string) []byte
+}
+
+// ErrNotObject is returned by Input.Parse for a body that is valid JSON but
+// not a JSON object.
+var ErrNotObject = errors.New("payload is not a JSON object")
+
+// Input is the per-request state of evaluation: the parsed body, the fields
+// extracted for expressions, a VM, and the match result. Get one from
+// Set.Acquire and give it back with Set.Release; never share one between
+// goroutines.
+type Input struct {
+	set    *Set
+	parser fastjson.Parser
+	root   *fastjson.Value
+	body   []byte
+	env    map[string]any
+	vm     vm.VM
+	hdr    Headers
+	source string
+	keyBuf []byte
+	bits   []uint64
+
+	// Result of the latest Match; valid until the next Match or Release.
+	Result Result
+}
+
+// Result is what Match decided for one event.
+type Result struct {
+	// Matched lists the indexes (into Set.Rules) of matching delivering rules.
+	Matched []int
+	// Shadow lists the indexes of matching shadow rules.
+	Shadow []int
+	// Errors holds the rules that failed at run time; each counts as no match.
+	Errors []RuleError
+	// To is the union of the matching rules' sinks, each once, in the order
+	// the rules name them.
+	To []string
+}
+
+// RuleError is a run-time failure of one rule's expression.
+type RuleError struct {
+	Rule int
+	Err  error
+}
+
+func newInput(s *Set) *Input {
+	in := &Input{set: s, env: make(map[string]any, 16), bits: make([]uint64, (len(s.Sinks)+63)/64)}
+	in.resetEnv()
+	return in
+}
+
+// Acquire returns an Input for one request, from a pool.
+func (s *Set) Acquire(source string, h Headers) *Input {
+	in := s.pool.Get().(*Input)
+	in.source, in.hdr = source, h
+	return in
+}
+
+// Release returns in to its pool. Nothing obtained from it may be used after.
+func (s *Set) Release(in *Input) {
+	in.hdr, in.body, in.root = nil, nil, nil
+	in.resetEnv()
+	s.pool.Put(in)
+}
+
+func (in *Input) resetEnv() {
+	clear(in.env)
+	// Method values are made once per Input, not per request.
+	in.env["header"] = in.header
+	in.env["source"] = in.sourceName
+}
+
+func (in *Input) header(name string) string {
+	if in.hdr == nil {
+		return ""
+	}
+	return string(in.hdr.Peek(name))
+}
+
+func (in *Input) sourceName() string { return in.source }
+
+// Parse validates body as a JSON object and extracts the fields the Set's
+// expressions read. body must stay unmodified until Release.
+func (in *Input) Parse(body []byte) error {
+	v, err := in.parser.ParseBytes(body)
+	if err != nil {
+		return err
+	}
+	obj, err := v.Object()
+	if err != nil {
+		return ErrNotObject
+	}
+	in.root, in.body = v, body
+	s := in.set
+	extract(in.env, obj, s.fields, s.allFields)
+	for _, p := range s.flat {
+		in.flatten(p)
+	}
+	for _, h := range s.headers {
+		in.env[h[1]] = in.header(h[0])
+	}
+	in.env[sourceKey] = in.source
+	// Restore the functions if the payload had fields of the same names.
+	in.env["header"], in.env["source"] = in.header, in.sourceName
+	return nil
+}
+
+// flatten computes a flattened chain's value, or the error expr would
+// raise evaluating it (see flatten.go).
+func (in *Input) flatten(p *flatPath) {
+	v := in.root.Get(p.steps[0].name)
+	for _, st := range p.steps[1:] {
+		if v == nil || v.Type() == fastjson.TypeNull {
+			if st.optional {
+				v = nil
+				break
+			}
+			in.env[p.okKey], in.env[p.errKey] = false, "cannot fetch "+st.name+" from <nil>"
+			return
+		}
+		if v.Type() != fastjson.TypeObject {
+			in.env[p.okKey], in.env[p.errKey] = false, "cannot fetch "+st.name+" from "+v.Type().String()
+			return
+		}
+		v = v.Get(st.name)
+	}
+	if v == nil {
+		in.env[p.valueKey] = nil
+	} else {
+		in.env[p.valueKey] = toValue(v)
+	}
+	in.env[p.okKey] = true
+}
+
+// Event returns the payload's top-level "event" string, or "" if absent.
+func (in *Input) Event() string {
+	v := in.root.Get("event")
+	if v == nil || v.Type() != fastjson.TypeString {
+		return ""
+	}
+	b, _ := v.StringBytes()
+	return string(b)
+}
+
+// Match evaluates the rules that can match this event, in order, and fills
+// in.Result. A rule failing at run time is recorded in Result.Errors and
+// counts as no match; it never fails the event.
+func (in *Input) Match() *Result {
+	s := in.set
+	r := &in.Result
+	r.Matched, r.Shadow, r.Errors, r.To = r.Matched[:0], r.Shadow[:0], r.Errors[:0], r.To[:0]
+	clear(in.bits)
+
+	candidates := s.anyEvent
+	if v := in.root.Get("event"); v != nil && v.Type() == fastjson.TypeString {
+		b, _ := v.StringBytes()
+		if list, ok := s.byEvent[string(b)]; ok {
+			candidates = list
+		}
+	}
+	for _, i := range candidates {
+		rule := &s.Rules[i]
+		ok, err := in.eval(rule)
+		if err != nil {
+			r.Errors = append(r.Errors, RuleError{Rule: int(i), Err: err})
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if rule.Shadow {
+			r.Shadow = append(r.Shadow, int(i))
+			continue
+		}
+		r.Matched = append(r.Matched, int(i))
+		for _, t := range rule.to {
+			if in.bits[t/64]&(1<<(t%64)) == 0 {
+				in.bits[t/64] |= 1 << (t % 64)
+				r.To = append(r.To, s.Sinks[t])
+			}
+		}
+		if rule.Stop {
+			break
+		}
+	}
+	return r
+}
+
+func (in *Input) eval(rule *Rule) (bool, error) {
+	out, err := in.vm.Run(rule.program, in.env)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.(bool)
+	if !ok {
+		return false, fmt.Errorf("expected bool, got %T", out)
+	}
+	return b, nil
+}
+
+// TraceEntry is one rule's outcome in Trace.
+type TraceEntry struct {
+	Rule   int
+	Result bool
+	Err    error
+}
+
+// Trace evaluates every rule in order, ignoring the event index and `stop`,
+// for `hookrouter test`'s per-rule report. Routing uses Match.
+func (in *Input) Trace() []TraceEntry {
+	out := make([]TraceEntry, len(in.set.Rules))
+	for i := range in.set.Rules {
+		ok, err := in.eval(&in.set.Rules[i])
+		out[i] = TraceEntry{Rule: i, Result: ok, Err: err}
+	}
+	return out
+}

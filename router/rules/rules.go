@@ -1,0 +1,249 @@
+// Package rules compiles a config's rules and dedup keys into an immutable,
+// type-checked Set, and evaluates events against it on the hot path.
+//
+// Every `when` is compiled once with expr-lang/expr (bool result) at load
+// time. The Set also knows which payload paths its expressions read, so the
+// ingress extracts only those fields from the body (Input.Parse), and which
+// rules can only match a given `event` value, so an event is evaluated
+// against the rules that could match it and not the thousand others.
+package rules
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/vm"
+
+	"github.com/hookrouter/hookrouter/router/config"
+)
+
+// Rule is one compiled rule.
+type Rule struct {
+	Name   string
+	To     []string
+	Stop   bool
+	Shadow bool
+
+	program *vm.Program
+	to      []int // indexes into Set.Sinks
+}
+
+// Set is an immutable compiled rule set plus the dedup key of each source.
+// It is safe for concurrent use; per-request state lives in an Input.
+type Set struct {
+	Rules []Rule
+	// Sinks lists every sink name some non-shadow rule routes to, in order
+	// of first mention.
+	Sinks []string
+
+	byEvent   map[string][]int32 // rules that may match an event value, in order
+	anyEvent  []int32            // rules with no constraint on `event`
+	fields    *field
+	allFields bool
+	flat      []*flatPath          // flattened chains Parse computes
+	headers   [][2]string          // constant header names read, and their env keys
+	dedup     map[string]*dedupKey // by source name
+	pool      sync.Pool
+	collector *fieldCollector // used during Compile only
+}
+
+// Compile builds the Set for f, or returns every problem found: expressions
+// that do not parse, do not type-check or do not return bool, and `to`
+// entries naming sinks that f does not define. Problems carry f's positions.
+func Compile(f *config.File) (*Set, config.Problems) {
+	s := &Set{fields: &field{}, byEvent: map[string][]int32{}, dedup: map[string]*dedupKey{}}
+	var problems config.Problems
+	sinkIndex := map[string]int{}
+	var constrained [][]string
+
+	for i, r := range f.Rules {
+		path := fmt.Sprintf("rules[%d]", i)
+		rule := Rule{Name: r.Name, To: r.To, Stop: r.Stop, Shadow: r.Shadow}
+		prog, err := compile(r.When, expr.AsBool())
+		if err != nil {
+			problems = append(problems, f.Problemf(path+".when", "%s", exprError(err)))
+		} else {
+			rule.program = prog
+			s.collectFields(r.When)
+		}
+		for j, name := range r.To {
+			if _, ok := f.Sinks[name]; !ok {
+				problems = append(problems, f.Problemf(fmt.Sprintf("%s.to[%d]", path, j), "unknown sink %q%s", name, suggest(name, f.SinkNames())))
+				continue
+			}
+			if r.Shadow {
+				continue
+			}
+			idx, ok := sinkIndex[name]
+			if !ok {
+				idx = len(s.Sinks)
+				sinkIndex[name] = idx
+				s.Sinks = append(s.Sinks, name)
+			}
+			if !slices.Contains(rule.to, idx) {
+				rule.to = append(rule.to, idx)
+			}
+		}
+		constrained = append(constrained, eventConstraint(r.When))
+		s.Rules = append(s.Rules, rule)
+	}
+
+	for i, src := range f.Sources {
+		dk, err := compileDedupKey(src.Dedup.Key)
+		if err != nil {
+			problems = append(problems, f.Problemf(fmt.Sprintf("sources[%d].dedup.key", i), "%s", exprError(err)))
+			continue
+		}
+		if src.Dedup.Key != "" {
+			s.collectFields(src.Dedup.Key)
+		}
+		s.dedup[src.Name] = dk
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	s.finishFields()
+	s.buildIndex(constrained)
+	s.pool.New = func() any { return newInput(s) }
+	return s, nil
+}
+
+// buildIndex precomputes, for every event value some rule requires, the
+// ordered list of rules worth evaluating: those requiring that value plus
+// those with no requirement.
+func (s *Set) buildIndex(constrained [][]string) {
+	for i, events := range constrained {
+		if events == nil {
+			s.anyEvent = append(s.anyEvent, int32(i))
+			for ev := range s.byEvent {
+				s.byEvent[ev] = append(s.byEvent[ev], int32(i))
+			}
+			continue
+		}
+		for _, ev := range events {
+			list, ok := s.byEvent[ev]
+			if !ok {
+				list = slices.Clone(s.anyEvent)
+			}
+			if len(list) == 0 || list[len(list)-1] != int32(i) {
+				list = append(list, int32(i))
+			}
+			s.byEvent[ev] = list
+		}
+	}
+}
+
+func (s *Set) collectFields(src string) {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return
+	}
+	if s.collector == nil {
+		s.collector = &fieldCollector{root: s.fields, flat: map[string]*flatPath{}, headers: map[string]bool{}}
+	}
+	s.collector.vars = letVars(tree.Node)
+	s.collector.collect(tree.Node, false)
+}
+
+// finishFields freezes what the collector found into the Set.
+func (s *Set) finishFields() {
+	c := s.collector
+	s.collector = nil
+	if c == nil {
+		return
+	}
+	s.allFields = c.all
+	for _, k := range slices.Sorted(maps.Keys(c.flat)) {
+		s.flat = append(s.flat, c.flat[k])
+	}
+	for _, h := range slices.Sorted(maps.Keys(c.headers)) {
+		s.headers = append(s.headers, [2]string{h, headerKey(h)})
+	}
+}
+
+// funcNames are the functions every expression may call beside expr's
+// built-ins; they shadow payload fields of the same name.
+var funcNames = map[string]bool{"header": true, "source": true}
+
+// compileEnv declares our functions for the type checker; payload fields are
+// undeclared (any) and nil when absent.
+var compileEnv = map[string]any{
+	"header": func(string) string { return "" },
+	"source": func() string { return "" },
+}
+
+func compile(src string, opts ...expr.Option) (*vm.Program, error) {
+	vars := map[string]bool{}
+	if tree, err := parser.Parse(src); err == nil {
+		vars = letVars(tree.Node)
+	}
+	opts = append([]expr.Option{
+		expr.Env(compileEnv),
+		expr.AllowUndefinedVariables(),
+		pathError,
+		expr.Patch(&flattener{vars: vars}),
+	}, opts...)
+	return expr.Compile(src, opts...)
+}
+
+// exprError flattens expr's multi-line error (message, source line, caret)
+// into one line: a config problem is one line.
+func exprError(err error) string {
+	msg := err.Error()
+	for i := 0; i < len(msg); i++ {
+		if msg[i] == '\n' {
+			return msg[:i]
+		}
+	}
+	return msg
+}
+
+// suggest returns ` (did you mean "x"?)` for the closest known name, if close.
+func suggest(name string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// EventNames lists the event values the index knows, sorted (for tests and
+// diagnostics).
+func (s *Set) EventNames() []string {
+	names := make([]string, 0, len(s.byEvent))
+	for k := range s.byEvent {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
