@@ -1,0 +1,429 @@
+package dedup
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testRedisURL = "redis://127.0.0.1:6379/0"
+
+// storeKinds builds each Store implementation for the shared tests.
+var storeKinds = []struct {
+	name string
+	open func(t *testing.T, opts ...Option) Store
+}{
+	{"memory", func(t *testing.T, opts ...Option) Store { return newTestMemory(t, 100_000, opts...) }},
+	{"redis", func(t *testing.T, opts ...Option) Store { return newTestRedis(t, opts...) }},
+}
+
+func newTestMemory(t testing.TB, maxKeys int, opts ...Option) *Memory {
+	t.Helper()
+	m, err := NewMemory(maxKeys, opts...)
+	if err != nil {
+		t.Fatalf("NewMemory: %v", err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
+}
+
+// newTestRedis connects to the local Redis under a random key prefix, so that
+// concurrent runs do not collide, and deletes the prefix's keys afterwards.
+func newTestRedis(t testing.TB, opts ...Option) *Redis {
+	t.Helper()
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	prefix := "hookrouter:test:" + hex.EncodeToString(rnd[:]) + ":"
+	r, err := NewRedis(testRedisURL, append([]Option{WithPrefix(prefix)}, opts...)...)
+	if err != nil {
+		t.Fatalf("NewRedis: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := r.Ping(ctx); err != nil {
+		_ = r.Close()
+		t.Skipf("redis at %s unreachable, skipping the Redis store test: %v", testRedisURL, err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		var keys []string
+		iter := r.client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		for len(keys) > 0 {
+			n := min(len(keys), 1000)
+			if err := r.client.Del(ctx, keys[:n]...).Err(); err != nil {
+				t.Errorf("cleanup redis keys: %v", err)
+			}
+			keys = keys[n:]
+		}
+		_ = r.Close()
+	})
+	return r
+}
+
+func mustClaim(t *testing.T, s Store, key string, want bool) {
+	t.Helper()
+	got, err := s.Claim(t.Context(), key, time.Hour)
+	if err != nil {
+		t.Fatalf("Claim(%q): %v", key, err)
+	}
+	if got != want {
+		t.Fatalf("Claim(%q) = %v, want %v", key, got, want)
+	}
+}
+
+func mustCommit(t *testing.T, s Store, key string, ttl time.Duration) {
+	t.Helper()
+	if err := s.Commit(t.Context(), key, ttl); err != nil {
+		t.Fatalf("Commit(%q): %v", key, err)
+	}
+}
+
+func TestSameKeyConcurrentClaims(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			s := kind.open(t)
+			const n = 40
+			var wins atomic.Int32
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for range n {
+				wg.Go(func() {
+					<-start
+					ok, err := s.Claim(t.Context(), "evt_same", time.Hour)
+					if err != nil {
+						t.Errorf("Claim: %v", err)
+					}
+					if ok {
+						wins.Add(1)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if got := wins.Load(); got != 1 {
+				t.Fatalf("%d of %d concurrent claims won, want exactly 1", got, n)
+			}
+		})
+	}
+}
+
+// TestDistinctKeysClaimedTwice has two goroutines race on every key; the
+// winner commits at once, so the loser's claim often lands between the
+// commit's Set and the moment ristretto shows the key.
+func TestDistinctKeysClaimedTwice(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			s := kind.open(t)
+			const keys, workers = 10_000, 8
+			key := func(i int) string { return "channel.message_in_msg-" + strconv.Itoa(i) }
+			wins := make([]atomic.Int32, keys)
+			var total atomic.Int64
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			// Two groups walk the same keys in the same order, so each key
+			// is claimed by two goroutines at nearly the same moment.
+			for range 2 {
+				for w := range workers {
+					wg.Go(func() {
+						<-start
+						for i := w; i < keys; i += workers {
+							ok, err := s.Claim(t.Context(), key(i), time.Hour)
+							if err != nil {
+								t.Errorf("Claim: %v", err)
+								return
+							}
+							if !ok {
+								continue
+							}
+							wins[i].Add(1)
+							total.Add(1)
+							if err := s.Commit(t.Context(), key(i), time.Hour); err != nil {
+								t.Errorf("Commit: %v", err)
+								return
+							}
+						}
+					})
+				}
+			}
+			close(start)
+			wg.Wait()
+			if got := total.Load(); got != keys {
+				t.Errorf("first pass: %d wins, want %d", got, keys)
+			}
+			for i := range wins {
+				if n := wins[i].Load(); n != 1 {
+					t.Fatalf("key %d won %d times, want 1", i, n)
+				}
+			}
+
+			var again atomic.Int64
+			for w := range workers {
+				wg.Go(func() {
+					for i := w; i < keys; i += workers {
+						ok, err := s.Claim(t.Context(), key(i), time.Hour)
+						if err != nil {
+							t.Errorf("Claim: %v", err)
+							return
+						}
+						if ok {
+							again.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if got := again.Load(); got != 0 {
+				t.Fatalf("second pass: %d committed keys claimed again, want 0", got)
+			}
+			if m, ok := s.(*Memory); ok {
+				st := m.Stats()
+				if st.SetsDropped != 0 || st.SetsRejected != 0 || st.Overflow != 0 || st.EvictedLive != 0 {
+					t.Errorf("stats within max_keys = %+v, want no drops, rejections, overflow or evictions", st)
+				}
+				if st.Keys != keys || m.Len() != keys {
+					t.Errorf("Keys = %d, Len = %d, want %d", st.Keys, m.Len(), keys)
+				}
+			}
+		})
+	}
+}
+
+func TestReleaseAndCommitSemantics(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			cases := []struct {
+				name  string
+				steps func(t *testing.T, s Store)
+			}{
+				{"release frees a claim", func(t *testing.T, s Store) {
+					mustClaim(t, s, "k", true)
+					mustClaim(t, s, "k", false)
+					if err := s.Release(t.Context(), "k"); err != nil {
+						t.Fatal(err)
+					}
+					mustClaim(t, s, "k", true)
+				}},
+				{"release does not forget a committed key", func(t *testing.T, s Store) {
+					mustClaim(t, s, "k", true)
+					mustCommit(t, s, "k", time.Hour)
+					if err := s.Release(t.Context(), "k"); err != nil {
+						t.Fatal(err)
+					}
+					mustClaim(t, s, "k", false)
+				}},
+				{"release of an unknown key is harmless", func(t *testing.T, s Store) {
+					if err := s.Release(t.Context(), "never"); err != nil {
+						t.Fatal(err)
+					}
+					mustClaim(t, s, "never", true)
+				}},
+				{"ttl expiry frees the key", func(t *testing.T, s Store) {
+					mustClaim(t, s, "k", true)
+					mustCommit(t, s, "k", 80*time.Millisecond)
+					mustClaim(t, s, "k", false)
+					time.Sleep(150 * time.Millisecond)
+					mustClaim(t, s, "k", true)
+				}},
+				{"recommit after expiry remembers again", func(t *testing.T, s Store) {
+					mustClaim(t, s, "k", true)
+					mustCommit(t, s, "k", 50*time.Millisecond)
+					time.Sleep(100 * time.Millisecond)
+					mustClaim(t, s, "k", true)
+					mustCommit(t, s, "k", time.Hour)
+					mustClaim(t, s, "k", false)
+				}},
+				{"zero ttl is refused", func(t *testing.T, s Store) {
+					mustClaim(t, s, "k", true)
+					if err := s.Commit(t.Context(), "k", 0); err == nil {
+						t.Fatal("Commit with ttl 0: no error")
+					}
+				}},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) { tc.steps(t, kind.open(t)) })
+			}
+		})
+	}
+}
+
+func TestClaimTimeout(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			s := kind.open(t, WithClaimTimeout(80*time.Millisecond))
+			mustClaim(t, s, "stuck", true)
+			mustClaim(t, s, "stuck", false)
+			time.Sleep(150 * time.Millisecond)
+			mustClaim(t, s, "stuck", true)
+			// A commit after the timeout still makes the key a duplicate.
+			mustCommit(t, s, "stuck", time.Hour)
+			time.Sleep(150 * time.Millisecond)
+			mustClaim(t, s, "stuck", false)
+		})
+	}
+}
+
+func TestMemoryNoneForgottenAtMaxKeys(t *testing.T) {
+	const n = 20_000
+	m := newTestMemory(t, n)
+	var wg sync.WaitGroup
+	const workers = 8
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				k := fmt.Sprintf("device.connected_dev-%d_1700000000", i)
+				if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || !ok {
+					t.Errorf("Claim(%q) = %v, %v", k, ok, err)
+					return
+				}
+				if err := m.Commit(t.Context(), k, time.Hour); err != nil {
+					t.Errorf("Commit: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	m.cache.Wait()
+	for i := range n {
+		k := fmt.Sprintf("device.connected_dev-%d_1700000000", i)
+		if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || ok {
+			t.Fatalf("re-Claim(%q) = %v, %v: a committed key was forgotten (stats %+v)", k, ok, err, m.Stats())
+		}
+	}
+	st := m.Stats()
+	want := MemoryStats{Keys: n}
+	if st != want {
+		t.Fatalf("stats = %+v, want %+v: ristretto must hold every key itself within max_keys", st, want)
+	}
+}
+
+// TestMemoryBeyondMaxKeys checks that traffic far over max_keys degrades as
+// documented: counted, bounded, never an error.
+func TestMemoryBeyondMaxKeys(t *testing.T) {
+	const maxKeys, n = 100, 3000
+	m := newTestMemory(t, maxKeys)
+	for i := range n {
+		k := "over-" + strconv.Itoa(i)
+		if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || !ok {
+			t.Fatalf("Claim(%q) = %v, %v", k, ok, err)
+		}
+		mustCommit(t, m, k, time.Hour)
+	}
+	st := m.Stats()
+	if st.SetsRejected+st.EvictedLive == 0 {
+		t.Errorf("stats = %+v: %d keys in a store of %d, want rejections or evictions counted", st, n, maxKeys)
+	}
+	if limit := maxKeys + 64 + 1024 + 1; m.Len() > limit {
+		t.Errorf("Len = %d, want at most %d (cache + bounded overflow)", m.Len(), limit)
+	}
+	if st.Overflow > 1024 {
+		t.Errorf("overflow = %d, want at most 1024", st.Overflow)
+	}
+	if st.Overflow+st.Keys+int(st.Forgotten)+int(st.EvictedLive)+int(st.SetsRejected) < n {
+		t.Errorf("stats = %+v do not account for %d keys", st, n)
+	}
+}
+
+func TestMemoryClosed(t *testing.T) {
+	m, err := NewMemory(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := m.Claim(t.Context(), "k", time.Hour); !errors.Is(err, ErrClosed) {
+		t.Errorf("Claim after Close: %v, want ErrClosed", err)
+	}
+	if err := m.Commit(t.Context(), "k", time.Hour); !errors.Is(err, ErrClosed) {
+		t.Errorf("Commit after Close: %v, want ErrClosed", err)
+	}
+	if err := m.Release(t.Context(), "k"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Release after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestNewMemoryInvalid(t *testing.T) {
+	for _, n := range []int{0, -1} {
+		if _, err := NewMemory(n); err == nil {
+			t.Errorf("NewMemory(%d): no error", n)
+		}
+	}
+}
+
+func TestRedisKeysAndValues(t *testing.T) {
+	r := newTestRedis(t, WithClaimTimeout(30*time.Second))
+	ctx := t.Context()
+	mustClaim(t, r, "evt", true)
+	full := r.prefix + "evt"
+	if v, err := r.client.Get(ctx, full).Result(); err != nil || v != valueClaimed {
+		t.Fatalf("after Claim %s = %q, %v, want %q", full, v, err, valueClaimed)
+	}
+	if ttl := r.client.PTTL(ctx, full).Val(); ttl <= 0 || ttl > 30*time.Second {
+		t.Fatalf("claim PTTL = %v, want within the 30s claim timeout", ttl)
+	}
+	mustCommit(t, r, "evt", 10*time.Minute)
+	if v, _ := r.client.Get(ctx, full).Result(); v != valueCommitted {
+		t.Fatalf("after Commit value = %q, want %q", v, valueCommitted)
+	}
+	if ttl := r.client.PTTL(ctx, full).Val(); ttl <= 30*time.Second || ttl > 10*time.Minute {
+		t.Fatalf("commit PTTL = %v, want the 10m ttl", ttl)
+	}
+	if r.Len() != 1 {
+		t.Errorf("Len = %d, want 1 commit", r.Len())
+	}
+}
+
+func TestRedisErrors(t *testing.T) {
+	if _, err := NewRedis("http://user:s3cret@127.0.0.1:6379"); err == nil {
+		t.Error("NewRedis with an http URL: no error")
+	}
+	_, err := NewRedis("redis://user:s3cret@127.0.0.1:notaport/0")
+	if err == nil {
+		t.Fatal("NewRedis with a bad port: no error")
+	}
+	if s := err.Error(); strings.Contains(s, "s3cret") {
+		t.Errorf("error %q leaks the password", s)
+	}
+
+	// A server that is not there: every operation fails, none panics.
+	r, err := NewRedis("redis://127.0.0.1:1/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := r.Claim(ctx, "k", time.Hour); err == nil {
+		t.Error("Claim against a closed port: no error")
+	}
+	if err := r.Commit(ctx, "k", time.Hour); err == nil {
+		t.Error("Commit against a closed port: no error")
+	}
+	if err := r.Release(ctx, "k"); err == nil {
+		t.Error("Release against a closed port: no error")
+	}
+	if err := r.Ping(ctx); err == nil {
+		t.Error("Ping against a closed port: no error")
+	}
+}
