@@ -136,9 +136,13 @@ func (s *Scheduler) fire() {
 }
 
 // Take blocks until a delivery for sink is due, ctx is done (ctx.Err()) or
-// the Scheduler is closed (ErrClosed). The delivery stays owed, in flight,
-// until Done or Delay.
+// the Scheduler is closed (ErrClosed). A ctx already done wins over a due
+// delivery, so that a stopping worker gets nothing more. The delivery stays
+// owed, in flight, until Done or Delay.
 func (s *Scheduler) Take(ctx context.Context, sink string) (*Delivery, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	l := s.lane(sink)
 	s.mu.Unlock()

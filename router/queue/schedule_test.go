@@ -271,3 +271,17 @@ func BenchmarkSchedulerPushTake(b *testing.B) {
 		s.Done(got)
 	}
 }
+
+func TestSchedulerTakeWithDoneCtx(t *testing.T) {
+	s := NewScheduler()
+	defer s.Close()
+	s.Push(delivery("1", "a"))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if d, err := s.Take(ctx, "a"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Take with a done ctx = %v, %v; want context.Canceled even with a due delivery", d, err)
+	}
+	if s.Depth("a") != 1 {
+		t.Fatal("the due delivery must stay due")
+	}
+}
