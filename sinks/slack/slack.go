@@ -1,0 +1,110 @@
+// Package slack posts events to a Slack incoming webhook as `{"text": …}`,
+// the text rendered from a template over the payload and JSON-encoded, so a
+// quote or a newline in a message is always sent intact.
+//
+// It is an http sink underneath (same connection pool, timeouts, headers and
+// error classification: Slack's 429 with Retry-After is honoured through
+// sinks.CheckStatus); errors show only the webhook's scheme and host, since
+// its path is the credential.
+package slack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/sinks/httpsink"
+	"github.com/hookrouter/hookrouter/sinks/render"
+)
+
+// DefaultText is the message template used when Config.Text is empty: the
+// event name and the start of the payload as JSON.
+const DefaultText = "*{{ .event | default \"event\" }}*\n```{{ json . | truncate 3000 }}```"
+
+// Config is what a slack sink needs; the router fills it from the sink's YAML.
+type Config struct {
+	// WebhookURL is the incoming webhook's URL (a secret).
+	WebhookURL string
+	// Text is a render template over the payload; empty means DefaultText.
+	// Slack's own markup (*bold*, <url|label>) passes through as written.
+	Text string
+	// Timeout bounds one request; zero means httpsink.DefaultTimeout.
+	Timeout time.Duration
+	// Version is hookrouter's version, for the User-Agent header.
+	Version string
+}
+
+// Sink posts events to one Slack incoming webhook. It is safe for concurrent
+// use.
+type Sink struct {
+	http *httpsink.Sink
+	text *render.Template
+}
+
+// New checks cfg and builds the sink. It does no I/O. Errors name the field:
+// webhook_url, text or timeout.
+func New(cfg Config, log *slog.Logger) (*Sink, error) {
+	if err := checkURL(cfg.WebhookURL); err != nil {
+		return nil, fmt.Errorf("webhook_url: %w", err)
+	}
+	src := cfg.Text
+	if src == "" {
+		src = DefaultText
+	}
+	text, err := render.ParseTemplate("text", src)
+	if err != nil {
+		return nil, fmt.Errorf("text: %w", err)
+	}
+	s := &Sink{text: text}
+	s.http, err = httpsink.New(httpsink.Config{
+		URL:        cfg.WebhookURL,
+		Timeout:    cfg.Timeout,
+		Version:    cfg.Version,
+		BodyFunc:   s.body,
+		SecretPath: true,
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkURL says what is wrong with a webhook URL without repeating any of it.
+func checkURL(raw string) error {
+	if raw == "" {
+		return errors.New("required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("must be an absolute https URL")
+	}
+	return nil
+}
+
+// body appends `{"text": …}` for ev to dst.
+func (s *Sink) body(dst []byte, ev *sinks.Event) ([]byte, error) {
+	p, err := ev.Payload()
+	if err != nil {
+		return dst, fmt.Errorf("payload: %w", err)
+	}
+	text, err := s.text.Execute(p)
+	if err != nil {
+		return dst, err // text/template errors name the template: text
+	}
+	dst = append(dst, `{"text":`...)
+	dst = render.AppendJSONString(dst, text)
+	return append(dst, '}'), nil
+}
+
+// Send posts ev's message. See httpsink.Sink.Send for timeouts and errors.
+func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error { return s.http.Send(ctx, ev) }
+
+// Render returns the JSON body Send would post for ev.
+func (s *Sink) Render(ev *sinks.Event) ([]byte, error) { return s.http.Render(ev) }
+
+// Close makes later Sends fail with sinks.ErrClosed; it is idempotent.
+func (s *Sink) Close(ctx context.Context) error { return s.http.Close(ctx) }
