@@ -1,0 +1,534 @@
+package disk
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hookrouter/hookrouter/router/queue"
+	"github.com/hookrouter/hookrouter/sinks"
+)
+
+// logBuf collects a queue's log lines for assertions.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuf) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func event(id string, size int) *sinks.Event {
+	body := []byte(fmt.Sprintf(`{"id":%q,"pad":"`, id))
+	body = append(body, bytes.Repeat([]byte{'x'}, max(size-2-len(body), 0))...)
+	body = append(body, `"}`...)
+	return &sinks.Event{ID: id, Source: "platform", ReceivedAt: time.Unix(1700000000, 123456789), Body: body}
+}
+
+func mustOpen(t *testing.T, dir string, maxBytes int64) *Queue {
+	t.Helper()
+	q, err := Open(dir, maxBytes, nil)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return q
+}
+
+func put(t *testing.T, q *Queue, ev *sinks.Event, to ...string) {
+	t.Helper()
+	if err := q.Put(t.Context(), ev, to); err != nil {
+		t.Fatalf("Put %s: %v", ev.ID, err)
+	}
+}
+
+// take takes the next due delivery for sink, failing after a second.
+func take(t *testing.T, q *Queue, sink string) *queue.Delivery {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	d, err := q.Take(ctx, sink)
+	if err != nil {
+		t.Fatalf("Take(%s): %v", sink, err)
+	}
+	return d
+}
+
+// nothingDue checks that no delivery for sink becomes due within 50ms.
+func nothingDue(t *testing.T, q *Queue, sink string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if d, err := q.Take(ctx, sink); err == nil {
+		t.Fatalf("Take(%s) = %s, want nothing due", sink, d.Event.ID)
+	}
+}
+
+func TestPutTakeDoneRetry(t *testing.T) {
+	q := mustOpen(t, t.TempDir(), 1<<20)
+	defer q.Close()
+	for i := range 3 {
+		put(t, q, event(fmt.Sprint("e", i), 100), "a", "b")
+	}
+	if got := q.Pending(); fmt.Sprint(got) != "[a b]" {
+		t.Fatalf("Pending = %v", got)
+	}
+	d0 := take(t, q, "a")
+	if d0.Event.ID != "e0" || d0.Sink != "a" || d0.Attempts != 0 {
+		t.Fatalf("first delivery = %s/%s/%d", d0.Event.ID, d0.Sink, d0.Attempts)
+	}
+	if !bytes.Equal(d0.Event.Body, event("e0", 100).Body) {
+		t.Fatalf("body = %q", d0.Event.Body)
+	}
+	// A retry lets later events pass, then comes back first in line.
+	d0.Attempts, d0.LastError = 1, "http status 503"
+	if err := q.Retry(d0, 80*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if d := take(t, q, "a"); d.Event.ID != "e1" {
+		t.Fatalf("during retry wait got %s, want e1", d.Event.ID)
+	} else if err := q.Done(d); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	d := take(t, q, "a")
+	if d.Event.ID != "e0" || d.Attempts != 1 || d.LastError != "http status 503" {
+		t.Fatalf("after retry delay got %s attempts=%d err=%q", d.Event.ID, d.Attempts, d.LastError)
+	}
+	if err := q.Done(d); err != nil {
+		t.Fatal(err)
+	}
+	if got := q.Depth("a"); got != 1 {
+		t.Fatalf("Depth(a) = %d, want 1", got)
+	}
+	if got := q.Depth("b"); got != 3 {
+		t.Fatalf("Depth(b) = %d, want 3 (sinks are independent)", got)
+	}
+
+	// Misuse is reported, not silently accepted.
+	if err := q.Done(d); err == nil {
+		t.Fatal("second Done of the same delivery succeeded")
+	}
+	if err := q.Retry(d, 0); err == nil {
+		t.Fatal("Retry of a finished delivery succeeded")
+	}
+	if err := q.Done(&queue.Delivery{Event: event("x", 10), Sink: "a"}); err == nil {
+		t.Fatal("Done of a foreign delivery succeeded")
+	}
+	if err := q.Put(t.Context(), event("none", 10), nil); err == nil {
+		t.Fatal("Put with no sinks succeeded")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := q.Put(ctx, event("cancelled", 10), []string{"a"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Put with a done ctx = %v", err)
+	}
+	// A repeated sink is owed once.
+	put(t, q, event("dup", 10), "c", "c")
+	if got := q.Depth("c"); got != 1 {
+		t.Fatalf("Depth(c) = %d, want 1", got)
+	}
+
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Put(t.Context(), event("late", 10), []string{"a"}); !errors.Is(err, queue.ErrClosed) {
+		t.Fatalf("Put after Close = %v, want ErrClosed", err)
+	}
+	if _, err := q.Take(t.Context(), "a"); !errors.Is(err, queue.ErrClosed) {
+		t.Fatalf("Take after Close = %v, want ErrClosed", err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestReopen simulates a restart: whatever was not Done is owed again, in
+// acceptance order, with its retry stage kept.
+func TestReopen(t *testing.T) {
+	dir := t.TempDir()
+	q := mustOpen(t, dir, 1<<20)
+	for i := range 6 {
+		put(t, q, event(fmt.Sprint("e", i), 200), "a", "b")
+	}
+	// a: e0 done, e1 retrying soon (3 attempts), e2 retrying in an hour,
+	// e3 taken but never finished (the crash case); b: e0 done.
+	ds := map[string]*queue.Delivery{}
+	for range 4 {
+		d := take(t, q, "a")
+		ds[d.Event.ID] = d
+	}
+	if err := q.Done(ds["e0"]); err != nil {
+		t.Fatal(err)
+	}
+	ds["e1"].Attempts, ds["e1"].LastError = 3, "connection refused"
+	if err := q.Retry(ds["e1"], 30*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	ds["e2"].Attempts, ds["e2"].LastError = 5, "http status 500"
+	if err := q.Retry(ds["e2"], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Done(take(t, q, "b")); err != nil {
+		t.Fatal(err)
+	}
+	used := q.Used()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	q = mustOpen(t, dir, 1<<20)
+	defer q.Close()
+	if q.Used() != used {
+		t.Fatalf("Used after reopen = %d, want %d", q.Used(), used)
+	}
+	if got, want := q.Depth("a"), 5; got != want {
+		t.Fatalf("Depth(a) = %d, want %d", got, want)
+	}
+	if got, want := q.Depth("b"), 5; got != want {
+		t.Fatalf("Depth(b) = %d, want %d", got, want)
+	}
+	time.Sleep(40 * time.Millisecond) // e1's delay has passed
+	type seen struct {
+		id       string
+		attempts int
+		lastErr  string
+	}
+	var got []seen
+	for range 4 {
+		d := take(t, q, "a")
+		got = append(got, seen{d.Event.ID, d.Attempts, d.LastError})
+		if !bytes.Equal(d.Event.Body, event(d.Event.ID, 200).Body) || d.Event.Source != "platform" ||
+			!d.Event.ReceivedAt.Equal(time.Unix(1700000000, 123456789)) {
+			t.Fatalf("event %s not restored intact: %+v", d.Event.ID, d.Event)
+		}
+	}
+	want := []seen{{"e1", 3, "connection refused"}, {"e3", 0, ""}, {"e4", 0, ""}, {"e5", 0, ""}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after reopen a got %v, want %v", got, want)
+	}
+	nothingDue(t, q, "a") // e2 waits for its hour
+	if d := take(t, q, "b"); d.Event.ID != "e1" {
+		t.Fatalf("b resumes at %s, want e1", d.Event.ID)
+	}
+
+	var ids []string
+	for _, ev := range q.Recovered() {
+		ids = append(ids, ev.ID)
+		if !bytes.Equal(ev.Body, event(ev.ID, 200).Body) {
+			t.Fatalf("Recovered %s body differs", ev.ID)
+		}
+	}
+	if fmt.Sprint(ids) != "[e1 e2 e3 e4 e5]" {
+		t.Fatalf("Recovered = %v", ids)
+	}
+}
+
+// TestRetryStateSurvivesWithoutClose checks that Retry and Done records
+// reach the file within flushDelay even when nothing else is written, so a
+// crash loses at most the last moment's progress.
+func TestRetryStateSurvivesWithoutClose(t *testing.T) {
+	dir := t.TempDir()
+	q := mustOpen(t, dir, 1<<20)
+	put(t, q, event("e0", 50), "a")
+	put(t, q, event("e1", 50), "a")
+	d := take(t, q, "a")
+	d.Attempts = 2
+	if err := q.Retry(d, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Done(take(t, q, "a")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * flushDelay)
+	// Read the file as a second process would, without closing q.
+	snap := t.TempDir()
+	if err := copyFile(filepath.Join(dir, FileName), filepath.Join(snap, FileName)); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	q2 := mustOpen(t, snap, 1<<20)
+	defer q2.Close()
+	if got := q2.Depth("a"); got != 1 {
+		t.Fatalf("Depth after crash copy = %d, want 1 (e1's Done recorded)", got)
+	}
+	nothingDue(t, q2, "a")
+}
+
+func TestErrFull(t *testing.T) {
+	dir := t.TempDir()
+	one := storedSize(event("e0", 1000), []string{"a", "b"})
+	q := mustOpen(t, dir, 3*one)
+	for i := range 3 {
+		put(t, q, event(fmt.Sprint("e", i), 1000), "a", "b")
+	}
+	if err := q.Put(t.Context(), event("e3", 1000), []string{"a", "b"}); !errors.Is(err, queue.ErrFull) {
+		t.Fatalf("Put at the bound = %v, want ErrFull", err)
+	}
+	// A Done for one sink does not free the event: b still owes it.
+	if err := q.Done(take(t, q, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Put(t.Context(), event("e3", 1000), []string{"a", "b"}); !errors.Is(err, queue.ErrFull) {
+		t.Fatalf("Put while e0 is owed to b = %v, want ErrFull", err)
+	}
+	if err := q.Done(take(t, q, "b")); err != nil {
+		t.Fatal(err)
+	}
+	put(t, q, event("e3", 1000), "a", "b")
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Refused events left nothing behind, and the bound is recounted.
+	q = mustOpen(t, dir, 3*one)
+	defer q.Close()
+	if got := q.Used(); got != 3*one {
+		t.Fatalf("Used after reopen = %d, want %d", got, 3*one)
+	}
+	var ids []string
+	for _, ev := range q.Recovered() {
+		ids = append(ids, ev.ID)
+	}
+	if fmt.Sprint(ids) != "[e1 e2 e3]" {
+		t.Fatalf("stored = %v", ids)
+	}
+	if err := q.Put(t.Context(), event("e4", 1000), []string{"a"}); !errors.Is(err, queue.ErrFull) {
+		t.Fatalf("Put after reopen at the bound = %v, want ErrFull", err)
+	}
+}
+
+// TestBodiesNotCached covers a backlog larger than the body cache: bodies
+// are read back on Take, and dropped again while a delivery waits to retry.
+func TestBodiesNotCached(t *testing.T) {
+	for _, reopen := range []bool{false, true} {
+		t.Run(fmt.Sprint("reopen=", reopen), func(t *testing.T) {
+			dir := t.TempDir()
+			const n, size = 40, 1000
+			one := storedSize(event("e00", size), []string{"a", "b"})
+			q, err := open(dir, 100*one, 2*one, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range n {
+				put(t, q, event(fmt.Sprintf("e%02d", i), size), "a", "b")
+			}
+			if reopen {
+				q.Close()
+				if q, err = open(dir, 100*one, 2*one, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer q.Close()
+			if c := q.cached.Load(); c > 2*one || c == 0 {
+				t.Fatalf("cached %d bytes, budget %d", c, 2*one)
+			}
+			da := take(t, q, "a")
+			db := take(t, q, "b")
+			if !bytes.Equal(da.Event.Body, db.Event.Body) || da.Event.ID != "e00" {
+				t.Fatal("deliveries of one event differ")
+			}
+			for i := 1; i < n; i++ {
+				d := take(t, q, "a")
+				want := event(fmt.Sprintf("e%02d", i), size)
+				if d.Event.ID != want.ID || !bytes.Equal(d.Event.Body, want.Body) {
+					t.Fatalf("delivery %d: %s %d bytes", i, d.Event.ID, len(d.Event.Body))
+				}
+				if i == n-1 {
+					if err := q.Retry(d, 0); err != nil {
+						t.Fatal(err)
+					}
+					if d.Event.Body != nil {
+						t.Fatal("body of an uncached event kept while it waits")
+					}
+					d = take(t, q, "a")
+					if !bytes.Equal(d.Event.Body, want.Body) {
+						t.Fatal("body not read back after retry")
+					}
+				}
+				if err := q.Done(d); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestSpaceReclaimed pushes 200 MB through a 10 MB queue, filling it to the
+// bound and draining it each round: the file must stay bounded by the peak
+// backlog, not grow with the traffic.
+func TestSpaceReclaimed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pushes 200 MB")
+	}
+	dir := t.TempDir()
+	const total, bound, size, writers = 200 << 20, 10 << 20, 64 << 10, 8
+	q := mustOpen(t, dir, bound)
+	defer q.Close()
+	ctx := t.Context()
+	var maxFile int64
+	var through int64
+	for round := 0; through < total; round++ {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		n := 0
+		for w := range writers {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					err := q.Put(ctx, event(fmt.Sprintf("r%d-w%d-%d", round, w, i), size), []string{"a"})
+					if errors.Is(err, queue.ErrFull) {
+						return
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					n++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		if used := q.Used(); used < bound-writers*2*size {
+			t.Fatalf("round %d: ErrFull at %d bytes used, bound %d", round, used, bound)
+		}
+		fi, err := os.Stat(filepath.Join(dir, FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxFile = max(maxFile, fi.Size())
+		for range n {
+			if err := q.Done(take(t, q, "a")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		through += int64(n) * size
+	}
+	t.Logf("%d MB through a %d MB queue: file peaked at %d bytes", through>>20, bound>>20, maxFile)
+	// bbolt reuses freed pages and grows the file in steps of up to 16 MB
+	// (AllocSize): a few times the bound, far below the traffic.
+	if maxFile > 4*bound {
+		t.Fatalf("queue file grew to %d bytes for a %d byte bound", maxFile, bound)
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	q := mustOpen(t, t.TempDir(), 64<<20)
+	defer q.Close()
+	ctx := t.Context()
+	const writers, each = 16, 100
+	sinkNames := []string{"a", "b", "c"}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if err := q.Put(ctx, event(fmt.Sprintf("w%d-%d", w, i), 300), sinkNames); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	var mu sync.Mutex
+	got := map[string]int{}
+	var workers sync.WaitGroup
+	for _, s := range sinkNames {
+		for range 3 {
+			workers.Go(func() {
+				for {
+					d, err := q.Take(ctx, s)
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					got[s+"/"+d.Event.ID]++
+					n := got[s+"/"+d.Event.ID]
+					mu.Unlock()
+					// Every third first attempt fails once.
+					if n == 1 && len(d.Event.ID)%3 == 0 {
+						d.Attempts++
+						if err := q.Retry(d, time.Millisecond); err != nil {
+							t.Error(err)
+						}
+						continue
+					}
+					if err := q.Done(d); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for q.Depth("a")+q.Depth("b")+q.Depth("c") > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	q.Close()
+	workers.Wait()
+	if len(got) != writers*each*len(sinkNames) {
+		t.Fatalf("delivered %d distinct deliveries, want %d", len(got), writers*each*len(sinkNames))
+	}
+	if q.Used() != 0 {
+		t.Fatalf("Used = %d after everything was delivered", q.Used())
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	t.Run("file where the directory should be", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "data")
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(filepath.Join(f, "queue"), 1<<20, nil)
+		if err == nil || !strings.Contains(err.Error(), "queue dir") {
+			t.Fatalf("Open under a file = %v", err)
+		}
+	})
+	t.Run("read-only directory", func(t *testing.T) {
+		if os.Geteuid() == 0 {
+			t.Skip("root writes anywhere")
+		}
+		dir := t.TempDir()
+		if err := os.Chmod(dir, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Chmod(dir, 0o700)
+		_, err := Open(dir, 1<<20, nil)
+		if err == nil || !strings.Contains(err.Error(), "not writable") {
+			t.Fatalf("Open of a read-only dir = %v", err)
+		}
+	})
+	t.Run("locked by another queue", func(t *testing.T) {
+		dir := t.TempDir()
+		q := mustOpen(t, dir, 1<<20)
+		defer q.Close()
+		_, err := Open(dir, 1<<20, nil)
+		if err == nil || !strings.Contains(err.Error(), "locked") {
+			t.Fatalf("second Open = %v", err)
+		}
+	})
+}
