@@ -1,0 +1,329 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/hookrouter/hookrouter/router/queue"
+	"github.com/hookrouter/hookrouter/sinks"
+)
+
+// lane delivers one sink's deliveries. Its workers share nothing with other
+// lanes but the queue: its breaker, counters and metric children are its own.
+type lane struct {
+	d      *Dispatcher
+	name   string
+	target Target   // as given to Apply, to recognise an unchanged sink
+	set    Settings // target.Settings with defaults
+	// orphan lanes only dead-letter: the sink is in no config.
+	orphan bool
+	cb     *gobreaker.CircuitBreaker[struct{}]
+
+	takeCtx context.Context // cancelled to stop taking (reload or Close)
+	stop    context.CancelFunc
+	workers sync.WaitGroup
+	retired atomic.Bool
+	// removedAt is when Apply dropped the sink; guarded by d.mu.
+	removedAt time.Time
+
+	openedAt atomic.Int64 // unix nanoseconds of the latest transition to open
+	stateMu  sync.Mutex
+	changed  chan struct{} // closed, then replaced, on every breaker state change
+
+	delivered, failed atomic.Int64
+
+	failing  atomic.Bool // fast check on the success path
+	failMu   sync.Mutex
+	failKey  string // what the latest failure looked like, to log only changes
+	lastFail string
+
+	mDelivered, mDeadLetter     prometheus.Counter
+	mOK, mRetryable, mPermanent prometheus.Counter
+	mDeadLetters                prometheus.Counter
+	mLatency                    prometheus.Observer
+	mBreaker                    prometheus.Gauge
+}
+
+// start creates a lane for name and starts its workers. d.mu is held.
+func (d *Dispatcher) start(name string, t Target, orphan bool) *lane {
+	m := d.m
+	l := &lane{
+		d: d, name: name, target: t, set: t.Settings.withDefaults(), orphan: orphan,
+		changed:      make(chan struct{}),
+		mDelivered:   m.Deliveries.WithLabelValues(name, "delivered"),
+		mDeadLetter:  m.Deliveries.WithLabelValues(name, "dead_letter"),
+		mOK:          m.Attempts.WithLabelValues(name, "ok"),
+		mRetryable:   m.Attempts.WithLabelValues(name, "retryable"),
+		mPermanent:   m.Attempts.WithLabelValues(name, "permanent"),
+		mDeadLetters: m.DeadLetters.WithLabelValues(name),
+		mLatency:     m.DeliverySeconds.WithLabelValues(name),
+		mBreaker:     m.BreakerState.WithLabelValues(name),
+	}
+	l.takeCtx, l.stop = context.WithCancel(context.Background())
+	failures := uint32(l.set.BreakerFailures)
+	l.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        name,
+		MaxRequests: 1,
+		Timeout:     l.set.BreakerOpenFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		// Only the destination's own failures count: a permanent error
+		// (a 400 for this payload) says the destination is up.
+		IsSuccessful: func(err error) bool { return err == nil || sinks.IsPermanent(err) },
+		// A send cut short by shutdown says nothing about the destination.
+		IsExcluded:    func(error) bool { return d.sendCtx.Err() != nil },
+		OnStateChange: l.onStateChange,
+	})
+	workers := l.set.Workers
+	if orphan {
+		workers = 1
+	} else {
+		l.mBreaker.Set(0)
+	}
+	for range workers {
+		l.workers.Add(1)
+		d.wg.Add(1)
+		go l.work()
+	}
+	return l
+}
+
+// onStateChange runs under the breaker's lock: it must not call the breaker.
+func (l *lane) onStateChange(_ string, from, to gobreaker.State) {
+	if to == gobreaker.StateOpen {
+		l.openedAt.Store(time.Now().UnixNano())
+	}
+	l.stateMu.Lock()
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.stateMu.Unlock()
+	if l.retired.Load() {
+		return // a replaced lane finishing its last send: the gauge is the new lane's
+	}
+	l.mBreaker.Set(float64(to))
+	l.d.log.Warn("breaker state changed", "sink", l.name, "from", from.String(), "to", to.String())
+}
+
+func (l *lane) changedCh() <-chan struct{} {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	return l.changed
+}
+
+func (l *lane) work() {
+	defer l.d.wg.Done()
+	defer l.workers.Done()
+	q := l.d.q
+	for {
+		dv, err := q.Take(l.takeCtx, l.name)
+		if err != nil {
+			if l.takeCtx.Err() != nil || errors.Is(err, queue.ErrClosed) {
+				return
+			}
+			l.d.log.Error("taking a delivery failed", "sink", l.name, "error", err)
+			if !sleep(l.takeCtx, time.Second) {
+				return
+			}
+			continue
+		}
+		if l.takeCtx.Err() != nil {
+			// Stopped while Take was handing it over: leave it to the next lane.
+			l.giveBack(dv)
+			return
+		}
+		if l.orphan {
+			l.deadLetter(dv, fmt.Sprintf("sink %q is not in the config", l.name))
+			continue
+		}
+		l.deliver(dv)
+	}
+}
+
+// deliver sends dv through the breaker until it has an outcome. While the
+// breaker is open the worker keeps dv and waits, spending no attempt.
+func (l *lane) deliver(dv *queue.Delivery) {
+	for {
+		ch := l.changedCh() // before Execute, so that no state change is missed
+		_, err := l.cb.Execute(func() (struct{}, error) {
+			return struct{}{}, l.target.Sink.Send(l.d.sendCtx, dv.Event)
+		})
+		switch {
+		case err == nil:
+			l.succeeded(dv)
+			return
+		case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+			if !l.awaitBreaker(ch, errors.Is(err, gobreaker.ErrOpenState)) {
+				l.giveBack(dv)
+				return
+			}
+		case l.d.sendCtx.Err() != nil:
+			// Cut short by shutdown: not the destination's fault, no attempt spent.
+			l.giveBack(dv)
+			return
+		case sinks.IsPermanent(err):
+			l.mPermanent.Inc()
+			dv.Attempts++
+			dv.LastError = err.Error()
+			l.noteFailure(dv, err)
+			l.deadLetter(dv, dv.LastError)
+			return
+		default:
+			l.retryable(dv, err)
+			return
+		}
+	}
+}
+
+// awaitBreaker waits until the breaker may let a request through: until the
+// open period ends, or (half-open, the probe is out) until the probe's
+// outcome changes the state. It reports false if the lane is stopping.
+func (l *lane) awaitBreaker(changed <-chan struct{}, open bool) bool {
+	wait := l.set.BreakerOpenFor
+	if open {
+		wait = time.Until(time.Unix(0, l.openedAt.Load()).Add(l.set.BreakerOpenFor))
+		wait = max(wait, time.Millisecond)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-changed:
+		return true
+	case <-t.C:
+		return true
+	case <-l.takeCtx.Done():
+		return false
+	}
+}
+
+func (l *lane) succeeded(dv *queue.Delivery) {
+	l.mOK.Inc()
+	l.mDelivered.Inc()
+	l.delivered.Add(1)
+	if !dv.Event.ReceivedAt.IsZero() {
+		l.mLatency.Observe(time.Since(dv.Event.ReceivedAt).Seconds())
+	}
+	if l.failing.Load() {
+		l.failMu.Lock()
+		l.failKey, l.lastFail = "", ""
+		l.failing.Store(false)
+		l.failMu.Unlock()
+		l.d.log.Info("delivery recovered", "sink", l.name, "event_id", dv.Event.ID)
+	}
+	if err := l.d.q.Done(dv); err != nil {
+		l.d.log.Error("queue done failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
+	}
+}
+
+func (l *lane) retryable(dv *queue.Delivery, err error) {
+	l.mRetryable.Inc()
+	dv.Attempts++
+	dv.LastError = err.Error()
+	l.noteFailure(dv, err)
+	if dv.Attempts >= l.set.MaxAttempts {
+		l.deadLetter(dv, dv.LastError)
+		return
+	}
+	delay := backoff(l.set, dv.Attempts)
+	if ra, ok := sinks.RetryAfterOf(err); ok && ra > delay {
+		delay = ra
+	}
+	if err := l.d.q.Retry(dv, delay); err != nil {
+		l.d.log.Error("queue retry failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
+	}
+}
+
+// backoff is the delay before attempt n+1 after n failed ones: full jitter
+// over an exponential ceiling, so that retries of many events spread out.
+func backoff(s Settings, attempts int) time.Duration {
+	ceiling := s.InitialBackoff
+	for i := 1; i < attempts && ceiling < s.MaxBackoff; i++ {
+		ceiling *= 2
+	}
+	ceiling = min(ceiling, s.MaxBackoff)
+	return time.Duration(rand.Int64N(int64(ceiling) + 1))
+}
+
+// noteFailure remembers err for Status and logs it if the sink's failures
+// changed kind: a destination down for an hour logs once, not per attempt.
+func (l *lane) noteFailure(dv *queue.Delivery, err error) {
+	key := failureKey(err)
+	l.failMu.Lock()
+	changed := key != l.failKey
+	l.failKey, l.lastFail = key, err.Error()
+	l.failing.Store(true)
+	l.failMu.Unlock()
+	if changed {
+		l.d.log.Warn("delivery failing", "sink", l.name, "event_id", dv.Event.ID, "attempts", dv.Attempts, "error", err)
+	}
+}
+
+// failureKey is what makes two failures "the same" for logging: the status
+// code for HTTP answers (their bodies vary), else the message.
+func failureKey(err error) string {
+	var se *sinks.StatusError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("http status %d", se.Code)
+	}
+	return err.Error()
+}
+
+// deadLetter writes dv to the dead-letter file and forgets it. If the file
+// cannot be written the delivery stays queued: the dead letter is its last copy.
+func (l *lane) deadLetter(dv *queue.Delivery, errText string) {
+	if err := l.d.writeDeadLetter(newRecord(dv, errText, time.Now())); err != nil {
+		if rerr := l.d.q.Retry(dv, l.set.MaxBackoff); rerr != nil {
+			l.d.log.Error("queue retry failed", "sink", l.name, "event_id", dv.Event.ID, "error", rerr)
+		}
+		return
+	}
+	l.failed.Add(1)
+	l.mDeadLetter.Inc()
+	l.mDeadLetters.Inc()
+	l.d.log.Warn("delivery dead-lettered", "sink", l.name, "event_id", dv.Event.ID, "attempts", dv.Attempts, "error", errText)
+	if err := l.d.q.Done(dv); err != nil {
+		l.d.log.Error("queue done failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
+	}
+}
+
+// giveBack returns dv to the queue untouched, for another worker or, after a
+// restart, another process.
+func (l *lane) giveBack(dv *queue.Delivery) {
+	if err := l.d.q.Retry(dv, 0); err != nil {
+		l.d.log.Error("queue retry failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
+	}
+}
+
+func (l *lane) status(draining bool) LaneStatus {
+	l.failMu.Lock()
+	last := l.lastFail
+	l.failMu.Unlock()
+	return LaneStatus{
+		Type:      l.target.Type,
+		Breaker:   l.cb.State().String(),
+		Depth:     l.d.q.Depth(l.name),
+		Workers:   l.set.Workers,
+		Delivered: l.delivered.Load(),
+		Failed:    l.failed.Load(),
+		Draining:  draining,
+		LastError: last,
+	}
+}
+
+// sleep waits for d or until ctx is done, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
