@@ -1,0 +1,103 @@
+package stdout
+
+import (
+	"bytes"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/sinks/sinktest"
+)
+
+// writes records each Write call as one delivery: a sink that split a line
+// over two calls, or put two lines in one, shows up as a mismatch.
+type writes struct {
+	mu    sync.Mutex
+	calls [][]byte
+}
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls = append(w.calls, bytes.Clone(p))
+	return len(p), nil
+}
+
+func (w *writes) all() [][]byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([][]byte(nil), w.calls...)
+}
+
+func TestConformance(t *testing.T) {
+	for _, format := range []string{"payload", "envelope"} {
+		t.Run(format, func(t *testing.T) {
+			sinktest.Run(t, sinktest.Harness{
+				Healthy: func(t *testing.T) (sinks.Sink, func() [][]byte) {
+					w := &writes{}
+					s, err := New(Config{Format: format}, w, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return s, w.all
+				},
+				Failing: []sinktest.Failing{{
+					Name: "broken pipe",
+					New: func(t *testing.T) sinks.Sink {
+						r, w, err := os.Pipe()
+						if err != nil {
+							t.Fatal(err)
+						}
+						r.Close()
+						t.Cleanup(func() { w.Close() })
+						s, err := New(Config{Format: format}, w, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return s
+					},
+				}},
+			})
+		})
+	}
+}
+
+func TestLines(t *testing.T) {
+	ev := sinktest.Event("ev_1", []byte("{\n  \"event\": \"device.connected\",\n  \"n\": 1.50\n}"))
+	tests := []struct{ format, want string }{
+		{"", `{"event":"device.connected","n":1.50}` + "\n"},
+		{"envelope", `{"id":"ev_1","source":"test","received_at":"2025-01-28T09:20:00.123456789Z","payload":{"event":"device.connected","n":1.50}}` + "\n"},
+	}
+	for _, tc := range tests {
+		t.Run("format "+tc.format, func(t *testing.T) {
+			var buf bytes.Buffer
+			s, err := New(Config{Format: tc.format}, &buf, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Send(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+			if buf.String() != tc.want {
+				t.Errorf("wrote %q, want %q", buf.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	s, err := New(Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.w != os.Stdout {
+		t.Errorf("writer %v, want os.Stdout", s.w)
+	}
+	if _, err := New(Config{Format: "xml"}, nil, nil); err == nil || err.Error() != "format: must be payload or envelope" {
+		t.Errorf("New = %v", err)
+	}
+	if err := s.Send(t.Context(), sinktest.Event("ev", []byte("not json"))); !sinks.IsPermanent(err) {
+		t.Errorf("send of a non-JSON body = %v, want a permanent error", err)
+	}
+}
