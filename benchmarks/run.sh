@@ -344,10 +344,11 @@ median() {
 	jq -s "[.[] | ($2)] | sort | if length == 0 then null elif length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end" "${files[@]}"
 }
 
-fmt_num() { [[ -z $1 || $1 == null ]] && echo "-" || printf '%.0f' "$1"; }
-fmt_ms() { [[ -z $1 || $1 == null ]] && echo "-" || awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
-fmt_ratio() { [[ -z $1 || -z $2 || $1 == null || $2 == null || $2 == 0 ]] && echo "-" || awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-fmt_mib() { [[ -z $1 || $1 == null || $1 == 0 ]] && echo "-" || awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+missing() { [[ -z $1 || $1 == null ]]; }
+fmt_num() { if missing "$1"; then echo "-"; else printf '%.0f' "$1"; fi; }
+fmt_ms() { if missing "$1"; then echo "-"; else awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; fi; }
+fmt_ratio() { if missing "$1" || missing "$2" || [[ $2 == 0 ]]; then echo "-"; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi; }
+fmt_mib() { if missing "$1" || [[ $1 == 0 ]]; then echo "-"; else awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; fi; }
 
 bare_tp=$(median bare '.accepted_per_s')
 

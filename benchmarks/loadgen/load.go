@@ -99,8 +99,6 @@ func (w *worker) loop(ctx context.Context, s *shared, p *phase) {
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentTypeBytes(s.ctype)
 	req.Header.SetBytesV(fasthttp.HeaderAuthorization, s.secret)
-	// The response body ("OK") is not inspected; skip copying it.
-	resp.SkipBody = true
 
 	var interval time.Duration
 	if p.rate > 0 {
