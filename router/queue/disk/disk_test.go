@@ -508,6 +508,19 @@ func TestOpenErrors(t *testing.T) {
 			t.Fatalf("Open under a file = %v", err)
 		}
 	})
+	t.Run("directory where the file should be", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.Mkdir(filepath.Join(dir, FileName), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(dir, 1<<20, nil)
+		if err == nil || !strings.Contains(err.Error(), FileName) {
+			t.Fatalf("Open with a directory as the file = %v", err)
+		}
+		if asides, _ := filepath.Glob(filepath.Join(dir, FileName+".corrupt-*")); len(asides) > 0 {
+			t.Fatal("an unopenable path was treated as a damaged file")
+		}
+	})
 	t.Run("read-only directory", func(t *testing.T) {
 		if os.Geteuid() == 0 {
 			t.Skip("root writes anywhere")

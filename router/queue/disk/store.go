@@ -115,6 +115,9 @@ func checkMeta(path string) error {
 	if err != nil {
 		return fmt.Errorf("queue file: %w", err)
 	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("queue file %s is not a regular file", path)
+	}
 	if fi.Size() == 0 {
 		return nil
 	}
@@ -174,14 +177,25 @@ func readMeta(r io.ReaderAt, off int64) (boltMeta, bool) {
 // orphaned record is errCorrupt; with repair, such records are removed and
 // counted, which is how a salvaged copy is cleaned.
 func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
-	err := db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEvents, bucketDeliveries} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		return nil
+	// Write only when the buckets are missing (a new file): a damaged file
+	// must reach salvage exactly as it was found.
+	var missing bool
+	err := guard(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			missing = tx.Bucket(bucketEvents) == nil || tx.Bucket(bucketDeliveries) == nil
+			return nil
+		})
 	})
+	if err == nil && missing {
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketEvents, bucketDeliveries} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("queue file %s: %w", q.path, err)
 	}
@@ -190,7 +204,7 @@ func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
 	var bad []badKey
 	problem := func(bucket, key []byte, what string) error {
 		if !repair {
-			return fmt.Errorf("%w: %s: %s record %x: %s", errCorrupt, q.path, bucket, key, what)
+			return fmt.Errorf("%w: %s: record %x in %s: %s", errCorrupt, q.path, key, bucket, what)
 		}
 		bad = append(bad, badKey{bucket, bytes.Clone(key)})
 		return nil
@@ -309,9 +323,10 @@ func (q *Queue) salvage(cause error) (*state, error) {
 	q.db = db
 	attrs := []any{"moved_to", aside, "records_read", copied, "records_dropped", st.dropped, "events", st.events, "deliveries", len(st.items)}
 	if rerr != nil {
+		// Pages past the first unreadable one of a bucket were not read.
 		attrs = append(attrs, "read_error", rerr.Error())
 	}
-	q.log.Error("queue salvage finished; records beyond the read error are lost", attrs...)
+	q.log.Error("queue salvage finished", attrs...)
 	return st, nil
 }
 

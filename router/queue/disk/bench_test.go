@@ -1,0 +1,73 @@
+package disk
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hookrouter/hookrouter/router/queue"
+	"github.com/hookrouter/hookrouter/sinks"
+)
+
+// writers is the number of concurrent Put callers the benchmarks aim at: a
+// busy ingress with 64 requests in flight.
+const writers = 64
+
+// benchPut runs Put from about 64 goroutines and reports, besides ns/op,
+// the 99th percentile latency of one Put.
+func benchPut(b *testing.B, q queue.Queue) {
+	b.Helper()
+	body := event("bench", 1024).Body
+	to := []string{"crm", "archive"}
+	var n atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		local := make([]time.Duration, 0, 1024)
+		for pb.Next() {
+			ev := &sinks.Event{ID: fmt.Sprint(n.Add(1)), Source: "platform", ReceivedAt: time.Now(), Body: body}
+			t0 := time.Now()
+			if err := q.Put(context.Background(), ev, to); err != nil {
+				b.Error(err)
+				return
+			}
+			local = append(local, time.Since(t0))
+		}
+		mu.Lock()
+		lat = append(lat, local...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	}
+}
+
+// BenchmarkPutParallel measures durable Puts (fdatasync per batch) on the
+// file system of the test's temporary directory.
+func BenchmarkPutParallel(b *testing.B) {
+	q, err := Open(b.TempDir(), 1<<40, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer q.Close()
+	benchPut(b, q)
+}
+
+// BenchmarkMemoryPutParallel is the same load on the memory backend, for the
+// ratio the README quotes.
+func BenchmarkMemoryPutParallel(b *testing.B) {
+	q := queue.NewMemory(1 << 40)
+	defer q.Close()
+	benchPut(b, q)
+}

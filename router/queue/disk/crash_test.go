@@ -1,0 +1,179 @@
+package disk
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hookrouter/hookrouter/sinks"
+)
+
+const (
+	helperEnv      = "HOOKROUTER_DISK_QUEUE_HELPER_DIR"
+	helperRoundEnv = "HOOKROUTER_DISK_QUEUE_HELPER_ROUND"
+)
+
+// TestHelperProcess is not a test: run by TestKill9 as a child process, it
+// Puts events from several goroutines and prints "ok ID" for each Put that
+// returned nil, until it is killed.
+func TestHelperProcess(t *testing.T) {
+	dir := os.Getenv(helperEnv)
+	if dir == "" {
+		t.Skip("helper for TestKill9")
+	}
+	q, err := Open(dir, 1<<30, nil)
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(2)
+	}
+	out := bufio.NewWriter(os.Stdout)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := 0; i < 1_000_000; i++ {
+				id := fmt.Sprintf("%s-w%02d-%06d", os.Getenv(helperRoundEnv), w, i)
+				if err := q.Put(context.Background(), event(id, 100+i%700), []string{"a", "b"}); err != nil {
+					fmt.Fprintln(os.Stderr, "put:", err)
+					os.Exit(3)
+				}
+				// Flushed at once: a line only says what was acknowledged.
+				mu.Lock()
+				fmt.Fprintln(out, "ok", id)
+				out.Flush()
+				mu.Unlock()
+				if i == 50 && w == 0 {
+					fmt.Fprintln(os.Stderr, "started")
+				}
+			}
+		})
+	}
+	wg.Wait()
+	os.Exit(0)
+}
+
+// TestKill9 kills a process in the middle of a stream of Puts and checks
+// that every event whose Put returned is in the reopened queue, intact.
+func TestKill9(t *testing.T) {
+	dir := t.TempDir()
+	onlyB := 0 // events left from earlier rounds, owed to b alone
+	for round := range 3 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), helperEnv+"="+dir, fmt.Sprintf("%s=r%d", helperRoundEnv, round))
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		acked := map[string]bool{}
+		readDone := make(chan struct{})
+		go func() {
+			defer close(readDone)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				if id, ok := strings.CutPrefix(sc.Text(), "ok "); ok {
+					acked[id] = true
+				}
+			}
+		}()
+		started := make(chan string, 1)
+		go func() {
+			b := bufio.NewReader(stderr)
+			line, _ := b.ReadString('\n')
+			started <- line
+			io.Copy(io.Discard, b)
+		}()
+		select {
+		case line := <-started:
+			if !strings.HasPrefix(line, "started") {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("helper: %s", line)
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal("helper did not start")
+		}
+		time.Sleep(time.Duration(100+100*round) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-readDone
+		cmd.Wait()
+		if len(acked) == 0 {
+			t.Fatal("helper acknowledged nothing")
+		}
+
+		var logs logBuf
+		q, err := Open(dir, 1<<30, logs.logger())
+		if err != nil {
+			t.Fatalf("reopen after kill: %v", err)
+		}
+		stored := map[string]bool{}
+		err = q.EachRecovered(func(ev *sinks.Event) error {
+			stored[ev.ID] = true
+			if !bytes.Equal(ev.Body, event(ev.ID, len(ev.Body)).Body) {
+				return fmt.Errorf("event %s: body damaged", ev.ID)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var missing []string
+		for id := range acked {
+			if !stored[id] {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) > 0 {
+			t.Fatalf("round %d: %d of %d acknowledged events lost, e.g. %v", round, len(missing), len(acked), missing[:min(5, len(missing))])
+		}
+		if q.Depth("a") != len(stored)-onlyB || q.Depth("b") != len(stored) {
+			t.Fatalf("depth a=%d b=%d, want %d and %d", q.Depth("a"), q.Depth("b"), len(stored)-onlyB, len(stored))
+		}
+		if fresh := len(stored) - onlyB; fresh > len(acked)+16 {
+			t.Fatalf("%d stored but only %d acknowledged by 16 writers", fresh, len(acked))
+		}
+		if strings.Contains(logs.String(), "level=ERROR") {
+			t.Fatalf("a clean kill was reported as damage:\n%s", logs.String())
+		}
+		t.Logf("round %d: %d acknowledged, %d stored (in-flight Puts may be stored too)", round, len(acked), len(stored)-onlyB)
+		// Deliver to a, and half to b, so that the next round starts from a
+		// file with free pages and events owed to b alone.
+		for range q.Depth("a") {
+			if err := q.Done(take(t, q, "a")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range q.Depth("b") / 2 {
+			if err := q.Done(take(t, q, "b")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		onlyB = q.Depth("b")
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, FileName)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
