@@ -400,7 +400,7 @@ func TestTimeouts(t *testing.T) {
 		if err == nil || sinks.IsPermanent(err) {
 			t.Fatalf("send = %v, want a retryable error", err)
 		}
-		if elapsed < 150*time.Millisecond || elapsed > time.Second {
+		if elapsed < 140*time.Millisecond || elapsed > time.Second {
 			t.Errorf("returned after %v, want about 150ms", elapsed)
 		}
 	})
