@@ -282,3 +282,28 @@ func TestLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestDump(t *testing.T) {
+	g, err := newGenerator(3, 128, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := dump(&out, g, 2000, 0.2, 3); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 2000 {
+		t.Fatalf("%d lines, want 2000", len(lines))
+	}
+	distinct := map[string]bool{}
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Fatalf("line is not JSON: %s", l)
+		}
+		distinct[dedupKey(t, []byte(l))] = true
+	}
+	if len(distinct) < 1550 || len(distinct) > 1650 {
+		t.Errorf("%d distinct events of 2000 with -dup 0.2, want about 1600", len(distinct))
+	}
+}

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,6 +50,7 @@ type options struct {
 	sinkQuiet   time.Duration
 	cpuProfile  string
 	contentType string
+	dump        int
 }
 
 // Exit codes: 0 all requests got a 2xx; 1 bad usage or setup; 3 the run
@@ -82,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.sinkQuiet, "sink-quiet", 2*time.Second, "sinks are settled once their counts stop changing this long")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write loadgen's own CPU profile here")
 	fs.StringVar(&o.contentType, "content-type", "application/json", "Content-Type header")
+	fs.IntVar(&o.dump, "dump", 0, "print this many generated events as JSON lines (with -dup, duplicates too) and exit; no requests are sent")
 	if err := fs.Parse(args); err != nil {
 		return exitSetup
 	}
@@ -97,6 +100,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return exitSetup
+	}
+
+	if o.dump > 0 {
+		if err := dump(stdout, gen, o.dump, o.dup, o.seed); err != nil {
+			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+			return exitSetup
+		}
+		return exitOK
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -161,6 +172,9 @@ func (o *options) validate(sinks string) error {
 	if o.warmup < 0 || o.warmup > time.Hour {
 		return fmt.Errorf("-warmup %v: want 0..1h", o.warmup)
 	}
+	if o.dump < 0 || o.dump > 100_000_000 {
+		return fmt.Errorf("-dump %d: want 0..1e8", o.dump)
+	}
 	if o.templates < 1 || o.templates > 1<<20 {
 		return fmt.Errorf("-templates %d: want 1..1048576", o.templates)
 	}
@@ -201,4 +215,24 @@ func loopbackAddr(raw string) (string, error) {
 		port = "80"
 	}
 	return net.JoinHostPort("127.0.0.1", port), nil
+}
+
+// dump writes n events as JSON lines, choosing duplicates as a run would,
+// for feeding `hookrouter test` or `hookrouter diff` realistic traffic.
+func dump(w io.Writer, gen *generator, n int, dup float64, seed uint64) error {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	s := &shared{gen: gen, dup: dup, conc: 1}
+	wk := newWorker(seed, 0)
+	for range n {
+		seq, _ := wk.nextSeq(s)
+		wk.buf = gen.body(wk.buf, seq)
+		wk.buf = append(wk.buf, '\n')
+		if _, err := bw.Write(wk.buf); err != nil {
+			return fmt.Errorf("dump: %w", err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
+	return nil
 }
