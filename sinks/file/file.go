@@ -44,6 +44,12 @@ type Config struct {
 	FlushInterval time.Duration
 }
 
+var (
+	_ sinks.Sink     = (*Sink)(nil)
+	_ sinks.Renderer = (*Sink)(nil)
+	_ sinks.Reopener = (*Sink)(nil)
+)
+
 // Sink appends events to one file. It is safe for concurrent use.
 type Sink struct {
 	path      string

@@ -75,6 +75,11 @@ type Config struct {
 	SecretPath bool
 }
 
+var (
+	_ sinks.Sink     = (*Sink)(nil)
+	_ sinks.Renderer = (*Sink)(nil)
+)
+
 // Sink posts events to one HTTP endpoint. It is safe for concurrent use.
 type Sink struct {
 	url     string

@@ -38,6 +38,11 @@ type Config struct {
 	Version string
 }
 
+var (
+	_ sinks.Sink     = (*Sink)(nil)
+	_ sinks.Renderer = (*Sink)(nil)
+)
+
 // Sink posts events to one Slack incoming webhook. It is safe for concurrent
 // use.
 type Sink struct {

@@ -22,6 +22,11 @@ type Config struct {
 	Format string
 }
 
+var (
+	_ sinks.Sink     = (*Sink)(nil)
+	_ sinks.Renderer = (*Sink)(nil)
+)
+
 // Sink writes one line per event to a writer, one whole line per Write call
 // under a mutex, so lines never interleave. It is safe for concurrent use.
 type Sink struct {
