@@ -152,7 +152,7 @@ func NewMemory(maxKeys int, opts ...Option) (*Memory, error) {
 			if c == 0 {
 				c = 1 // 0 disables ristretto's conflict check
 			}
-			return xxhash.Sum64String(k), c
+			return o.keyHash(k), c
 		},
 		OnEvict:  m.onEvict,
 		OnReject: func(*ristretto.Item[struct{}]) { m.rejected.Add(1) },

@@ -3,6 +3,8 @@ package dedup
 import (
 	"errors"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // DefaultClaimTimeout is how long a claim that was neither committed nor
@@ -27,10 +29,13 @@ type Option func(*options)
 type options struct {
 	claimTimeout time.Duration
 	prefix       string
+	// keyHash replaces the memory store's 64-bit key hash; tests use it to
+	// force collisions.
+	keyHash func(string) uint64
 }
 
 func buildOptions(opts []Option) options {
-	o := options{claimTimeout: DefaultClaimTimeout, prefix: DefaultRedisPrefix}
+	o := options{claimTimeout: DefaultClaimTimeout, prefix: DefaultRedisPrefix, keyHash: xxhash.Sum64String}
 	for _, opt := range opts {
 		opt(&o)
 	}

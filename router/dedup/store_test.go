@@ -336,9 +336,62 @@ func TestMemoryBeyondMaxKeys(t *testing.T) {
 	if st.Overflow > 1024 {
 		t.Errorf("overflow = %d, want at most 1024", st.Overflow)
 	}
-	if st.Overflow+st.Keys+int(st.Forgotten)+int(st.EvictedLive)+int(st.SetsRejected) < n {
-		t.Errorf("stats = %+v do not account for %d keys", st, n)
+	// Every key still held, by ristretto or in overflow, must be refused.
+	refused := 0
+	for i := range n {
+		ok, err := m.Claim(t.Context(), "over-"+strconv.Itoa(i), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			refused++
+		}
 	}
+	if want := st.Keys + st.Overflow; refused != want {
+		t.Errorf("%d re-claims refused, want %d (stats %+v)", refused, want, st)
+	}
+}
+
+// TestMemoryOverflowKeepsRefusedKeys makes every key collide on ristretto's
+// 64-bit hash, so that ristretto holds only the first one and refuses the
+// others: they must still be remembered, in the bounded overflow set.
+func TestMemoryOverflowKeepsRefusedKeys(t *testing.T) {
+	const maxKeys, n = 100, 1100 // overflow holds max(1024, maxKeys/16)
+	m := newTestMemory(t, maxKeys, withKeyHash(func(string) uint64 { return 42 }))
+	key := func(i int) string { return "collide-" + strconv.Itoa(i) }
+	for i := range n {
+		mustClaim(t, m, key(i), true)
+		mustCommit(t, m, key(i), time.Hour)
+	}
+	st := m.Stats()
+	want := MemoryStats{Keys: 1, InFlight: 1024, Overflow: 1024, SetsRejected: commitAttempts * (n - 1), Forgotten: n - 1 - 1024}
+	if st != want {
+		t.Fatalf("stats = %+v, want %+v", st, want)
+	}
+	for i := range 1 + 1024 {
+		mustClaim(t, m, key(i), false)
+	}
+	// Past the overflow bound keys are forgotten, as counted.
+	mustClaim(t, m, key(n-1), true)
+
+	// Overflow entries expire with their TTL like any key.
+	m2 := newTestMemory(t, maxKeys, withKeyHash(func(string) uint64 { return 42 }))
+	for _, k := range []string{"first", "short"} {
+		mustClaim(t, m2, k, true)
+		mustCommit(t, m2, k, 80*time.Millisecond)
+	}
+	if st := m2.Stats(); st.Overflow != 1 {
+		t.Fatalf("stats = %+v, want 1 key in overflow", st)
+	}
+	mustClaim(t, m2, "short", false)
+	time.Sleep(150 * time.Millisecond)
+	mustClaim(t, m2, "short", true)
+}
+
+// withKeyHash replaces the memory store's 64-bit key hash, to force
+// collisions.
+func withKeyHash(h func(string) uint64) Option {
+	return func(o *options) { o.keyHash = h }
 }
 
 func TestMemoryClosed(t *testing.T) {
