@@ -1,0 +1,77 @@
+// Command hookrouter receives webhooks, deduplicates them, matches them
+// against the rules of a YAML file and delivers them to sinks, at least once.
+//
+//	hookrouter serve    [-config FILE]                 run the router (the default)
+//	hookrouter validate [-config FILE]                 check a config file fully
+//	hookrouter test     [-config FILE] [-H 'N: v']... PAYLOAD.json|-
+//	hookrouter diff     -config OLD -against NEW EVENTS.jsonl
+//	hookrouter replay   [-config FILE] DEAD_LETTER_FILE
+//	hookrouter version
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3"; a
+// plain build reports the module version or "dev".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run dispatches to a subcommand and returns the process exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, stderr)
+	case "validate":
+		return validate(args, stdout, stderr)
+	case "test":
+		return dryRun(args, stdin, stdout, stderr)
+	case "diff":
+		return diff(args, stdout, stderr)
+	case "replay":
+		return replay(args, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "hookrouter %s %s\n", getVersion(), runtime.Version())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "hookrouter: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+}
+
+const usage = `Usage:
+  hookrouter [serve] [-config FILE]                     run the router
+  hookrouter validate [-config FILE]                    check a config file
+  hookrouter test [-config FILE] [-H 'Name: value']... PAYLOAD.json|-
+                                                        dry-run one event: rules, key, deliveries
+  hookrouter diff -config OLD -against NEW EVENTS.jsonl compare routing of recorded events
+  hookrouter replay [-config FILE] DEAD_LETTER_FILE     re-queue dead-lettered deliveries
+  hookrouter version
+
+-config defaults to $HOOKROUTER_CONFIG, else rules.yaml, else rules.example.yaml.
+`
+
+func getVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

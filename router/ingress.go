@@ -1,0 +1,224 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/hookrouter/hookrouter/router/queue"
+	"github.com/hookrouter/hookrouter/sinks"
+)
+
+// retryAfterSeconds is what a 503 asks the sender to wait: long enough for a
+// queue to drain a little or a restart to finish, short enough not to delay
+// events noticeably.
+const retryAfterSeconds = "5"
+
+var (
+	bodyOK           = []byte("OK")
+	bodyUnauthorized = []byte(`{"error":"Unauthorized"}`)
+	bodyNotFound     = []byte(`{"error":"Not found"}`)
+	bodyMethod       = []byte(`{"error":"Method not allowed"}`)
+	bodyTooLarge     = []byte(`{"error":"Payload too large"}`)
+	bodyUnavailable  = []byte(`{"error":"Service unavailable","detail":"retry later"}`)
+	bodyShutdown     = []byte(`{"error":"Service unavailable","detail":"shutting down"}`)
+)
+
+// handle is the fasthttp handler of the main listener.
+func (r *Router) handle(ctx *fasthttp.RequestCtx) {
+	rt := r.rt.Load()
+	src := rt.sources[string(ctx.Path())]
+	if src == nil {
+		r.handleOther(ctx, false)
+		return
+	}
+	src.m.received.Inc()
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set("Allow", "POST")
+		r.reject(ctx, src, fasthttp.StatusMethodNotAllowed, "method", bodyMethod)
+		return
+	}
+	if r.draining.Load() {
+		ctx.Response.Header.Set("Retry-After", retryAfterSeconds)
+		ctx.SetConnectionClose()
+		r.reject(ctx, src, fasthttp.StatusServiceUnavailable, "shutting_down", bodyShutdown)
+		return
+	}
+	if !src.verifier.Verify(&ctx.Request.Header, ctx.PostBody()) {
+		r.reject(ctx, src, fasthttp.StatusUnauthorized, "unauthorized", bodyUnauthorized)
+		return
+	}
+	body := ctx.PostBody()
+	if len(body) > src.maxBody {
+		r.reject(ctx, src, fasthttp.StatusRequestEntityTooLarge, "too_large", bodyTooLarge)
+		return
+	}
+	r.accept(ctx, rt, src, body)
+}
+
+// accept runs the pipeline for an authenticated request. The order matters:
+// the key is claimed before matching so that two concurrent copies route
+// once, and committed only after the event is queued, so that a failed
+// enqueue (503) does not turn the sender's retry into a "duplicate".
+func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body []byte) {
+	start := time.Now()
+	in := rt.Rules.Acquire(src.name, &ctx.Request.Header)
+	defer rt.Rules.Release(in)
+
+	if len(body) == 0 {
+		r.invalid(ctx, src, "empty body")
+		return
+	}
+	if err := in.Parse(body); err != nil {
+		r.invalid(ctx, src, err.Error())
+		return
+	}
+	key, err := in.DedupKey()
+	if err != nil {
+		r.ruleLog.warn(r.log, "dedup_key", "dedup key expression failed; default key used", "source", src.name, "error", err)
+	}
+	storeKey := src.name + "\x00" + key
+	ttl := time.Duration(src.ttl)
+	claimed, err := r.dedup.Claim(ctx, storeKey, ttl)
+	if err != nil {
+		r.metrics.DedupStoreErrors.Inc()
+		r.storeLog.warn(r.log, "dedup", "dedup store failed; answering 503", "error", err)
+		r.unavailable(ctx, src, "dedup_error")
+		return
+	}
+	if !claimed {
+		src.m.duplicate.Inc()
+		ctx.Response.Header.Set("X-Hookrouter-Duplicate", "true")
+		ok(ctx)
+		return
+	}
+
+	res := in.Match()
+	for _, i := range res.Matched {
+		rt.ruleMatch[i].Inc()
+	}
+	for _, i := range res.Shadow {
+		rt.ruleMatch[i].Inc()
+	}
+	for _, e := range res.Errors {
+		name := rt.Rules.Rules[e.Rule].Name
+		rt.ruleError[e.Rule].Inc()
+		r.ruleLog.warn(r.log, name, "rule failed at run time; counted as no match", "rule", name, "source", src.name, "error", e.Err)
+	}
+
+	if len(res.To) > 0 {
+		now := time.Now()
+		ev := &sinks.Event{
+			ID:         newEventID(now),
+			Source:     src.name,
+			ReceivedAt: now,
+			Body:       append([]byte(nil), body...),
+		}
+		to := append([]string(nil), res.To...)
+		if err := r.queue.Put(context.Background(), ev, to); err != nil {
+			r.releaseKey(storeKey)
+			reason := "queue_full"
+			if errors.Is(err, queue.ErrClosed) {
+				reason = "shutting_down"
+			} else if !errors.Is(err, queue.ErrFull) {
+				reason = "queue_error"
+				r.storeLog.warn(r.log, "queue", "enqueue failed; answering 503", "error", err)
+			}
+			r.unavailable(ctx, src, reason)
+			return
+		}
+	} else {
+		src.m.unrouted.Inc()
+	}
+	if err := r.dedup.Commit(ctx, storeKey, ttl); err != nil {
+		// The event is queued: answer 200. The key stays claimed until the
+		// store's claim timeout, so a retry is still recognised meanwhile.
+		r.metrics.DedupStoreErrors.Inc()
+		r.storeLog.warn(r.log, "dedup", "dedup commit failed", "error", err)
+	}
+	r.processed.Add(1)
+	src.m.accepted.Inc()
+	src.m.latency.Observe(time.Since(start).Seconds())
+	ok(ctx)
+}
+
+func (r *Router) releaseKey(key string) {
+	// Release with a fresh context: the request's may be done, and a key left
+	// claimed would make the sender's retry look like a duplicate.
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.dedup.Release(c, key); err != nil {
+		r.metrics.DedupStoreErrors.Inc()
+		r.storeLog.warn(r.log, "dedup", "dedup release failed", "error", err)
+	}
+}
+
+func ok(ctx *fasthttp.RequestCtx) {
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBody(bodyOK)
+}
+
+func (r *Router) reject(ctx *fasthttp.RequestCtx, src *source, status int, reason string, body []byte) {
+	r.metrics.EventsRejected.WithLabelValues(src.name, reason).Inc()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+}
+
+func (r *Router) unavailable(ctx *fasthttp.RequestCtx, src *source, reason string) {
+	ctx.Response.Header.Set("Retry-After", retryAfterSeconds)
+	r.reject(ctx, src, fasthttp.StatusServiceUnavailable, reason, bodyUnavailable)
+}
+
+func (r *Router) invalid(ctx *fasthttp.RequestCtx, src *source, detail string) {
+	r.metrics.EventsRejected.WithLabelValues(src.name, "invalid_payload").Inc()
+	ctx.SetStatusCode(fasthttp.StatusBadRequest)
+	ctx.SetContentType("application/json")
+	b := append(ctx.Response.Body()[:0], `{"error":"Invalid payload","detail":`...)
+	b = strconv.AppendQuote(b, detail)
+	b = append(b, '}')
+	ctx.SetBody(b)
+}
+
+// errorHandler answers the requests fasthttp itself refuses (body over the
+// limit, malformed request line or headers, timeouts) with the same JSON
+// shape as ours.
+func (r *Router) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr *net.OpError
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.SetStatusCode(fasthttp.StatusRequestEntityTooLarge)
+		ctx.SetBody(bodyTooLarge)
+	case errors.As(err, &small):
+		ctx.SetStatusCode(fasthttp.StatusRequestHeaderFieldsTooLarge)
+		ctx.SetBody([]byte(`{"error":"Request headers too large"}`))
+	case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &netErr) && netErr.Timeout():
+		ctx.SetStatusCode(fasthttp.StatusRequestTimeout)
+		ctx.SetBody([]byte(`{"error":"Request timeout"}`))
+	default:
+		ctx.SetStatusCode(fasthttp.StatusBadRequest)
+		ctx.SetBody([]byte(`{"error":"Bad request"}`))
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetConnectionClose()
+}
+
+// headerReceived applies the source's max_body_bytes before fasthttp reads
+// the body, so an oversized request is refused (413) without buffering it.
+func (r *Router) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	uri := h.RequestURI()
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		uri = uri[:i]
+	}
+	if src := r.rt.Load().sources[string(uri)]; src != nil {
+		return fasthttp.RequestConfig{MaxRequestBodySize: src.maxBody}
+	}
+	return fasthttp.RequestConfig{}
+}

@@ -1,0 +1,251 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/hookrouter/hookrouter/router/config"
+	"github.com/hookrouter/hookrouter/router/dedup"
+	"github.com/hookrouter/hookrouter/router/dispatch"
+	"github.com/hookrouter/hookrouter/router/metrics"
+	"github.com/hookrouter/hookrouter/router/queue"
+	"github.com/hookrouter/hookrouter/router/queue/disk"
+)
+
+// Options are the process-level settings of a Router.
+type Options struct {
+	// ConfigPath is the file reloads read again.
+	ConfigPath string
+	Version    string
+	Log        *slog.Logger
+}
+
+// Router is a running hookrouter: ingress, the runtime in force, the queue,
+// the dedup store and the dispatcher.
+type Router struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics.Metrics
+
+	rt          atomic.Pointer[Runtime]
+	queue       queue.Queue
+	dedup       dedup.Store
+	dispatcher  *dispatch.Dispatcher
+	deadLetters *dispatch.DeadLetters
+
+	server, admin *fasthttp.Server
+	draining      atomic.Bool
+	processed     atomic.Int64
+	startedAt     time.Time
+
+	metricsOnce sync.Once
+	promHandler fasthttp.RequestHandler
+
+	reloadMu sync.Mutex
+	reload   reloadState
+	ruleLog  limitedLog
+	storeLog limitedLog
+}
+
+// New opens the queue, the dedup store and the dead-letter file named by f,
+// builds f's runtime and starts delivering. Call Serve to accept events and
+// Shutdown to stop.
+func New(f *config.File, opts Options) (*Router, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	r := &Router{opts: opts, log: opts.Log, metrics: metrics.New(), startedAt: time.Now()}
+	rt, problems := Build(f, nil, r.log, opts.Version)
+	if problems != nil {
+		return nil, problems
+	}
+	if err := os.MkdirAll(f.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data_dir %q: %w", f.DataDir, err)
+	}
+	var err error
+	if r.deadLetters, err = dispatch.OpenDeadLetters(filepath.Join(f.DataDir, "dead-letter.jsonl")); err != nil {
+		return nil, err
+	}
+	if r.dedup, err = openDedup(f); err != nil {
+		r.deadLetters.Close()
+		return nil, err
+	}
+	if r.queue, err = openQueue(f, r.log); err != nil {
+		r.dedup.Close()
+		r.deadLetters.Close()
+		return nil, err
+	}
+	if err := r.reclaimQueuedKeys(rt); err != nil {
+		r.log.Warn("could not re-claim dedup keys of queued events", "error", err)
+	}
+	rt.Generation = 1
+	r.install(rt)
+	r.dispatcher = dispatch.New(r.queue, r.deadLetters, r.metrics, r.log)
+	r.dispatcher.Apply(rt.targets())
+	return r, nil
+}
+
+func openDedup(f *config.File) (dedup.Store, error) {
+	switch f.Dedup.Store {
+	case "redis":
+		return dedup.NewRedis(f.Dedup.RedisURL)
+	default:
+		return dedup.NewMemory(f.Dedup.MaxKeys)
+	}
+}
+
+func openQueue(f *config.File, log *slog.Logger) (queue.Queue, error) {
+	switch f.Queue.Backend {
+	case "memory":
+		return queue.NewMemory(int64(f.Queue.MaxBytes)), nil
+	case "disk":
+		return disk.Open(filepath.Join(f.DataDir, "queue"), int64(f.Queue.MaxBytes), log.With("component", "queue"))
+	default:
+		return nil, fmt.Errorf("queue backend %q is not available in this build", f.Queue.Backend)
+	}
+}
+
+// install makes rt the runtime in force. Metric handles are resolved here,
+// once per config, so the hot path does no label lookups.
+func (r *Router) install(rt *Runtime) {
+	for _, s := range rt.sources {
+		s.m = sourceMetrics{
+			received:  r.metrics.EventsReceived.WithLabelValues(s.name),
+			accepted:  r.metrics.EventsAccepted.WithLabelValues(s.name),
+			duplicate: r.metrics.EventsDuplicate.WithLabelValues(s.name),
+			unrouted:  r.metrics.EventsUnrouted.WithLabelValues(s.name),
+			latency:   r.metrics.IngressSeconds.WithLabelValues(s.name),
+		}
+	}
+	rt.ruleMatch = make([]prometheus.Counter, len(rt.Rules.Rules))
+	rt.ruleError = make([]prometheus.Counter, len(rt.Rules.Rules))
+	for i, rule := range rt.Rules.Rules {
+		rt.ruleMatch[i] = r.metrics.RuleMatches.WithLabelValues(rule.Name, fmt.Sprint(rule.Shadow))
+		rt.ruleError[i] = r.metrics.RuleErrors.WithLabelValues(rule.Name)
+	}
+	r.metrics.ConfigGeneration.Set(float64(rt.Generation))
+	r.metrics.ConfigLastReloadSuccess.SetToCurrentTime()
+	r.rt.Store(rt)
+}
+
+// Runtime returns the runtime in force.
+func (r *Router) Runtime() *Runtime { return r.rt.Load() }
+
+// Serve accepts events on ln, and admin requests on adminLn when it is not
+// nil (otherwise the admin endpoints are served on ln). It returns when the
+// listeners are closed by Shutdown.
+func (r *Router) Serve(ln, adminLn net.Listener) error {
+	rt := r.rt.Load()
+	r.server = &fasthttp.Server{
+		Handler:            r.handle,
+		ErrorHandler:       r.errorHandler,
+		HeaderReceived:     r.headerReceived,
+		Name:               "hookrouter",
+		ReadTimeout:        30 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		ReadBufferSize:     16 << 10, // also the limit on request line + headers (431 beyond)
+		MaxRequestBodySize: max(rt.maxBody(), 4<<10),
+		CloseOnShutdown:    true,
+		Logger:             fasthttpLogger{r.log},
+	}
+	errc := make(chan error, 2)
+	if adminLn != nil {
+		r.admin = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { r.handleOther(ctx, true) }, Name: "hookrouter-admin",
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
+			MaxRequestBodySize: 256 << 20, CloseOnShutdown: true, Logger: fasthttpLogger{r.log}}
+		go func() { errc <- r.admin.Serve(adminLn) }()
+	}
+	go func() { errc <- r.server.Serve(ln) }()
+	err := <-errc
+	if adminLn != nil {
+		if err2 := <-errc; err == nil {
+			err = err2
+		}
+	}
+	return err
+}
+
+// Shutdown stops the router: new events are answered 503 with Retry-After,
+// the listeners close, queued deliveries get until ctx's deadline to finish,
+// and what is left stays owed (disk, nats) or is dead-lettered (memory).
+func (r *Router) Shutdown(ctx context.Context) error {
+	r.draining.Store(true)
+	var errs []error
+	if r.server != nil {
+		errs = append(errs, r.server.ShutdownWithContext(ctx))
+	}
+	if r.admin != nil {
+		errs = append(errs, r.admin.ShutdownWithContext(ctx))
+	}
+	r.stopWatching()
+	errs = append(errs, r.dispatcher.Close(ctx))
+	errs = append(errs, r.queue.Close(), r.dedup.Close(), r.deadLetters.Close())
+	return errors.Join(errs...)
+}
+
+// sourceMetrics are one source's counters, resolved once per config.
+type sourceMetrics struct {
+	received, accepted, duplicate, unrouted prometheus.Counter
+	latency                                 prometheus.Observer
+}
+
+// limitedLog logs a repeating failure when it starts and then at most once
+// per interval per key, with the count of the ones it held back.
+type limitedLog struct {
+	mu   sync.Mutex
+	last map[string]*limitEntry
+}
+
+type limitEntry struct {
+	at         time.Time
+	suppressed int
+}
+
+const logInterval = 10 * time.Second
+
+func (l *limitedLog) warn(log *slog.Logger, key, msg string, args ...any) {
+	l.mu.Lock()
+	if l.last == nil {
+		l.last = map[string]*limitEntry{}
+	}
+	e := l.last[key]
+	now := time.Now()
+	if e != nil && now.Sub(e.at) < logInterval {
+		e.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := 0
+	if e == nil {
+		e = &limitEntry{}
+		l.last[key] = e
+	} else {
+		suppressed = e.suppressed
+	}
+	e.at, e.suppressed = now, 0
+	l.mu.Unlock()
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
+	log.Warn(msg, args...)
+}
+
+// fasthttpLogger routes fasthttp's own messages to slog at debug level:
+// they are about misbehaving clients, not about the router.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("http server", "message", fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,111 @@
+package router
+
+import (
+	"fmt"
+	"log/slog"
+	"reflect"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hookrouter/hookrouter/router/auth"
+	"github.com/hookrouter/hookrouter/router/config"
+	"github.com/hookrouter/hookrouter/router/dispatch"
+	"github.com/hookrouter/hookrouter/router/rules"
+	"github.com/hookrouter/hookrouter/sinks"
+)
+
+// Runtime is one compiled config: everything ingress and dispatch need,
+// built and checked before it is put in force, and never modified after.
+// A reload builds a new Runtime and swaps a pointer.
+type Runtime struct {
+	File       *config.File
+	Generation uint64
+	Rules      *rules.Set
+	// Sinks by name, with the settings their dispatch lane uses.
+	Sinks map[string]*Sink
+
+	sources map[string]*source // by path
+	// Counters by rule index, set by Router.install.
+	ruleMatch, ruleError []prometheus.Counter
+}
+
+// Sink is a built sink and the config it was built from; a reload reuses the
+// instance when its config did not change, so its lane, breaker and
+// connections survive.
+type Sink struct {
+	Name   string
+	Type   string
+	Sink   sinks.Sink
+	Config config.Sink
+}
+
+type source struct {
+	name     string
+	maxBody  int
+	verifier auth.Verifier
+	ttl      int64 // dedup TTL in nanoseconds
+	m        sourceMetrics
+}
+
+// Build compiles f into a Runtime. Every problem is reported, positioned in
+// f's file. Sinks whose config is unchanged from prev are reused (prev may be
+// nil). Build does no I/O: sinks open files and connections on first use, so
+// validate and test may call it freely.
+func Build(f *config.File, prev *Runtime, log *slog.Logger, version string) (*Runtime, config.Problems) {
+	set, problems := rules.Compile(f)
+	rt := &Runtime{File: f, Rules: set, Sinks: map[string]*Sink{}, sources: map[string]*source{}}
+	for i, s := range f.Sources {
+		v, err := auth.New(s.Auth)
+		if err != nil {
+			problems = append(problems, f.Problemf(fmt.Sprintf("sources[%d].auth", i), "%v", err))
+			continue
+		}
+		rt.sources[s.Path] = &source{name: s.Name, maxBody: int(s.MaxBodyBytes), verifier: v, ttl: int64(s.Dedup.TTL)}
+	}
+	for _, name := range f.SinkNames() {
+		c := f.Sinks[name]
+		if prev != nil {
+			if old, ok := prev.Sinks[name]; ok && reflect.DeepEqual(old.Config, *c) {
+				rt.Sinks[name] = old
+				continue
+			}
+		}
+		s, ps := buildSink(f, name, c, log.With("sink", name), version)
+		problems = append(problems, ps...)
+		if s != nil {
+			rt.Sinks[name] = &Sink{Name: name, Type: c.Type, Sink: s, Config: *c}
+		}
+	}
+	if len(problems) > 0 {
+		problems.Sort()
+		return nil, problems
+	}
+	return rt, nil
+}
+
+// targets is what the dispatcher needs of the runtime's sinks.
+func (rt *Runtime) targets() map[string]dispatch.Target {
+	out := make(map[string]dispatch.Target, len(rt.Sinks))
+	for name, s := range rt.Sinks {
+		c := s.Config
+		out[name] = dispatch.Target{Sink: s.Sink, Type: s.Type, Settings: dispatch.Settings{
+			MaxAttempts:     c.Retry.MaxAttempts,
+			InitialBackoff:  c.Retry.InitialBackoff.Std(),
+			MaxBackoff:      c.Retry.MaxBackoff.Std(),
+			BreakerFailures: c.Breaker.Failures,
+			BreakerOpenFor:  c.Breaker.OpenFor.Std(),
+			Workers:         c.Workers,
+		}}
+	}
+	return out
+}
+
+// maxBody is the largest max_body_bytes of any source: the server-wide read
+// limit for paths that are not sources.
+func (rt *Runtime) maxBody() int {
+	m := 0
+	for _, s := range rt.sources {
+		m = max(m, s.maxBody)
+	}
+	return m
+}
