@@ -167,6 +167,7 @@ func TestDamagedFile(t *testing.T) {
 			if strings.Contains(logs2.String(), "level=ERROR") {
 				t.Fatalf("second Open after salvage reports damage:\n%s", logs2.String())
 			}
+			defer q.Close()
 			if q.Depth("a") != 0 || q.Depth("b") != got {
 				t.Fatalf("after restart depth a=%d b=%d, want 0 and %d", q.Depth("a"), q.Depth("b"), got)
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -544,4 +545,106 @@ func TestOpenErrors(t *testing.T) {
 			t.Fatalf("second Open = %v", err)
 		}
 	})
+}
+
+// TestDiskFull fills a small tmpfs: Put must fail with the write error (not
+// ErrFull, not a crash), and every Put that succeeded must be in the file
+// after a restart, which must not find damage.
+func TestDiskFull(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "fs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs (%v: %s)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	q := mustOpen(t, dir, 1<<30)
+	var acked []string
+	var putErr error
+	for i := range 1000 {
+		id := fmt.Sprint("e", i)
+		if putErr = q.Put(t.Context(), event(id, 32<<10), []string{"a"}); putErr != nil {
+			break
+		}
+		acked = append(acked, id)
+	}
+	if putErr == nil || errors.Is(putErr, queue.ErrFull) {
+		t.Fatalf("Put on a full disk = %v", putErr)
+	}
+	if q.Depth("a") != len(acked) {
+		t.Fatalf("a failed Put left a delivery: depth %d, acked %d", q.Depth("a"), len(acked))
+	}
+	q.Close()
+
+	var logs logBuf
+	q, err := Open(dir, 1<<30, logs.logger())
+	if err != nil {
+		t.Fatalf("reopen on a full disk: %v", err)
+	}
+	defer q.Close()
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("reopen after a full disk reports damage:\n%s", logs.String())
+	}
+	var got []string
+	for _, ev := range q.Recovered() {
+		got = append(got, ev.ID)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(acked) {
+		t.Fatalf("after reopen %d events, want the %d acknowledged ones", len(got), len(acked))
+	}
+	t.Logf("%d events acknowledged before: %v", len(acked), putErr)
+	// Delivering frees space for new events.
+	for range len(acked) {
+		if err := q.Done(take(t, q, "a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2 * flushDelay)
+	put(t, q, event("after", 32<<10), "a")
+}
+
+// TestPutRacingClose checks that a Put racing Close is all or nothing: each
+// either returned nil and is in the file after a restart, or returned
+// ErrClosed and is not.
+func TestPutRacingClose(t *testing.T) {
+	dir := t.TempDir()
+	q := mustOpen(t, dir, 1<<30)
+	var mu sync.Mutex
+	ok := map[string]bool{}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 10_000 {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				err := q.Put(context.Background(), event(id, 200), []string{"a"})
+				if errors.Is(err, queue.ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				ok[id] = true
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(30 * time.Millisecond)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	q = mustOpen(t, dir, 1<<30)
+	defer q.Close()
+	stored := q.Recovered()
+	for _, ev := range stored {
+		if !ok[ev.ID] {
+			t.Fatalf("%s is stored but its Put failed", ev.ID)
+		}
+	}
+	if len(stored) != len(ok) || len(ok) == 0 {
+		t.Fatalf("%d stored, %d Puts succeeded", len(stored), len(ok))
+	}
 }
