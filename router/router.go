@@ -21,6 +21,7 @@ import (
 	"github.com/hookrouter/hookrouter/router/metrics"
 	"github.com/hookrouter/hookrouter/router/queue"
 	"github.com/hookrouter/hookrouter/router/queue/disk"
+	"github.com/hookrouter/hookrouter/router/queue/natsq"
 )
 
 // Options are the process-level settings of a Router.
@@ -111,6 +112,8 @@ func openQueue(f *config.File, log *slog.Logger) (queue.Queue, error) {
 		return queue.NewMemory(int64(f.Queue.MaxBytes)), nil
 	case "disk":
 		return disk.Open(filepath.Join(f.DataDir, "queue"), int64(f.Queue.MaxBytes), log.With("component", "queue"))
+	case "nats":
+		return natsq.Open(f.Queue.NatsURL, log.With("component", "queue"), natsq.WithMaxBytes(int64(f.Queue.MaxBytes)))
 	default:
 		return nil, fmt.Errorf("queue backend %q is not available in this build", f.Queue.Backend)
 	}
