@@ -45,7 +45,12 @@ type Router struct {
 	dispatcher  *dispatch.Dispatcher
 	deadLetters *dispatch.DeadLetters
 
+	// srvMu orders Serve and Shutdown, which run on different goroutines:
+	// a Shutdown that comes first makes Serve return at once.
+	srvMu         sync.Mutex
 	server, admin *fasthttp.Server
+	listeners     []net.Listener
+	stopped       bool
 	draining      atomic.Bool
 	processed     atomic.Int64
 	startedAt     time.Time
@@ -150,7 +155,7 @@ func (r *Router) Runtime() *Runtime { return r.rt.Load() }
 // listeners are closed by Shutdown.
 func (r *Router) Serve(ln, adminLn net.Listener) error {
 	rt := r.rt.Load()
-	r.server = &fasthttp.Server{
+	server := &fasthttp.Server{
 		Handler:            r.handle,
 		ErrorHandler:       r.errorHandler,
 		HeaderReceived:     r.headerReceived,
@@ -163,16 +168,36 @@ func (r *Router) Serve(ln, adminLn net.Listener) error {
 		CloseOnShutdown:    true,
 		Logger:             fasthttpLogger{r.log},
 	}
-	errc := make(chan error, 2)
+	var admin *fasthttp.Server
 	if adminLn != nil {
-		r.admin = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { r.handleOther(ctx, true) }, Name: "hookrouter-admin",
+		admin = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { r.handleOther(ctx, true) }, Name: "hookrouter-admin",
 			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
 			MaxRequestBodySize: 256 << 20, CloseOnShutdown: true, Logger: fasthttpLogger{r.log}}
-		go func() { errc <- r.admin.Serve(adminLn) }()
 	}
-	go func() { errc <- r.server.Serve(ln) }()
-	err := <-errc
+	r.srvMu.Lock()
+	if r.stopped {
+		r.srvMu.Unlock()
+		ln.Close()
+		if adminLn != nil {
+			adminLn.Close()
+		}
+		return nil
+	}
+	// Set before any handler runs: handleOther reads r.admin.
+	r.server, r.admin = server, admin
+	r.listeners = append(r.listeners, ln)
 	if adminLn != nil {
+		r.listeners = append(r.listeners, adminLn)
+	}
+	r.srvMu.Unlock()
+
+	errc := make(chan error, 2)
+	if admin != nil {
+		go func() { errc <- admin.Serve(adminLn) }()
+	}
+	go func() { errc <- server.Serve(ln) }()
+	err := <-errc
+	if admin != nil {
 		if err2 := <-errc; err == nil {
 			err = err2
 		}
@@ -181,21 +206,58 @@ func (r *Router) Serve(ln, adminLn net.Listener) error {
 }
 
 // Shutdown stops the router: new events are answered 503 with Retry-After,
-// the listeners close, queued deliveries get until ctx's deadline to finish,
-// and what is left stays owed (disk, nats) or is dead-lettered (memory).
+// the listeners close, and queued deliveries get until ctx's deadline to
+// finish. What is left stays owed (disk, nats) or is dead-lettered (memory).
+// With the memory queue Shutdown waits for the queue to empty, keeping a
+// little of ctx's time to cut short the sends still running and write the
+// dead letters; with a durable queue it waits only for the sends in flight.
 func (r *Router) Shutdown(ctx context.Context) error {
 	r.draining.Store(true)
+	r.srvMu.Lock()
+	r.stopped = true
+	server, admin, listeners := r.server, r.admin, r.listeners
+	r.srvMu.Unlock()
 	var errs []error
-	if r.server != nil {
-		errs = append(errs, r.server.ShutdownWithContext(ctx))
+	if server != nil {
+		errs = append(errs, server.ShutdownWithContext(ctx))
 	}
-	if r.admin != nil {
-		errs = append(errs, r.admin.ShutdownWithContext(ctx))
+	if admin != nil {
+		errs = append(errs, admin.ShutdownWithContext(ctx))
+	}
+	// A Serve that had not yet handed its listener to fasthttp when
+	// ShutdownWithContext ran would otherwise accept forever.
+	for _, ln := range listeners {
+		ln.Close()
 	}
 	r.stopWatching()
+	if _, ok := r.queue.(queue.Drainer); ok {
+		r.drain(ctx)
+	}
 	errs = append(errs, r.dispatcher.Close(ctx))
 	errs = append(errs, r.queue.Close(), r.dedup.Close(), r.deadLetters.Close())
 	return errors.Join(errs...)
+}
+
+// drain waits until the queue owes nothing, or until shortly before ctx's
+// deadline: the rest of the time is for dispatch to stop the sends in
+// flight and dead-letter what is left. Without a deadline it waits until
+// the queue is empty or ctx is done.
+func (r *Router) drain(ctx context.Context) {
+	if deadline, ok := ctx.Deadline(); ok {
+		reserve := min(time.Second, time.Until(deadline)/5)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-reserve))
+		defer cancel()
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for len(r.queue.Pending()) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // sourceMetrics are one source's counters, resolved once per config.
