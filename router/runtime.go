@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -77,10 +78,30 @@ func Build(f *config.File, prev *Runtime, log *slog.Logger, version string) (*Ru
 		}
 	}
 	if len(problems) > 0 {
+		for i := range problems {
+			problems[i].Msg = exprPosition(problems[i].Msg)
+		}
 		problems.Sort()
 		return nil, problems
 	}
 	return rt, nil
+}
+
+// exprAt matches the "(LINE:COL)" that expr puts at the end of its errors.
+var exprAt = regexp.MustCompile(` \((\d+):(\d+)\)$`)
+
+// exprPosition spells out expr's "(1:14)": in a problem that already has a
+// file position, a bare pair reads as a second, contradictory one.
+func exprPosition(msg string) string {
+	m := exprAt.FindStringSubmatchIndex(msg)
+	if m == nil {
+		return msg
+	}
+	line, col := msg[m[2]:m[3]], msg[m[4]:m[5]]
+	if line == "1" {
+		return msg[:m[0]] + " (at column " + col + " of the expression)"
+	}
+	return msg[:m[0]] + " (at line " + line + ", column " + col + " of the expression)"
 }
 
 // targets is what the dispatcher needs of the runtime's sinks.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 
 	"github.com/hookrouter/hookrouter/router/config"
@@ -61,5 +62,24 @@ func sinkProblem(f *config.File, name string, err error) config.Problem {
 	if errors.As(err, &fe) {
 		path = fmt.Sprintf("sinks.%s.%s", name, fe.Field())
 	}
-	return f.Problemf(path, "%s", msg)
+	return f.Problemf(path, "%s", problemMessage(msg))
+}
+
+// templateError matches text/template's parse errors, "template: NAME:LINE:
+// MSG" (a column may follow the line).
+var templateError = regexp.MustCompile(`^template: [^:]+:(\d+):(?:\d+:)? (.*)$`)
+
+// problemMessage makes a constructor's message fit a config problem: one
+// line (expr's errors add the source and a caret, which the position in the
+// file replaces), and a template error without text/template's internal
+// template name.
+func problemMessage(msg string) string {
+	msg, _, _ = strings.Cut(msg, "\n")
+	if m := templateError.FindStringSubmatch(msg); m != nil {
+		msg = "template does not parse: " + m[2]
+		if m[1] != "1" {
+			msg += " (line " + m[1] + " of the template)"
+		}
+	}
+	return msg
 }
