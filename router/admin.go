@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -29,6 +32,12 @@ func (r *Router) handleOther(ctx *fasthttp.RequestCtx, onAdmin bool) {
 	case path == "/metrics" && adminHere:
 		r.metricsHandler()(ctx)
 		return
+	case strings.HasPrefix(path, "/debug/pprof/") && adminHere:
+		if !onAdmin && !ctx.RemoteIP().IsLoopback() {
+			break
+		}
+		pprofHandler(ctx)
+		return
 	case (path == "/-/reload" || path == "/-/replay") && adminHere:
 		if !onAdmin && !ctx.RemoteIP().IsLoopback() {
 			break
@@ -47,6 +56,16 @@ func (r *Router) handleOther(ctx *fasthttp.RequestCtx, onAdmin bool) {
 	}
 	jsonAnswer(ctx, fasthttp.StatusNotFound, bodyNotFound)
 }
+
+// pprofHandler serves Go's profiles (for `go tool pprof`), next to the
+// metrics and with the same access rules as the /-/ endpoints.
+var pprofHandler = fasthttpadaptor.NewFastHTTPHandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/debug/pprof/profile" {
+		pprof.Profile(w, r)
+		return
+	}
+	pprof.Index(w, r)
+})
 
 func jsonAnswer(ctx *fasthttp.RequestCtx, status int, body []byte) {
 	ctx.SetStatusCode(status)
