@@ -31,12 +31,15 @@ var (
 
 // handle is the fasthttp handler of the main listener.
 func (r *Router) handle(ctx *fasthttp.RequestCtx) {
-	rt := r.rt.Load()
+	rt := r.acquire()
 	src := rt.sources[string(ctx.Path())]
 	if src == nil {
+		// Not an event: /-/reload waits for the events in flight.
+		rt.release()
 		r.handleOther(ctx, false)
 		return
 	}
+	defer rt.release()
 	src.m.received.Inc()
 	if !ctx.IsPost() {
 		ctx.Response.Header.Set("Allow", "POST")

@@ -3,14 +3,17 @@ package router
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/hookrouter/hookrouter/router/config"
+	"github.com/hookrouter/hookrouter/router/dispatch"
 )
 
 // reloadState is what /health and the metrics say about reloads.
@@ -50,7 +53,10 @@ func (r *Router) Reload(trigger string) error {
 
 	f, err := config.Load(r.opts.ConfigPath)
 	if err == nil && f.Hash == cur.File.Hash {
+		// The file is back to what is in force: an earlier error is no
+		// longer true.
 		r.metrics.ConfigReloads.WithLabelValues("unchanged").Inc()
+		r.reload.lastError = ""
 		return nil
 	}
 	var rt *Runtime
@@ -81,9 +87,14 @@ func (r *Router) Reload(trigger string) error {
 	}
 	keepRestartOnly(f, cur.File)
 	rt.Generation = cur.Generation + 1
+	// The order keeps every delivery owned by a lane, so none is taken for a
+	// leftover of an old config and dead-lettered. The new rules' sinks get
+	// their lanes before those rules route anything; the sinks only the old
+	// rules use stay in force until the requests still matching with the old
+	// rules have queued their deliveries, and only then drain and close.
+	r.dispatcher.Apply(mergeTargets(rt.targets(), cur.targets()))
 	r.install(rt)
-	// Routing switches first, then lanes: a delivery queued under the new
-	// rules for a new sink may wait a moment for its lane, never the reverse.
+	r.awaitRequests(cur)
 	r.dispatcher.Apply(rt.targets())
 	r.metrics.ConfigReloads.WithLabelValues("success").Inc()
 	r.reload.lastError = ""
@@ -92,6 +103,52 @@ func (r *Router) Reload(trigger string) error {
 	r.log.Info("config reloaded", "trigger", trigger, "generation", rt.Generation,
 		"rules", len(rt.Rules.Rules), "sinks", len(rt.Sinks))
 	return nil
+}
+
+// mergeTargets returns the targets of next, and those of prev's sinks that
+// next does not have.
+func mergeTargets(next, prev map[string]dispatch.Target) map[string]dispatch.Target {
+	for name, t := range prev {
+		if _, ok := next[name]; !ok {
+			next[name] = t
+		}
+	}
+	return next
+}
+
+// acquire returns the runtime in force, counted as in use until release.
+// The second load makes the count reliable: once a reload has swapped the
+// pointer, a request either counted itself on the old runtime before the
+// swap (and the reload waits for it) or takes the new one.
+func (r *Router) acquire() *Runtime {
+	for {
+		rt := r.rt.Load()
+		rt.users.Add(1)
+		if r.rt.Load() == rt {
+			return rt
+		}
+		rt.users.Add(-1)
+	}
+}
+
+// release ends a use of rt begun by acquire.
+func (rt *Runtime) release() { rt.users.Add(-1) }
+
+// maxRequestWait bounds how long a reload waits for the requests of the
+// config it replaced: a request only waits on the dedup store and the
+// queue, whose own timeouts are shorter.
+const maxRequestWait = 10 * time.Second
+
+// awaitRequests waits until no request runs with rt, or maxRequestWait.
+func (r *Router) awaitRequests(rt *Runtime) {
+	deadline := time.Now().Add(maxRequestWait)
+	for n := rt.users.Load(); n > 0; n = rt.users.Load() {
+		if time.Now().After(deadline) {
+			r.log.Warn("requests of the previous config still running; removed sinks drain without them", "requests", n)
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // restartOnly lists the settings that differ between the running file and a
@@ -120,63 +177,172 @@ func keepRestartOnly(f, running *config.File) {
 }
 
 // debounce groups the events of one save (editors write, chmod and rename
-// in quick succession) into one reload.
-const debounce = 100 * time.Millisecond
+// in quick succession) into one reload; maxDebounce bounds how long a stream
+// of events can put the reload off.
+const (
+	debounce    = 100 * time.Millisecond
+	maxDebounce = 500 * time.Millisecond
+)
 
-// Watch reloads the config when its file changes. It watches the file's
-// directory, not the file: editors save by writing a new file and renaming
-// it over the old one, and Kubernetes swaps a ConfigMap by replacing a
-// symlink, and both would leave a watch on the old file deaf.
+// Watch reloads the config when its file changes. It watches directories,
+// not the file: editors save by writing a new file and renaming it over the
+// old one, and Kubernetes swaps a ConfigMap by replacing a symlink, and both
+// would leave a watch on the old file deaf. The directories are the config
+// path's, and those of every link on the way to the real file, so that a
+// config symlinked from elsewhere is watched where it is written.
 func (r *Router) Watch() error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch config: %w", err)
 	}
-	dir := filepath.Dir(r.opts.ConfigPath)
-	if err := w.Add(dir); err != nil {
+	path, err := filepath.Abs(r.opts.ConfigPath)
+	if err != nil {
 		w.Close()
-		return fmt.Errorf("watch config directory %q: %w", dir, err)
+		return fmt.Errorf("watch config: %w", err)
+	}
+	cw := &configWatch{path: path, w: w, log: r.log}
+	if err := cw.refresh(); err != nil {
+		w.Close()
+		return err
 	}
 	r.reloadMu.Lock()
 	r.reload.watcher, r.reload.stop, r.reload.done = w, make(chan struct{}), make(chan struct{})
 	stop, done := r.reload.stop, r.reload.done
 	r.reloadMu.Unlock()
-
-	go func() {
-		defer close(done)
-		var timer <-chan time.Time
-		for {
-			select {
-			case <-stop:
-				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if ev.Op == fsnotify.Chmod && !r.isConfig(ev.Name) {
-					continue
-				}
-				timer = time.After(debounce)
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				r.log.Warn("config watch error", "error", err)
-			case <-timer:
-				timer = nil
-				if _, err := os.Stat(r.opts.ConfigPath); err != nil {
-					// Mid-swap, or deleted: wait for the next event.
-					continue
-				}
-				_ = r.Reload("file")
-			}
-		}
-	}()
+	go r.watch(cw, stop, done)
 	return nil
 }
 
-func (r *Router) isConfig(name string) bool {
-	return filepath.Clean(name) == filepath.Clean(r.opts.ConfigPath)
+func (r *Router) watch(cw *configWatch, stop, done chan struct{}) {
+	defer close(done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var first time.Time // of the events not yet acted on; zero if none
+	emptyOnce := false
+	for {
+		select {
+		case <-stop:
+			return
+		case ev, ok := <-cw.w.Events:
+			if !ok {
+				return
+			}
+			// Other files in the directory (a log, a file sink's output)
+			// must neither trigger reloads nor, by resetting the timer,
+			// postpone one forever.
+			if !cw.names[filepath.Clean(ev.Name)] {
+				continue
+			}
+			now := time.Now()
+			if first.IsZero() {
+				first = now
+			}
+			emptyOnce = false
+			timer.Reset(min(debounce, first.Add(maxDebounce).Sub(now)))
+		case err, ok := <-cw.w.Errors:
+			if !ok {
+				return
+			}
+			r.log.Warn("config watch error", "error", err)
+		case <-timer.C:
+			first = time.Time{}
+			cw.refresh()
+			fi, err := os.Stat(cw.path)
+			if err != nil {
+				// Mid-swap, or deleted: wait for the next event.
+				continue
+			}
+			if fi.Size() == 0 && !emptyOnce {
+				// Truncated for an in-place save whose write has not come
+				// yet: give it a moment rather than report an empty file.
+				emptyOnce = true
+				timer.Reset(maxDebounce)
+				continue
+			}
+			emptyOnce = false
+			_ = r.Reload("file")
+		}
+	}
+}
+
+// configWatch knows which paths can change what the config path reads, and
+// watches their directories.
+type configWatch struct {
+	path string // absolute
+	w    *fsnotify.Watcher
+	log  *slog.Logger
+	// names are the config path, every symlink met resolving it and the
+	// real file; dirs are the directories watched for them.
+	names map[string]bool
+	dirs  map[string]bool
+}
+
+// refresh recomputes names and watches their directories. Only the config
+// path's own directory is required; it is called again before each reload
+// because a swap (a ConfigMap update) moves the real file.
+func (c *configWatch) refresh() error {
+	names := linkChain(c.path)
+	own := filepath.Dir(c.path)
+	dirs := map[string]bool{}
+	for n := range names {
+		d := filepath.Dir(n)
+		if c.dirs[d] {
+			dirs[d] = true
+			continue
+		}
+		if err := c.w.Add(d); err != nil {
+			if d == own {
+				return fmt.Errorf("watch config directory %q: %w", d, err)
+			}
+			c.log.Debug("config watch: directory not watched", "dir", d, "error", err)
+			continue
+		}
+		dirs[d] = true
+	}
+	for d := range c.dirs {
+		if !dirs[d] {
+			_ = c.w.Remove(d) // gone already if the directory was removed
+		}
+	}
+	c.names, c.dirs = names, dirs
+	return nil
+}
+
+// maxLinks bounds the symlinks followed, as the kernel does.
+const maxLinks = 40
+
+// linkChain returns path, every symlink followed to resolve it (with the
+// symlinked directories below each link's own directory, like a
+// ConfigMap's ..data) and the real file, when they exist.
+func linkChain(path string) map[string]bool {
+	names := map[string]bool{path: true}
+	p := path
+	for range maxLinks {
+		fi, err := os.Lstat(p)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			break
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			break
+		}
+		base := filepath.Dir(p)
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(base, target)
+		}
+		p = filepath.Clean(target)
+		names[p] = true
+		for d := filepath.Dir(p); strings.HasPrefix(d, base+string(filepath.Separator)); d = filepath.Dir(d) {
+			if fi, err := os.Lstat(d); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+				names[d] = true
+			}
+		}
+	}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		names[real] = true
+	}
+	return names
 }
 
 func (r *Router) stopWatching() {

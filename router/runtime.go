@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"reflect"
 	"regexp"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,6 +29,8 @@ type Runtime struct {
 	sources map[string]*source // by path
 	// Counters by rule index, set by Router.install.
 	ruleMatch, ruleError []prometheus.Counter
+	// users counts the requests running with this runtime (Router.acquire).
+	users atomic.Int64
 }
 
 // Sink is a built sink and the config it was built from; a reload reuses the
