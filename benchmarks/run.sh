@@ -316,7 +316,7 @@ run_one() {
 	jq --argjson rss "${rss:-0}" --argjson hwm "${hwm:-0}" '. + {server_rss_kib: $rss, server_hwm_kib: $hwm}' \
 		"$out" >"$out.tmp" && mv "$out.tmp" "$out"
 	if [[ $rc != 0 ]]; then
-		fail "$name: $(jq -r '"\(.non2xx_total) non-2xx \(.non2xx), \(.errors_total) errors \(.errors)"' "$out")"
+		fail "$name: $(jq -r '"\(.non2xx_total) non-2xx \(.non2xx), \(.errors_total) errors \(.errors), \(.unsent // 0) never sent"' "$out")"
 	fi
 	if [[ $mode == e2e ]]; then
 		local want got invalid

@@ -40,8 +40,12 @@ type phase struct {
 	count    int // >0: stop after this many requests
 	duration time.Duration
 	rate     float64
+	// maxTime bounds the phase however slow the server: an open loop
+	// against a stalled server would otherwise take rate×duration×timeout/c.
+	maxTime  time.Duration
 	start    time.Time
 	next     atomic.Uint64 // request index
+	cutShort atomic.Bool   // maxTime ran out before every request was sent
 }
 
 // worker owns its buffers and counters, so the hot loop touches no shared
@@ -105,6 +109,7 @@ func (w *worker) loop(ctx context.Context, s *shared, p *phase) {
 		interval = time.Duration(float64(time.Second) / p.rate)
 	}
 	end := p.start.Add(p.duration)
+	hardEnd := p.start.Add(p.maxTime)
 	for ctx.Err() == nil {
 		k := p.next.Add(1) - 1
 		if p.count > 0 && k >= uint64(p.count) {
@@ -129,6 +134,10 @@ func (w *worker) loop(ctx context.Context, s *shared, p *phase) {
 			}
 		}
 		sent := time.Now()
+		if sent.After(hardEnd) {
+			p.cutShort.Store(true)
+			return
+		}
 		switch {
 		case interval == 0:
 			if p.count == 0 && !sent.Before(end) {
@@ -287,6 +296,11 @@ type Result struct {
 	// rate or the server fell behind.
 	OnSchedule float64       `json:"on_schedule,omitempty"`
 	Sinks      []*SinkResult `json:"sinks,omitempty"`
+	// CutShort is true when -max-time or an interrupt ended the phase before
+	// its requests were all sent; Unsent counts those never sent (-n, or -rate
+	// with -d).
+	CutShort bool   `json:"cut_short,omitempty"`
+	Unsent   uint64 `json:"unsent,omitempty"`
 }
 
 // Percentiles summarizes a histogram in microseconds.
@@ -333,7 +347,7 @@ func execute(ctx context.Context, o *options, gen *generator, log io.Writer) (*R
 
 	var base []sinkStats
 	if o.warmup > 0 {
-		w := runPhase(ctx, s, &phase{duration: o.warmup, rate: o.rate}, o.seed^0xabcdef)
+		w := runPhase(ctx, s, &phase{duration: o.warmup, rate: o.rate, maxTime: 2*o.warmup + 30*time.Second}, o.seed^0xabcdef)
 		fmt.Fprintf(log, "loadgen: warm-up %d requests, %d ok\n", w.requests, w.ok)
 		if len(o.sinks) > 0 {
 			// Let the warm-up's deliveries land before taking the baseline, or
@@ -351,7 +365,7 @@ func execute(ctx context.Context, o *options, gen *generator, log io.Writer) (*R
 		}
 	}
 
-	p := &phase{count: o.count, duration: o.duration, rate: o.rate}
+	p := &phase{count: o.count, duration: o.duration, rate: o.rate, maxTime: o.maxTime}
 	r := runPhase(ctx, s, p, o.seed)
 	res := &Result{
 		URL: o.url, Mode: "closed", Concurrency: o.conc, Rate: o.rate, Dup: o.dup, Seed: o.seed, Tag: o.tag,
@@ -381,6 +395,16 @@ func execute(ctx context.Context, o *options, gen *generator, log io.Writer) (*R
 	}
 	for _, c := range r.errs {
 		res.ErrorsTotal += c
+	}
+	if p.cutShort.Load() || ctx.Err() != nil {
+		res.CutShort = true
+		planned := uint64(o.count)
+		if o.count == 0 && o.rate > 0 {
+			planned = uint64(o.duration.Seconds() * o.rate)
+		}
+		if planned > r.requests {
+			res.Unsent = planned - r.requests
+		}
 	}
 	if len(o.sinks) > 0 {
 		final, err := waitSinks(ctx, o, r.okUnique, base)
@@ -413,6 +437,9 @@ func (r *Result) print(w io.Writer) {
 		r.OK, r.AcceptedPS, r.UniqueAccepted, r.DuplicatesSent, r.DuplicateAnswers)
 	fmt.Fprintf(w, "non-2xx     %d %s\n", r.Non2xxTotal, sortedCounts(r.Non2xx))
 	fmt.Fprintf(w, "errors      %d %s\n", r.ErrorsTotal, sortedCounts(r.Errors))
+	if r.CutShort {
+		fmt.Fprintf(w, "cut short   %d requests never sent (-max-time or interrupt)\n", r.Unsent)
+	}
 	pr := func(name string, p Percentiles) {
 		fmt.Fprintf(w, "%-11s p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  mean %s\n", name,
 			fmtUS(p.P50), fmtUS(p.P90), fmtUS(p.P99), fmtUS(p.P999), fmtUS(p.Max), fmtUS(p.Mean))

@@ -51,10 +51,11 @@ type options struct {
 	cpuProfile  string
 	contentType string
 	dump        int
+	maxTime     time.Duration
 }
 
 // Exit codes: 0 all requests got a 2xx; 1 bad usage or setup; 3 the run
-// completed but some requests failed or got a non-2xx.
+// completed but some requests failed or got a non-2xx, or it was cut short.
 const (
 	exitOK      = 0
 	exitSetup   = 1
@@ -84,6 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.sinkQuiet, "sink-quiet", 2*time.Second, "sinks are settled once their counts stop changing this long")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write loadgen's own CPU profile here")
 	fs.StringVar(&o.contentType, "content-type", "application/json", "Content-Type header")
+	fs.DurationVar(&o.maxTime, "max-time", 0, "hard bound on the measured phase (0 = 2×-d+30s, or 1h with -n)")
 	fs.IntVar(&o.dump, "dump", 0, "print this many generated events as JSON lines (with -dup, duplicates too) and exit; no requests are sent")
 	if err := fs.Parse(args); err != nil {
 		return exitSetup
@@ -142,7 +144,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	} else {
 		res.print(stdout)
 	}
-	if res.Non2xxTotal > 0 || res.ErrorsTotal > 0 {
+	if res.Non2xxTotal > 0 || res.ErrorsTotal > 0 || res.CutShort {
 		return exitFailure
 	}
 	return exitOK
@@ -171,6 +173,15 @@ func (o *options) validate(sinks string) error {
 	}
 	if o.warmup < 0 || o.warmup > time.Hour {
 		return fmt.Errorf("-warmup %v: want 0..1h", o.warmup)
+	}
+	if o.maxTime < 0 {
+		return fmt.Errorf("-max-time %v: must not be negative", o.maxTime)
+	}
+	if o.maxTime == 0 {
+		o.maxTime = time.Hour
+		if o.count == 0 {
+			o.maxTime = 2*o.duration + 30*time.Second
+		}
 	}
 	if o.dump < 0 || o.dump > 100_000_000 {
 		return fmt.Errorf("-dump %d: want 0..1e8", o.dump)
