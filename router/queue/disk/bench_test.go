@@ -71,3 +71,32 @@ func BenchmarkMemoryPutParallel(b *testing.B) {
 	defer q.Close()
 	benchPut(b, q)
 }
+
+// BenchmarkPutDoneParallel is BenchmarkPutParallel with the queue being
+// drained at the same time, as in service: commits then also carry the
+// removals of delivered events.
+func BenchmarkPutDoneParallel(b *testing.B) {
+	q, err := Open(b.TempDir(), 1<<40, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, sink := range []string{"crm", "archive"} {
+		wg.Go(func() {
+			for {
+				d, err := q.Take(ctx, sink)
+				if err != nil {
+					return
+				}
+				if err := q.Done(d); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	}
+	benchPut(b, q)
+	cancel()
+	wg.Wait()
+	q.Close()
+}
