@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"reflect"
 	"regexp"
+	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,18 +94,26 @@ func Build(f *config.File, prev *Runtime, log *slog.Logger, version string) (*Ru
 // exprAt matches the "(LINE:COL)" that expr puts at the end of its errors.
 var exprAt = regexp.MustCompile(` \((\d+):(\d+)\)$`)
 
+// exprWording rewrites expr's messages that read oddly in a config problem.
+var exprWording = strings.NewReplacer(
+	"expected bool, but got ", "must return bool, but returns ",
+	"unexpected token EOF", "unexpected end",
+)
+
 // exprPosition spells out expr's "(1:14)": in a problem that already has a
-// file position, a bare pair reads as a second, contradictory one.
+// file position, a bare pair reads as a second, contradictory one. It also
+// rewords the messages of exprWording.
 func exprPosition(msg string) string {
 	m := exprAt.FindStringSubmatchIndex(msg)
 	if m == nil {
-		return msg
+		return exprWording.Replace(msg)
 	}
 	line, col := msg[m[2]:m[3]], msg[m[4]:m[5]]
+	head := exprWording.Replace(strings.TrimRight(msg[:m[0]], " "))
 	if line == "1" {
-		return msg[:m[0]] + " (at column " + col + " of the expression)"
+		return head + " (at column " + col + " of the expression)"
 	}
-	return msg[:m[0]] + " (at line " + line + ", column " + col + " of the expression)"
+	return head + " (at line " + line + ", column " + col + " of the expression)"
 }
 
 // targets is what the dispatcher needs of the runtime's sinks.
