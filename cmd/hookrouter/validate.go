@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/hookrouter/hookrouter/router"
 	"github.com/hookrouter/hookrouter/router/config"
@@ -30,15 +32,50 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// load reads, checks and compiles a config without starting anything.
+// load reads, checks and compiles a config without starting anything. When
+// the file loads with problems, the router's own checks (expressions,
+// templates, sink references, sink settings) still run, so that one
+// `validate` lists everything to fix; a problem at a path the loader already
+// reported (or inside it) is not reported twice.
 func load(path string) (*config.File, *router.Runtime, error) {
 	f, err := config.Load(path)
+	var problems config.Problems
 	if err != nil {
-		return nil, nil, err
+		if f == nil || !errors.As(err, &problems) {
+			return nil, nil, err
+		}
 	}
-	rt, problems := router.Build(f, nil, slog.New(slog.DiscardHandler), getVersion())
-	if problems != nil {
+	rt, built := router.Build(f, nil, slog.New(slog.DiscardHandler), getVersion())
+	for _, p := range built {
+		if !coveredBy(p, problems) {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		problems.Sort()
 		return nil, nil, problems
 	}
 	return f, rt, nil
+}
+
+// coveredBy reports whether one of reported is about p's node, or a node
+// that holds it or that it holds: the loader's message is the more precise.
+func coveredBy(p config.Problem, reported config.Problems) bool {
+	for _, q := range reported {
+		if q.File != p.File {
+			continue
+		}
+		if q.Path == "" && q.Line == p.Line && q.Col == p.Col {
+			return true
+		}
+		if q.Path != "" && (within(p.Path, q.Path) || within(q.Path, p.Path)) {
+			return true
+		}
+	}
+	return false
+}
+
+// within reports whether path is node or a path under it.
+func within(path, node string) bool {
+	return path == node || strings.HasPrefix(path, node+".") || strings.HasPrefix(path, node+"[")
 }
