@@ -18,7 +18,7 @@ import (
 // diff is `hookrouter diff`: recorded events (payload or envelope lines, as
 // a file sink writes them) through two configs, printing each event whose
 // routing differs, then a summary line.
-func diff(args []string, stdout, stderr io.Writer) int {
+func diff(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("diff", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	oldPath := fs.String("config", "", "the config in force (default $HOOKROUTER_CONFIG, else rules.yaml, else rules.example.yaml)")
@@ -42,7 +42,7 @@ func diff(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, err)
 		return 1
 	}
-	var in io.Reader = os.Stdin
+	in := stdin
 	if fs.Arg(0) != "-" {
 		file, err := os.Open(fs.Arg(0))
 		if err != nil {

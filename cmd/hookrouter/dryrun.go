@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -85,6 +87,10 @@ func dryRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hookrouter test: %v\n", err)
 		return 1
 	}
+	name := fs.Arg(0)
+	if name == "-" {
+		name = "stdin"
+	}
 	f, rt, err := load(config.Resolve(*cfgPath))
 	if err != nil {
 		printProblems(stderr, err)
@@ -94,9 +100,17 @@ func dryRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if src == "" {
 		src = f.Sources[0].Name
 	}
+	if sourceFor(rt, src) != src {
+		names := make([]string, len(f.Sources))
+		for i, s := range f.Sources {
+			names[i] = s.Name
+		}
+		fmt.Fprintf(stderr, "hookrouter test: -source %q is not a source of %s (it has %s)\n", src, f.Name, strings.Join(names, ", "))
+		return 2
+	}
 	rep, err := evaluate(rt, src, headers, body)
 	if err != nil {
-		fmt.Fprintf(stderr, "hookrouter test: %s: %v\n", fs.Arg(0), err)
+		fmt.Fprintf(stderr, "hookrouter test: %s: %v\n", name, err)
 		return 1
 	}
 	enc := json.NewEncoder(stdout)
@@ -110,6 +124,9 @@ func dryRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func evaluate(rt *router.Runtime, src string, headers headerFlags, body []byte) (*report, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, errors.New("invalid payload: empty")
+	}
 	in := rt.Rules.Acquire(src, headers)
 	defer rt.Rules.Release(in)
 	if err := in.Parse(body); err != nil {
@@ -130,7 +147,12 @@ func evaluate(rt *router.Runtime, src string, headers headerFlags, body []byte) 
 	}
 	r := in.Match()
 	for _, i := range r.Matched {
-		rep.Matched = append(rep.Matched, rt.Rules.Rules[i].Name)
+		rule := rt.Rules.Rules[i]
+		rep.Matched = append(rep.Matched, rule.Name)
+		if rule.Stop && i < len(rt.Rules.Rules)-1 {
+			// The trace shows every rule's result; say which ones did not count.
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("rule %q matched and has stop: true, so the rules after it were not applied", rule.Name))
+		}
 	}
 	for _, i := range r.Shadow {
 		rep.Shadow = append(rep.Shadow, rt.Rules.Rules[i].Name)

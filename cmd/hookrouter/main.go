@@ -28,8 +28,14 @@ func main() {
 // run dispatches to a subcommand and returns the process exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	if len(args) > 0 {
+		switch a := args[0]; {
+		case a == "-version" || a == "--version" || a == "-h" || a == "-help" || a == "--help":
+			cmd, args = a, args[1:]
+		case len(a) > 0 && a[0] != '-':
+			cmd, args = a, args[1:]
+		}
+		// Otherwise flags of a bare `hookrouter`, which is serve.
 	}
 	switch cmd {
 	case "serve":
@@ -39,7 +45,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "test":
 		return dryRun(args, stdin, stdout, stderr)
 	case "diff":
-		return diff(args, stdout, stderr)
+		return diff(args, stdin, stdout, stderr)
 	case "replay":
 		return replay(args, stdout, stderr)
 	case "version", "-version", "--version":
