@@ -33,7 +33,7 @@ func TestHelperProcess(t *testing.T) {
 	}
 	q, err := Open(dir, 1<<30, nil)
 	if err != nil {
-		fmt.Println("open:", err)
+		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
 	}
 	out := bufio.NewWriter(os.Stdout)

@@ -45,7 +45,7 @@ const (
 	// flushUpdates commits pending Done/Retry records at once when this many
 	// have piled up, which bounds the memory they hold.
 	flushUpdates = 4096
-	// maxCacheBytes bounds the bodies kept in memory; see Queue.cacheBudget.
+	// maxCacheBytes caps the bodies kept in memory (Queue.cacheBudget).
 	maxCacheBytes = 64 << 20
 )
 
@@ -56,8 +56,10 @@ type Queue struct {
 	log   *slog.Logger
 	sched *queue.Scheduler
 
-	maxBytes    int64 // bound on used; 0 means none
-	used        atomic.Int64
+	maxBytes int64        // bound on used; 0 means none
+	used     atomic.Int64 // stored bytes of events not fully delivered
+	// cacheBudget bounds cached, the bytes of events whose bodies stay in
+	// memory; the others are read back from the file on Take.
 	cacheBudget int64
 	cached      atomic.Int64
 	lastSeq     atomic.Uint64 // highest acceptance number handed out
