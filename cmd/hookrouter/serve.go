@@ -85,7 +85,10 @@ func serve(args []string, stderr io.Writer) int {
 		select {
 		case err := <-serveErr:
 			log.Error("server stopped", "error", err)
-			_ = r.Shutdown(context.Background())
+			// Bounded: with the memory queue, Shutdown waits for deliveries.
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			_ = r.Shutdown(ctx)
+			cancel()
 			return 1
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
