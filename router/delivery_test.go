@@ -569,7 +569,7 @@ func TestShutdownRefusesNewEvents(t *testing.T) {
 	body := message("late")
 	fmt.Fprintf(conn, "POST /webhook HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
 		testSecret, len(body), body[:10])
-	time.Sleep(50 * time.Millisecond) // the server has read the headers
+	time.Sleep(100 * time.Millisecond) // the server has read the headers
 
 	stopped := make(chan error, 1)
 	go func() {
