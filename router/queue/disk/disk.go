@@ -177,6 +177,9 @@ func open(dir string, maxBytes, cacheBudget int64, log *slog.Logger) (*Queue, er
 	if st.events > 0 {
 		log.Info("queue recovered", "events", st.events, "deliveries", len(st.items), "bytes", st.used)
 	}
+	if q.maxBytes > 0 && st.used > q.maxBytes {
+		log.Warn("queue holds more than max_bytes; new events are refused until it drains", "bytes", st.used, "max_bytes", q.maxBytes)
+	}
 	q.flushTimer = time.AfterFunc(time.Hour, q.wake)
 	q.flushTimer.Stop()
 	go q.run()
