@@ -8,9 +8,10 @@ import (
 	"github.com/hookrouter/hookrouter/sinks"
 )
 
-// recoverer is implemented by durable queues that found owed events at start.
+// recoverer is implemented by durable queues that found owed events at
+// start; EachRecovered streams them, so a large backlog is not all in memory.
 type recoverer interface {
-	Recovered() []*sinks.Event
+	EachRecovered(fn func(ev *sinks.Event) error) error
 }
 
 // reclaimQueuedKeys commits the dedup keys of the events a durable queue
@@ -29,15 +30,15 @@ func (r *Router) reclaimQueuedKeys(rt *Runtime) error {
 	}
 	var errs []error
 	ctx := context.Background()
-	for _, ev := range rec.Recovered() {
+	err := rec.EachRecovered(func(ev *sinks.Event) error {
 		ttl, ok := ttlBySource[ev.Source]
 		if !ok {
-			continue
+			return nil
 		}
 		in := rt.Rules.Acquire(ev.Source, nil)
 		if err := in.Parse(ev.Body); err != nil {
 			rt.Rules.Release(in)
-			continue
+			return nil
 		}
 		key, _ := in.DedupKey()
 		rt.Rules.Release(in)
@@ -45,15 +46,16 @@ func (r *Router) reclaimQueuedKeys(rt *Runtime) error {
 		// The key's TTL runs from the original acceptance.
 		remaining := ttl - time.Since(ev.ReceivedAt)
 		if remaining <= 0 {
-			continue
+			return nil
 		}
 		if _, err := r.dedup.Claim(ctx, storeKey, remaining); err != nil {
 			errs = append(errs, err)
-			continue
+			return nil
 		}
 		if err := r.dedup.Commit(ctx, storeKey, remaining); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	return errors.Join(errs...)
+		return nil
+	})
+	return errors.Join(append(errs, err)...)
 }
