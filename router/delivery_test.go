@@ -713,3 +713,39 @@ func TestDiskQueueRestart(t *testing.T) {
 		t.Errorf("delivered %d (%d distinct), want %d", len(got), len(bodies), n)
 	}
 }
+
+// TestShutdownSilentConnection: a connection that never sends a request
+// (a client's spare one, a load balancer's TCP check) neither holds up
+// Shutdown nor eats the time left for deliveries.
+func TestShutdownSilentConnection(t *testing.T) {
+	d := newDest(t)
+	d.delay = 300 * time.Millisecond
+	s := startServer(t, oneSink(d, "workers: 1", "{backend: memory}"))
+	if a := s.post("/webhook", message("m1")); a.status != 200 {
+		t.Fatal(a.status)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.r.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("shutdown took %v with a silent connection open", took)
+	}
+	<-s.done
+	s.r = nil
+	if d.gotCount() != 1 {
+		t.Errorf("queued delivery not made before shutdown returned")
+	}
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Errorf("silent connection still open after shutdown")
+	}
+}

@@ -51,9 +51,13 @@ type Router struct {
 	server, admin *fasthttp.Server
 	listeners     []net.Listener
 	stopped       bool
-	draining      atomic.Bool
-	processed     atomic.Int64
-	startedAt     time.Time
+	// fresh holds the connections that have not sent a byte yet, which
+	// fasthttp's shutdown waits for (it counts them idle only after 5s).
+	freshMu   sync.Mutex
+	fresh     map[net.Conn]struct{}
+	draining  atomic.Bool
+	processed atomic.Int64
+	startedAt time.Time
 
 	metricsOnce sync.Once
 	promHandler fasthttp.RequestHandler
@@ -166,13 +170,14 @@ func (r *Router) Serve(ln, adminLn net.Listener) error {
 		ReadBufferSize:     16 << 10, // also the limit on request line + headers (431 beyond)
 		MaxRequestBodySize: max(rt.maxBody(), 4<<10),
 		CloseOnShutdown:    true,
+		ConnState:          r.connState,
 		Logger:             fasthttpLogger{r.log},
 	}
 	var admin *fasthttp.Server
 	if adminLn != nil {
 		admin = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { r.handleOther(ctx, true) }, Name: "hookrouter-admin",
 			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
-			MaxRequestBodySize: 256 << 20, CloseOnShutdown: true, Logger: fasthttpLogger{r.log}}
+			MaxRequestBodySize: 256 << 20, CloseOnShutdown: true, ConnState: r.connState, Logger: fasthttpLogger{r.log}}
 	}
 	r.srvMu.Lock()
 	if r.stopped {
@@ -218,12 +223,14 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	server, admin, listeners := r.server, r.admin, r.listeners
 	r.srvMu.Unlock()
 	var errs []error
+	stopClosing := r.closeFreshConns()
 	if server != nil {
 		errs = append(errs, server.ShutdownWithContext(ctx))
 	}
 	if admin != nil {
 		errs = append(errs, admin.ShutdownWithContext(ctx))
 	}
+	stopClosing()
 	// A Serve that had not yet handed its listener to fasthttp when
 	// ShutdownWithContext ran would otherwise accept forever.
 	for _, ln := range listeners {
@@ -236,6 +243,56 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	errs = append(errs, r.dispatcher.Close(ctx))
 	errs = append(errs, r.queue.Close(), r.dedup.Close(), r.deadLetters.Close())
 	return errors.Join(errs...)
+}
+
+// connState tracks the connections that have not started a request.
+func (r *Router) connState(c net.Conn, state fasthttp.ConnState) {
+	r.freshMu.Lock()
+	defer r.freshMu.Unlock()
+	if state == fasthttp.StateNew {
+		if r.fresh == nil {
+			r.fresh = map[net.Conn]struct{}{}
+		}
+		r.fresh[c] = struct{}{}
+		return
+	}
+	delete(r.fresh, c)
+}
+
+// freshConnGrace is how long a connection opened just before shutdown has
+// to start its request (which is then answered 503) before it is closed.
+const freshConnGrace = 100 * time.Millisecond
+
+// closeFreshConns closes, every freshConnGrace until the returned func is
+// called, the connections on which no request has started. fasthttp's
+// shutdown closes idle keep-alive connections but waits up to 5s for new
+// ones, which a client's spare connection (or a load balancer's TCP check)
+// would otherwise take from the time left to deliver queued events.
+func (r *Router) closeFreshConns() (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(freshConnGrace)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			r.freshMu.Lock()
+			for c := range r.fresh {
+				c.Close()
+				delete(r.fresh, c)
+			}
+			r.freshMu.Unlock()
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 // drain waits until the queue owes nothing, or until shortly before ctx's
