@@ -93,7 +93,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // server is a real router on a real listener, on a config file in a temp dir.
 type server struct {
-	t      *testing.T
+	t      testing.TB
 	r      *Router
 	url    string
 	dir    string
@@ -103,7 +103,7 @@ type server struct {
 
 // startServer writes cfg (a YAML config; "DATA" is replaced by the temp data
 // dir) and serves it on 127.0.0.1:0.
-func startServer(t *testing.T, cfg string) *server {
+func startServer(t testing.TB, cfg string) *server {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rules.yaml")
@@ -178,7 +178,7 @@ func (s *server) get(path string) answer {
 	return do(s.t, req)
 }
 
-func do(t *testing.T, req *http.Request) answer {
+func do(t testing.TB, req *http.Request) answer {
 	t.Helper()
 	resp, err := client.Do(req)
 	if err != nil {
