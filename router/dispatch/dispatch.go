@@ -237,8 +237,14 @@ func (d *Dispatcher) reconcileLocked() {
 			d.m.QueueDepth.DeleteLabelValues(name)
 		}
 	}
+	// A shared queue (nats) may owe deliveries to a sink that another
+	// instance's newer config added: those are that instance's to deliver.
+	shared := false
+	if sq, ok := d.q.(queue.Sharer); ok {
+		shared = sq.Shared()
+	}
 	for _, name := range d.q.Pending() {
-		if d.lanes[name] == nil && d.draining[name] == nil && d.orphans[name] == nil {
+		if !shared && d.lanes[name] == nil && d.draining[name] == nil && d.orphans[name] == nil {
 			d.log.Warn("deliveries owed to a sink not in the config, dead-lettering them", "sink", name, "depth", d.q.Depth(name))
 			d.orphans[name] = d.start(name, Target{}, true)
 		}

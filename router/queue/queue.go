@@ -75,3 +75,10 @@ type Drainer interface {
 	// without removing them.
 	Remaining() []*Delivery
 }
+
+// Sharer is implemented by queues that several router instances share. The
+// dispatcher does not dead-letter deliveries owed to a sink missing from its
+// config when the queue is shared: another instance may have that sink.
+type Sharer interface {
+	Shared() bool
+}

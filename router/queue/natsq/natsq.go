@@ -657,3 +657,6 @@ func redactURL(s string) string {
 }
 
 var _ queue.Queue = (*Queue)(nil)
+
+// Shared reports true: instances share the stream (see queue.Sharer).
+func (q *Queue) Shared() bool { return true }
