@@ -40,10 +40,11 @@ func (r *Router) reloadStatus() reloadState {
 // Reload reads the config file again and, if it is valid, puts it in force.
 // The new file is fully validated and built first; an invalid file changes
 // nothing: its problems are logged one per line, counted, shown in /health
-// and returned. A file whose bytes did not change is a no-op.
+// and returned. A file whose bytes did not change is a no-op (and clears the
+// error of an earlier attempt: the file is the config in force again).
 //
 // Settings that only a restart can change (listen, admin_listen, data_dir,
-// queue, dedup store) keep their running values; the rest of the file is
+// queue, dedup, log) keep their running values; the rest of the file is
 // applied, and /health lists what waits for a restart.
 func (r *Router) Reload(trigger string) error {
 	r.reloadMu.Lock()

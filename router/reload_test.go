@@ -44,9 +44,10 @@ type recorder struct {
 	*httptest.Server
 	delay time.Duration
 
-	mu     sync.Mutex
-	got    map[string]int // message id → deliveries answered 200
-	status int            // answer; 0 = 200
+	mu       sync.Mutex
+	got      map[string]int // message id → deliveries answered 200
+	status   int            // answer; 0 = 200
+	requests int
 }
 
 func newRecorder(t *testing.T, delay time.Duration) *recorder {
@@ -61,6 +62,7 @@ func newRecorder(t *testing.T, delay time.Duration) *recorder {
 		_ = json.Unmarshal(body, &p)
 		time.Sleep(d.delay)
 		d.mu.Lock()
+		d.requests++
 		status := d.status
 		if status == 0 {
 			d.got[p.Message.ID]++
@@ -78,6 +80,12 @@ func (d *recorder) setStatus(s int) {
 	d.mu.Lock()
 	d.status = s
 	d.mu.Unlock()
+}
+
+func (d *recorder) requestCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.requests
 }
 
 func (d *recorder) count(id string) int {
@@ -139,6 +147,9 @@ func startAt(t *testing.T, path string, watch bool) (*server, *logBuffer) {
 	s := &server{t: t, r: r, url: "http://" + ln.Addr().String(), dir: filepath.Dir(path), config: path, done: make(chan error, 1)}
 	go func() { s.done <- r.Serve(ln, nil) }()
 	t.Cleanup(s.stop)
+	// Runs before stop: fasthttp's Shutdown waits up to 5 s for a
+	// connection the client dialed but never used.
+	t.Cleanup(client.CloseIdleConnections)
 	if watch {
 		if err := r.Watch(); err != nil {
 			t.Fatalf("Watch: %v", err)
@@ -761,11 +772,15 @@ func TestReloadKeepsBreaker(t *testing.T) {
 		t.Fatalf("flaky event: %d %s", a.status, a.body)
 	}
 	waitFor(t, 5*time.Second, "flaky breaker open", func() bool { return r.Health().Sinks["flaky"].Breaker == "open" })
+	tried := flaky.requestCount()
 
 	reloadTo(t, s, 2, func() { saveByRename(t, path, v2) })
 	tr.more(20)
-	if st := r.Health().Sinks["flaky"]; st.Breaker != "open" || st.Depth != 1 {
-		t.Errorf("unchanged sink after a reload: breaker %s, depth %d; want open, 1", st.Breaker, st.Depth)
+	// A new breaker would let the held delivery through, fail, and open
+	// again: the open state alone would not tell.
+	if st := r.Health().Sinks["flaky"]; st.Breaker != "open" || st.Depth != 1 || flaky.requestCount() != tried {
+		t.Errorf("unchanged sink after a reload: breaker %s, depth %d, %d new attempts; want open, 1, none",
+			st.Breaker, st.Depth, flaky.requestCount()-tried)
 	}
 
 	flaky.setStatus(0)
