@@ -16,6 +16,8 @@ import (
 	"sync"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 
@@ -181,6 +183,11 @@ func compile(src string, opts ...expr.Option) (*vm.Program, error) {
 	vars := map[string]bool{}
 	if tree, err := parser.Parse(src); err == nil {
 		vars = letVars(tree.Node)
+		// Payload fields are never functions, so with undefined variables
+		// allowed, expr would accept heder("X") and fail at every event.
+		if err := unknownFunction(tree.Node, vars); err != nil {
+			return nil, err
+		}
 	}
 	opts = append([]expr.Option{
 		expr.Env(compileEnv),
@@ -246,4 +253,34 @@ func (s *Set) EventNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// unknownFunction reports the first call of a name that is neither one of
+// our functions nor an expr built-in.
+func unknownFunction(n ast.Node, vars map[string]bool) error {
+	var err error
+	var walk func(ast.Node)
+	walk = func(n ast.Node) {
+		if n == nil || err != nil {
+			return
+		}
+		if c, ok := n.(*ast.CallNode); ok {
+			if id, ok := c.Callee.(*ast.IdentifierNode); ok && !funcNames[id.Value] && !vars[id.Value] {
+				if _, isBuiltin := builtin.Index[id.Value]; !isBuiltin {
+					known := append(slices.Collect(maps.Keys(funcNames)), builtin.Names...)
+					err = fmt.Errorf("unknown function %s()%s", id.Value, suggest(id.Value, known))
+					return
+				}
+			}
+		}
+		switch m := n.(type) {
+		case *ast.MemberNode:
+			walk(m.Node)
+		case *ast.ChainNode:
+			walk(m.Node)
+		}
+		slots(n, func(s *ast.Node) { walk(*s) })
+	}
+	walk(n)
+	return err
 }

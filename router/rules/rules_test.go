@@ -250,6 +250,12 @@ rules:
   - name: c
     when: 'header(1) == ""'
     to: [crm]
+  - name: d
+    when: 'heder("X") == "" && lower(event) == "x" && len(message?.x ?? "") == 0'
+    to: [crm]
+  - name: e
+    when: 'let f = 1; toUpper(event) == ""'
+    to: [crm]
 `), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
@@ -266,6 +272,8 @@ rules:
 		`rules.yaml:10:11: rules[1].when: `,
 		`rules.yaml:11:15: rules[1].to[1]: unknown sink "crn" (did you mean "crm"?)`,
 		`rules.yaml:13:11: rules[2].when: `,
+		`rules.yaml:16:11: rules[3].when: unknown function heder() (did you mean "header"?)`,
+		`rules.yaml:19:11: rules[4].when: unknown function toUpper()`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("problems:\n%s", strings.Join(got, "\n"))
