@@ -28,6 +28,7 @@ const (
 	defaultFailures      = 5
 	defaultOpenFor       = Duration(30 * time.Second)
 	defaultWorkers       = 4
+	defaultFileWorkers   = 16
 	maxWorkers           = 256
 	defaultMethod        = "POST"
 	defaultFormat        = "payload"
@@ -327,7 +328,13 @@ func (d *decoder) checkSinks() {
 		}
 		d.positiveInt(p+".breaker.failures", &s.Breaker.Failures, defaultFailures, "at least 1")
 		defaultValue(&s.Breaker.OpenFor, defaultOpenFor)
-		d.positiveInt(p+".workers", &s.Workers, defaultWorkers, fmt.Sprintf("from 1 to %d", maxWorkers))
+		workers := defaultWorkers
+		if s.Type == "file" || s.Type == "stdout" {
+			// Concurrent writers share one write(2) (group write): more of
+			// them make fewer, larger writes, and cost a remote nothing.
+			workers = defaultFileWorkers
+		}
+		d.positiveInt(p+".workers", &s.Workers, workers, fmt.Sprintf("from 1 to %d", maxWorkers))
 		if s.Workers > maxWorkers && !d.isBad(p+".workers") {
 			d.problemf(p+".workers", "must be from 1 to %d, got %d", maxWorkers, s.Workers)
 		}

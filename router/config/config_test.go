@@ -164,13 +164,13 @@ func TestFull(t *testing.T) {
 				FlushInterval: Duration(time.Second),
 				Retry:         Retry{MaxAttempts: 8, InitialBackoff: Duration(500 * time.Millisecond), MaxBackoff: Duration(time.Minute)},
 				Breaker:       Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
-				Workers:       4,
+				Workers:       16,
 			},
 			"console": {
 				Type: "stdout", Format: "payload",
 				Retry:   Retry{MaxAttempts: 8, InitialBackoff: Duration(500 * time.Millisecond), MaxBackoff: Duration(time.Minute)},
 				Breaker: Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
-				Workers: 4,
+				Workers: 16,
 			},
 		},
 		Rules: []Rule{
@@ -311,8 +311,8 @@ func TestDefaults(t *testing.T) {
 		{"standard-webhooks auth", f.Sources[1].Auth, Auth{Type: "standard-webhooks", Secret: "s", Tolerance: Duration(5 * time.Minute)}},
 		{"hmac auth", f.Sources[2].Auth, Auth{Type: "hmac-sha256", Header: "X-Signature", Secret: "s"}},
 		{"http sink", *f.Sinks["crm"], Sink{Type: "http", URL: "http://127.0.0.1:9000/", Method: "POST", Timeout: Duration(5 * time.Second), Retry: retry, Breaker: breaker, Workers: 4}},
-		{"file sink", *f.Sinks["archive"], Sink{Type: "file", Path: "./events.jsonl", Format: "payload", FlushInterval: Duration(200 * time.Millisecond), Retry: retry, Breaker: breaker, Workers: 4}},
-		{"stdout sink", *f.Sinks["out"], Sink{Type: "stdout", Format: "payload", Retry: retry, Breaker: breaker, Workers: 4}},
+		{"file sink", *f.Sinks["archive"], Sink{Type: "file", Path: "./events.jsonl", Format: "payload", FlushInterval: Duration(200 * time.Millisecond), Retry: retry, Breaker: breaker, Workers: 16}},
+		{"stdout sink", *f.Sinks["out"], Sink{Type: "stdout", Format: "payload", Retry: retry, Breaker: breaker, Workers: 16}},
 		{"slack sink", *f.Sinks["support"], Sink{Type: "slack", WebhookURL: "https://hooks.slack.com/x", Text: "hi", Retry: retry, Breaker: breaker, Workers: 4}},
 	}
 	for _, tc := range tests {
