@@ -323,15 +323,17 @@ func (q *Queue) salvage(cause error) (*state, error) {
 	q.db = db
 	attrs := []any{"moved_to", aside, "records_read", copied, "records_dropped", st.dropped, "events", st.events, "deliveries", len(st.items)}
 	if rerr != nil {
-		// Pages past the first unreadable one of a bucket were not read.
+		// Records on unreadable pages, or below an unreadable branch page, were not read.
 		attrs = append(attrs, "read_error", rerr.Error())
 	}
 	q.log.Error("queue salvage finished", attrs...)
 	return st, nil
 }
 
-// copyReadable copies the records of src's two buckets into dst, in chunks,
-// until the end or the first unreadable page of each bucket.
+// copyReadable copies the records of src's two buckets into dst, in chunks.
+// When a page cannot be read, it skips the keys that lead to it (see
+// skipDamaged) and goes on with the next readable page, so that one bad
+// leaf costs only its own records, not every later record of its bucket.
 func copyReadable(src string, dst *bolt.DB) (int, error) {
 	var sdb *bolt.DB
 	err := guard(func() (err error) {
@@ -358,7 +360,8 @@ func copyReadable(src string, dst *bolt.DB) (int, error) {
 	var copied int
 	var errs []error
 	for _, name := range [][]byte{bucketEvents, bucketDeliveries} {
-		var after []byte
+		// Read from `from` (inclusive) when set, else after `after`.
+		var from, after []byte
 		for {
 			var kvs [][2][]byte
 			rerr := guard(func() error {
@@ -368,11 +371,16 @@ func copyReadable(src string, dst *bolt.DB) (int, error) {
 						return nil
 					}
 					c := b.Cursor()
-					k, v := c.First()
-					if after != nil {
+					var k, v []byte
+					switch {
+					case from != nil:
+						k, v = c.Seek(from)
+					case after != nil:
 						if k, v = c.Seek(after); bytes.Equal(k, after) {
 							k, v = c.Next()
 						}
+					default:
+						k, v = c.First()
 					}
 					for ; k != nil && len(kvs) < chunk; k, v = c.Next() {
 						if v != nil { // nil: a nested bucket, never ours
@@ -398,17 +406,72 @@ func copyReadable(src string, dst *bolt.DB) (int, error) {
 				return copied, fmt.Errorf("write salvaged records: %w", werr)
 			}
 			copied += len(kvs)
+			if len(kvs) > 0 {
+				from, after = nil, kvs[len(kvs)-1][0]
+			}
 			if rerr != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", name, rerr))
-				break
+				if len(kvs) == 0 && from != nil {
+					break // the key found readable is not, after all: no progress
+				}
+				next, ok := skipDamaged(sdb, name, after)
+				if !ok {
+					break
+				}
+				from, after = next, nil
+				continue
 			}
 			if len(kvs) < chunk {
 				break
 			}
-			after = kvs[len(kvs)-1][0]
 		}
 	}
 	return copied, errors.Join(errs...)
+}
+
+// skipDamaged finds the first key of bucket that can be read past the
+// damage met after key after (nil: at the bucket's start). Keys begin with
+// an acceptance number, and a Seek fails exactly for the numbers whose path
+// leads into the damaged page, so the first number that seeks cleanly is
+// found by an exponential then a binary search: a few dozen Seeks, however
+// sparse the numbers. It reports false when nothing readable follows.
+func skipDamaged(db *bolt.DB, bucket, after []byte) ([]byte, bool) {
+	var base uint64
+	if len(after) >= 8 {
+		base = binary.BigEndian.Uint64(after)
+	}
+	seek := func(seq uint64) (key []byte, ok bool) {
+		err := guard(func() error {
+			return db.View(func(tx *bolt.Tx) error {
+				if b := tx.Bucket(bucket); b != nil {
+					k, _ := b.Cursor().Seek(seqKey(seq))
+					key = bytes.Clone(k)
+				}
+				return nil
+			})
+		})
+		return key, err == nil
+	}
+	lo, hi := base, base // seeking lo fails (or is the damage's start), hi succeeds
+	for step := uint64(1); ; step *= 2 {
+		if hi = base + step; hi < base || step == 0 {
+			return nil, false // wrapped: nothing readable up to the largest number
+		}
+		if _, ok := seek(hi); ok {
+			break
+		}
+		lo = hi
+	}
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if _, ok := seek(mid); ok {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	key, _ := seek(hi)
+	return key, key != nil
 }
 
 func copyFile(src, dst string) error {
