@@ -40,6 +40,7 @@ func TestMemoryHeapMillionKeys(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	settle(t, m)
 	// Twice: the first GC only moves sync.Pool contents to their victim cache.
 	runtime.GC()
 	runtime.GC()

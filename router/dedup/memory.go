@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/dgraph-io/ristretto/v2"
 )
 
@@ -16,10 +16,27 @@ import (
 // different keys rarely wait on the same mutex.
 const numShards = 64
 
-// commitAttempts bounds how often Commit re-offers a key that ristretto did not
-// show after a Wait (a Set dropped under contention, or a hash collision with
-// another key); after that the key is kept in the overflow set instead.
+// commitAttempts bounds how often the verifier offers a committed key to
+// ristretto when a round ends without ristretto showing it (a hash collision
+// with another key, or the cache over capacity); after that the key is kept in
+// the overflow set instead.
 const commitAttempts = 3
+
+// verifyEvery is how long the verifier lets commits gather before a round:
+// one ristretto Wait then covers all of them. A key stays in the in-flight set
+// for about this long after its Commit, so it also bounds that set's size
+// (rate × verifyEvery).
+const verifyEvery = 10 * time.Millisecond
+
+// queueLimit is how many commits a shard queues for the verifier before a
+// Commit waits for the verifier to take them. The verifier only falls that far
+// behind when producers saturate the CPU (a tight benchmark loop, not real
+// traffic), and the wait bounds the in-flight set then.
+const queueLimit = 1024
+
+// setChunk bounds the Sets the verifier buffers in ristretto between two
+// Waits, well below ristretto's 32k Set buffer, so that none is dropped.
+const setChunk = 8192
 
 // sweepEvery is how often a shard purges its expired overflow entries and stale
 // claims; they are otherwise only dropped when the same key is seen again.
@@ -29,13 +46,20 @@ const sweepEvery = int64(time.Second)
 // and an exact in-flight set in front of it covers what ristretto does not
 // promise.
 //
-// Ristretto's Set is asynchronous (a Get right after it may miss) and may be
-// dropped under contention, so a key stays in the in-flight set from Claim
-// until Commit has seen ristretto return it: at every moment each committed,
-// unexpired key is either in the in-flight set or visible in ristretto, and
-// Claim checks both under the key's shard lock. A key ristretto still does not
-// show after a few attempts (a 64-bit hash collision, or the cache over
-// capacity) stays in the in-flight set as an overflow entry until its TTL.
+// Ristretto's Set is asynchronous (a lookup right after it may miss) and may
+// be refused or dropped, so a key stays in the in-flight set from Claim until
+// a background verifier knows ristretto holds it: at every moment each
+// committed, unexpired key is in the in-flight set or held by ristretto, and
+// Claim checks both, in that order, under the key's shard lock.
+//
+// Commit only marks the key committed in its shard and queues it there, so a
+// request never waits for ristretto. The verifier wakes when a key is queued,
+// lets commits gather for verifyEvery, then runs a round: it takes every
+// shard's queue, Sets those keys, calls ristretto's Wait once for all of them,
+// and drops from the in-flight set the keys it now knows ristretto holds. A
+// key ristretto does not hold (its Set refused: a 64-bit hash collision, or
+// the cache over capacity) is Set again next round, and after commitAttempts
+// rounds stays in the in-flight set as an overflow entry until its TTL.
 //
 // Ristretto is configured so that it never refuses or evicts a key while it
 // holds at most maxKeys: cost 1 per key, internal cost ignored, MaxCost
@@ -44,39 +68,88 @@ const sweepEvery = int64(time.Second)
 type Memory struct {
 	cache     *ristretto.Cache[string, struct{}]
 	shards    [numShards]shard
+	seed      maphash.Seed
+	keyHash   func(string) uint64
 	claimTTL  int64 // nanoseconds
-	maxKeys   int
 	overflowN int64
 
-	// mu makes Close wait for operations in progress: ristretto panics if a Set
-	// or Wait races with its Close.
-	mu     sync.RWMutex
-	closed atomic.Bool
+	// closed is read under a shard lock by every operation before it touches
+	// ristretto, and Close sets it, then takes each shard lock once, before it
+	// closes ristretto: ristretto panics if a lookup races with its Close.
+	// Only the verifier Sets, and Close stops it first.
+	closed    atomic.Bool
+	closeOnce sync.Once
 
-	pending     atomic.Int64 // entries in all shards
-	overflow    atomic.Int64 // of which overflow entries
-	keys        atomic.Int64 // keys ristretto holds
+	// queued is set by the Commit that first queues a key after the verifier
+	// took its last batch, which then wakes the verifier through kick.
+	queued atomic.Bool
+	kick   chan struct{}
+	// idle is set while the verifier sleeps with nothing to do.
+	idle atomic.Bool
+	// taken is closed each time the verifier takes the shards' queues; a
+	// Commit that found its shard's queue full waits for it.
+	taken atomic.Pointer[chan struct{}]
+	stop  chan struct{}
+	done  chan struct{}
+
+	overflow    atomic.Int64 // overflow entries in all shards
 	dropped     atomic.Uint64
 	rejected    atomic.Uint64
+	evicted     atomic.Uint64 // every key ristretto removed, for any reason
 	evictedLive atomic.Uint64
 	forgotten   atomic.Uint64
 }
 
+// keyID is a key as the in-flight set knows it: the 64-bit hash ristretto
+// uses as its map key and the independent 64-bit hash it uses as its conflict
+// check. The key string itself is never kept there.
+type keyID struct{ h, c uint64 }
+
 type shard struct {
-	mu        sync.Mutex
-	m         map[string]entry
+	mu sync.Mutex
+	m  map[keyID]entry
+	// queue holds the keys committed since the verifier last took it, in
+	// order: the verifier reads only these, never the whole map.
+	queue []commitRec
+	// unverified counts the map's committed entries not yet seen in
+	// ristretto (overflow ones excluded).
+	unverified int
+	// highWater is the map's largest size since it was last rebuilt: a Go map
+	// keeps the room of its peak, so a sweep rebuilds one that has shrunk a
+	// lot since a burst.
+	highWater int
 	nextSweep int64
-	_         [40]byte // keep neighbouring shards' mutexes off one cache line
+	// The fields above fill 64 bytes: the padding keeps two shards' hot
+	// fields off one cache line whatever the array's alignment.
+	_ [64]byte
 }
 
 // entry is a key's state in the in-flight set.
 type entry struct {
 	// until is when the entry stops counting (unix nanoseconds): the claim's
 	// deadline, or the committed key's expiry.
-	until     int64
-	committed bool
-	// overflow marks a committed key that ristretto would not hold.
-	overflow bool
+	until int64
+	state entryState
+}
+
+type entryState uint8
+
+const (
+	// claimed: reserved by a request in flight.
+	claimed entryState = iota
+	// committed: remembered, waiting for the verifier to see it in ristretto.
+	committed
+	// overflowed: committed, and ristretto would not hold it.
+	overflowed
+)
+
+// commitRec is one Commit waiting for the verifier. It holds the key string,
+// which ristretto's Set and lookups take, for a round or a few.
+type commitRec struct {
+	key   string
+	id    keyID
+	until int64
+	tries int
 }
 
 // MemoryStats is a snapshot of a Memory store's counters.
@@ -84,7 +157,7 @@ type MemoryStats struct {
 	// Keys is the number of keys ristretto holds (expired ones included until
 	// its periodic cleanup removes them).
 	Keys int
-	// InFlight counts keys claimed, or committed and not yet visible in
+	// InFlight counts keys claimed, or committed and not yet seen in
 	// ristretto, overflow entries included.
 	InFlight int
 	// Overflow counts committed keys kept beside ristretto because it would not
@@ -107,30 +180,35 @@ type MemoryStats struct {
 }
 
 // NewMemory returns an in-process store that remembers up to maxKeys keys
-// exactly. Close it to stop ristretto's goroutines.
+// exactly. Close it to stop its goroutine and ristretto's.
 func NewMemory(maxKeys int, opts ...Option) (*Memory, error) {
 	if maxKeys <= 0 {
 		return nil, fmt.Errorf("dedup max_keys must be positive, got %d", maxKeys)
 	}
 	o := buildOptions(opts)
 	m := &Memory{
+		seed:     maphash.MakeSeed(),
+		keyHash:  o.keyHash,
 		claimTTL: int64(o.claimTimeout),
-		maxKeys:  maxKeys,
 		// The overflow set is a safety net for rare misses, not a second
 		// cache: bound it so that a store far beyond max_keys cannot grow
 		// without limit.
 		overflowN: int64(max(1024, maxKeys/16)),
+		kick:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	for i := range m.shards {
-		m.shards[i].m = make(map[string]entry)
+		m.shards[i].m = make(map[keyID]entry)
 	}
-	seed := maphash.MakeSeed()
+	taken := make(chan struct{})
+	m.taken.Store(&taken)
 	cache, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
-		// Ristretto suggests 10 counters per key, but its admission counters
-		// only decide anything once the cache is full, i.e. beyond max_keys,
-		// and a dedup key is seen about once anyway: one per key saves ~45 MB
-		// per million keys, needed to stay within 200 MB.
-		NumCounters: int64(maxKeys),
+		// Ristretto's admission counters count Gets, and this store never
+		// calls Get (see held): they would stay at zero, so a full cache
+		// admits every new key in place of a sampled one either way. The
+		// minimum size saves the ~4 MB per million keys they would take.
+		NumCounters: 64,
 		// Expired keys stay counted until ristretto's cleanup pass (every
 		// few seconds) removes them; the slack keeps them from pushing a live
 		// key out when exactly max_keys are live.
@@ -144,31 +222,45 @@ func NewMemory(maxKeys int, opts ...Option) (*Memory, error) {
 		// Without this ristretto adds its per-item overhead (~56) to our cost
 		// of 1, and a cache with MaxCost = max_keys would hold ~2% of them.
 		IgnoreInternalCost: true,
-		// The 64-bit xxhash is the map key; the seeded maphash is ristretto's
-		// conflict check, so two keys must collide on both to be confused.
-		// The key string itself is never stored.
+		// The same two hashes as the in-flight set's keyID: two keys must
+		// collide on both to be confused. The key string itself is never
+		// stored.
 		KeyToHash: func(k string) (uint64, uint64) {
-			c := maphash.String(seed, k)
-			if c == 0 {
-				c = 1 // 0 disables ristretto's conflict check
-			}
-			return o.keyHash(k), c
+			id := m.id(k)
+			return id.h, id.c
 		},
 		OnEvict:  m.onEvict,
 		OnReject: func(*ristretto.Item[struct{}]) { m.rejected.Add(1) },
-		// ShouldUpdate runs when a Set finds its key already stored (a key
-		// committed again after its TTL, before ristretto's cleanup): that
-		// Set adds no key, and Commit's count must not either.
-		ShouldUpdate: func(_, _ struct{}) bool {
-			m.keys.Add(-1)
-			return true
-		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dedup memory store: %w", err)
 	}
 	m.cache = cache
+	go m.verify()
 	return m, nil
+}
+
+// id hashes key into its keyID. The conflict hash is never 0, which would
+// disable ristretto's conflict check.
+func (m *Memory) id(key string) keyID {
+	c := maphash.String(m.seed, key)
+	if c == 0 {
+		c = 1
+	}
+	return keyID{h: m.keyHash(key), c: c}
+}
+
+// held reports whether ristretto holds key, unexpired. It uses GetTTL rather
+// than Get: Get also feeds ristretto's admission counters (a sketch update per
+// call on ristretto's policy goroutine), which only matter once the cache is
+// full and say nothing about keys that are each seen about once.
+func (m *Memory) held(key string) bool {
+	_, ok := m.cache.GetTTL(key)
+	return ok
+}
+
+func (m *Memory) shard(id keyID) *shard {
+	return &m.shards[id.h%numShards]
 }
 
 // onEvict counts evictions made for room, i.e. of keys whose TTL had not
@@ -176,128 +268,117 @@ func NewMemory(maxKeys int, opts ...Option) (*Memory, error) {
 // room a zero one (every key here has a TTL), and Close empties the cache
 // through OnEvict too, which is no loss either.
 func (m *Memory) onEvict(it *ristretto.Item[struct{}]) {
-	m.keys.Add(-1)
+	m.evicted.Add(1)
 	if !m.closed.Load() && it.Expiration.IsZero() {
 		m.evictedLive.Add(1)
 	}
 }
 
-func (m *Memory) shard(key string) *shard {
-	return &m.shards[xxhash.Sum64String(key)%numShards]
-}
-
 // Claim implements Store.
 func (m *Memory) Claim(_ context.Context, key string, _ time.Duration) (bool, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	id := m.id(key)
+	s := m.shard(id)
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if m.closed.Load() {
 		return false, ErrClosed
 	}
-	now := time.Now().UnixNano()
-	s := m.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.m[key]; ok {
+	if e, ok := s.m[id]; ok {
 		if now < e.until {
 			return false, nil
 		}
-		m.remove(s, key, e)
+		m.remove(s, id, e)
 	}
-	// Checked under the shard lock: a Commit removes its key from the
-	// in-flight set under this lock, and only once ristretto shows it.
-	if _, ok := m.cache.Get(key); ok {
+	// Checked after the in-flight set and under the shard lock: the verifier
+	// removes a committed key from the set under this lock, and only once
+	// ristretto shows it.
+	if m.held(key) {
 		return false, nil
 	}
-	s.m[key] = entry{until: now + m.claimTTL}
-	m.pending.Add(1)
+	s.m[id] = entry{until: now + m.claimTTL}
+	s.highWater = max(s.highWater, len(s.m))
 	m.maybeSweep(s, now)
 	return true, nil
 }
 
-// Commit implements Store. It returns once the key is visible in ristretto or
-// kept in the overflow set, so a Claim after it surely sees the key.
+// Commit implements Store. The key is a duplicate for every Claim that starts
+// after Commit returns: it stays in the in-flight set until the verifier has
+// seen ristretto hold it.
 func (m *Memory) Commit(_ context.Context, key string, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errTTL
 	}
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	id := m.id(key)
+	s := m.shard(id)
+	now := time.Now().UnixNano()
+	until := now + int64(ttl)
+	if until < now {
+		until = math.MaxInt64
+	}
+	s.mu.Lock()
 	if m.closed.Load() {
+		s.mu.Unlock()
 		return ErrClosed
 	}
-	until := time.Now().Add(ttl).UnixNano()
-	s := m.shard(key)
-	s.mu.Lock()
-	if prev, ok := s.m[key]; !ok {
-		m.pending.Add(1)
-	} else if prev.overflow {
-		m.overflow.Add(-1)
-	}
-	s.m[key] = entry{until: until, committed: true}
-	s.mu.Unlock()
-
-	visible, expired := false, false
-	for range commitAttempts {
-		left := time.Until(time.Unix(0, until))
-		if left <= 0 {
-			expired = true
-			break
-		}
-		if !m.cache.SetWithTTL(key, struct{}{}, 1, left) {
-			m.dropped.Add(1)
-		}
-		// Wait applies every Set buffered so far, ours included, so a Get
-		// after it reflects whether ristretto kept the key.
-		m.cache.Wait()
-		if _, visible = m.cache.Get(key); visible {
-			m.keys.Add(1)
-			break
-		}
-	}
-
-	now := time.Now().UnixNano()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.m[key]
-	if !ok || !e.committed || e.until != until {
-		return nil // a later Commit of the same key owns the entry now
-	}
+	prev, ok := s.m[id]
 	switch {
-	case visible || expired:
-		m.remove(s, key, e)
-	case m.overflow.Load() < m.overflowN:
-		e.overflow = true
-		s.m[key] = e
-		m.overflow.Add(1)
-	default:
-		m.remove(s, key, e)
-		m.forgotten.Add(1)
+	case !ok || prev.state == claimed:
+		s.unverified++
+	case prev.state == overflowed:
+		m.overflow.Add(-1)
+		s.unverified++
+	}
+	s.m[id] = entry{until: until, state: committed}
+	s.highWater = max(s.highWater, len(s.m))
+	s.queue = append(s.queue, commitRec{key: key, id: id, until: until})
+	var taken chan struct{}
+	if len(s.queue) >= queueLimit {
+		taken = *m.taken.Load() // loaded before the verifier can take s.queue
 	}
 	m.maybeSweep(s, now)
+	s.mu.Unlock()
+
+	// The verifier clears queued before it takes the shards' queues, and this
+	// key was queued before the load below: either the verifier's next batch
+	// takes it, or this load sees false and wakes the verifier.
+	if !m.queued.Load() && m.queued.CompareAndSwap(false, true) {
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}
+	if taken != nil {
+		select {
+		case <-taken:
+		case <-m.stop:
+		}
+	}
 	return nil
 }
 
 // Release implements Store. A committed key is not released.
 func (m *Memory) Release(_ context.Context, key string) error {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	id := m.id(key)
+	s := m.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if m.closed.Load() {
 		return ErrClosed
 	}
-	s := m.shard(key)
-	s.mu.Lock()
-	if e, ok := s.m[key]; ok && !e.committed {
-		m.remove(s, key, e)
+	if e, ok := s.m[id]; ok && e.state == claimed {
+		m.remove(s, id, e)
 	}
-	s.mu.Unlock()
 	return nil
 }
 
-// remove deletes key from s; s.mu must be held.
-func (m *Memory) remove(s *shard, key string, e entry) {
-	delete(s.m, key)
-	m.pending.Add(-1)
-	if e.overflow {
+// remove deletes id from s; s.mu must be held.
+func (m *Memory) remove(s *shard, id keyID, e entry) {
+	delete(s.m, id)
+	switch e.state {
+	case committed:
+		s.unverified--
+	case overflowed:
 		m.overflow.Add(-1)
 	}
 }
@@ -309,23 +390,223 @@ func (m *Memory) maybeSweep(s *shard, now int64) {
 		return
 	}
 	s.nextSweep = now + sweepEvery
-	for k, e := range s.m {
+	for id, e := range s.m {
 		if now >= e.until {
-			m.remove(s, k, e)
+			m.remove(s, id, e)
 		}
+	}
+	s.shrink()
+}
+
+// shrink copies s.m into a map of the right size once it holds far fewer
+// entries than at its peak: a Go map never gives back the room of its peak.
+// s.mu must be held.
+func (s *shard) shrink() {
+	if s.highWater <= 256 || len(s.m) >= s.highWater/8 {
+		return
+	}
+	fresh := make(map[keyID]entry, len(s.m))
+	for id, e := range s.m {
+		fresh[id] = e
+	}
+	s.m = fresh
+	s.highWater = len(s.m)
+}
+
+// verify is the verifier goroutine: it sleeps until a Commit queues a key,
+// lets commits gather for verifyEvery, and runs a round, until Close.
+func (m *Memory) verify() {
+	defer close(m.done)
+	var v verifier
+	timer := time.NewTimer(verifyEvery)
+	defer timer.Stop()
+	for {
+		if len(v.retry) == 0 {
+			select {
+			case <-m.kick:
+			default:
+				// Nothing to do: give back the room a burst took before
+				// sleeping.
+				m.tidy(&v)
+				m.idle.Store(true)
+				select {
+				case <-m.kick:
+					m.idle.Store(false)
+				case <-m.stop:
+					return
+				}
+			}
+		}
+		// Let commits gather, unless the last round was a big one: then
+		// producers are ahead, and some may be waiting for this round.
+		if !v.behind {
+			timer.Reset(verifyEvery)
+			select {
+			case <-timer.C:
+			case <-m.stop:
+				return
+			}
+		}
+		m.round(&v)
 	}
 }
 
-// Len implements Store: keys held by ristretto plus keys in flight.
+// verifier is the verifier goroutine's state, reused across rounds.
+type verifier struct {
+	batch   []commitRec
+	visible []bool
+	// retry holds the keys of the last round that ristretto did not hold,
+	// offered again in the next round before the new ones, so that a key's
+	// later Commit is always Set after its earlier ones.
+	retry []commitRec
+	// behind is set after a round that took a full chunk of keys.
+	behind bool
+}
+
+// round Sets every key committed since the last round, waits once for
+// ristretto to apply them, and drops from the in-flight set those ristretto
+// holds.
+func (m *Memory) round(v *verifier) {
+	// Cleared before the queues are taken; see Commit.
+	m.queued.Store(false)
+	v.batch = append(v.batch[:0], v.retry...)
+	clear(v.retry)
+	v.retry = v.retry[:0]
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		v.batch = append(v.batch, s.queue...)
+		clear(s.queue) // let go of the key strings
+		s.queue = s.queue[:0]
+		s.mu.Unlock()
+	}
+	next := make(chan struct{})
+	close(*m.taken.Swap(&next))
+	v.behind = len(v.batch) >= setChunk
+	if len(v.batch) == 0 {
+		return
+	}
+
+	losses := m.rejected.Load() + m.evicted.Load()
+	now := time.Now().UnixNano()
+	v.visible = v.visible[:0]
+	for i := range v.batch {
+		r := &v.batch[i]
+		left := r.until - now
+		if left <= 0 {
+			v.visible = append(v.visible, false) // expired: the entry goes
+			continue
+		}
+		if i > 0 && i%setChunk == 0 {
+			m.cache.Wait()
+		}
+		ok := m.cache.SetWithTTL(r.key, struct{}{}, 1, time.Duration(left))
+		if !ok {
+			// Only this goroutine Sets, so the buffer is full only if
+			// ristretto is far behind: let it catch up and try once more;
+			// a key still not held is retried next round.
+			m.dropped.Add(1)
+			m.cache.Wait()
+			if ok = m.cache.SetWithTTL(r.key, struct{}{}, 1, time.Duration(left)); !ok {
+				m.dropped.Add(1)
+			}
+		}
+		v.visible = append(v.visible, ok)
+	}
+	// Wait applies every Set buffered so far. After it, each key whose Set
+	// ristretto took is stored (its store holds a hash only when its policy
+	// does, and the policy refuses a hash it already has), unless the
+	// policy rejected it or it was removed since; ristretto reports each
+	// of those through OnReject or OnEvict on the goroutine that applies
+	// Sets, before it handles the next buffered item, i.e. before Wait
+	// returns. A round that saw none of them, the rule within max_keys, is
+	// settled; otherwise every key of the round is looked up.
+	m.cache.Wait()
+	if m.rejected.Load()+m.evicted.Load() != losses {
+		for i := range v.batch {
+			v.visible[i] = v.visible[i] && m.held(v.batch[i].key)
+		}
+	}
+
+	now = time.Now().UnixNano()
+	var s *shard
+	for i := range v.batch {
+		r := &v.batch[i]
+		if next := m.shard(r.id); next != s {
+			if s != nil {
+				s.mu.Unlock()
+			}
+			s = next
+			s.mu.Lock()
+		}
+		e, ok := s.m[r.id]
+		if !ok || e.state != committed || e.until != r.until {
+			continue // expired and swept, or a later Claim or Commit owns it
+		}
+		switch {
+		case v.visible[i] || now >= e.until:
+			m.remove(s, r.id, e)
+		case r.tries+1 < commitAttempts:
+			r.tries++
+			v.retry = append(v.retry, *r)
+		case m.overflow.Load() < m.overflowN:
+			s.m[r.id] = entry{until: e.until, state: overflowed}
+			s.unverified--
+			m.overflow.Add(1)
+		default:
+			m.remove(s, r.id, e)
+			m.forgotten.Add(1)
+		}
+	}
+	if s != nil {
+		s.mu.Unlock()
+	}
+	clear(v.batch)
+}
+
+// tidy gives back the room a burst of commits took: the shards' queues and
+// maps and the verifier's batch keep their largest size otherwise. It runs
+// when the verifier has nothing to do, never between two busy rounds.
+func (m *Memory) tidy(v *verifier) {
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		if len(s.queue) == 0 && cap(s.queue) > 256 {
+			s.queue = nil
+		}
+		s.shrink()
+		s.mu.Unlock()
+	}
+	if cap(v.batch) > 1024 {
+		v.batch, v.visible = nil, nil
+	}
+	if len(v.retry) == 0 && cap(v.retry) > 1024 {
+		v.retry = nil
+	}
+}
+
+// Len implements Store: keys held by ristretto plus keys in flight (a key
+// just committed may be counted twice for the moment between ristretto
+// applying its Set and the verifier seeing it).
 func (m *Memory) Len() int {
-	return max(0, int(m.keys.Load()+m.pending.Load()))
+	st := m.Stats()
+	return st.Keys + st.InFlight
 }
 
 // Stats returns the store's counters.
 func (m *Memory) Stats() MemoryStats {
+	inFlight := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		inFlight += len(s.m)
+		s.mu.Unlock()
+	}
 	return MemoryStats{
-		Keys:         max(0, int(m.keys.Load())),
-		InFlight:     int(m.pending.Load()),
+		// Each key costs 1, so the cost ristretto's policy has admitted is
+		// the number of keys it holds.
+		Keys:         int(max(0, m.cache.MaxCost()-m.cache.RemainingCost())),
+		InFlight:     inFlight,
 		Overflow:     int(m.overflow.Load()),
 		SetsDropped:  m.dropped.Load(),
 		SetsRejected: m.rejected.Load(),
@@ -334,15 +615,38 @@ func (m *Memory) Stats() MemoryStats {
 	}
 }
 
-// Close stops ristretto's goroutines and forgets every key. Other methods
-// return ErrClosed afterwards; a second Close does nothing.
-func (m *Memory) Close() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed.Swap(true) {
-		return nil
+// unverified is the number of committed keys the verifier has yet to see in
+// ristretto or move to overflow.
+func (m *Memory) unverified() int {
+	n := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		n += s.unverified
+		s.mu.Unlock()
 	}
-	m.cache.Close()
+	return n
+}
+
+// Close stops the verifier and ristretto's goroutines and forgets every key.
+// Other methods return ErrClosed afterwards; a second Close does nothing.
+func (m *Memory) Close() error {
+	m.closeOnce.Do(func() {
+		m.closed.Store(true)
+		// Every operation checks closed under its shard lock before it
+		// touches ristretto: once each lock was taken after the Store
+		// above, none is still running or will touch ristretto again.
+		for i := range m.shards {
+			s := &m.shards[i]
+			s.mu.Lock()
+			s.m, s.queue, s.unverified, s.highWater = map[keyID]entry{}, nil, 0, 0
+			s.mu.Unlock()
+		}
+		m.overflow.Store(0)
+		close(m.stop)
+		<-m.done
+		m.cache.Close()
+	})
 	return nil
 }
 

@@ -193,6 +193,7 @@ func TestDistinctKeysClaimedTwice(t *testing.T) {
 				t.Fatalf("second pass: %d committed keys claimed again, want 0", got)
 			}
 			if m, ok := s.(*Memory); ok {
+				settle(t, m)
 				st := m.Stats()
 				if st.SetsDropped != 0 || st.SetsRejected != 0 || st.Overflow != 0 || st.EvictedLive != 0 {
 					t.Errorf("stats within max_keys = %+v, want no drops, rejections, overflow or evictions", st)
@@ -300,12 +301,16 @@ func TestMemoryNoneForgottenAtMaxKeys(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	m.cache.Wait()
-	for i := range n {
-		k := fmt.Sprintf("device.connected_dev-%d_1700000000", i)
-		if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || ok {
-			t.Fatalf("re-Claim(%q) = %v, %v: a committed key was forgotten (stats %+v)", k, ok, err, m.Stats())
+	// Re-claimed at once, while the verifier is still busy with the last
+	// commits, and again once it is done.
+	for range 2 {
+		for i := range n {
+			k := fmt.Sprintf("device.connected_dev-%d_1700000000", i)
+			if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || ok {
+				t.Fatalf("re-Claim(%q) = %v, %v: a committed key was forgotten (stats %+v)", k, ok, err, m.Stats())
+			}
 		}
+		settle(t, m)
 	}
 	st := m.Stats()
 	want := MemoryStats{Keys: n}
@@ -326,6 +331,7 @@ func TestMemoryBeyondMaxKeys(t *testing.T) {
 		}
 		mustCommit(t, m, k, time.Hour)
 	}
+	settle(t, m)
 	st := m.Stats()
 	if st.SetsRejected+st.EvictedLive == 0 {
 		t.Errorf("stats = %+v: %d keys in a store of %d, want rejections or evictions counted", st, n, maxKeys)
@@ -363,6 +369,7 @@ func TestMemoryOverflowKeepsRefusedKeys(t *testing.T) {
 		mustClaim(t, m, key(i), true)
 		mustCommit(t, m, key(i), time.Hour)
 	}
+	settle(t, m)
 	st := m.Stats()
 	want := MemoryStats{Keys: 1, InFlight: 1024, Overflow: 1024, SetsRejected: commitAttempts * (n - 1), Forgotten: n - 1 - 1024}
 	if st != want {
@@ -380,12 +387,27 @@ func TestMemoryOverflowKeepsRefusedKeys(t *testing.T) {
 		mustClaim(t, m2, k, true)
 		mustCommit(t, m2, k, 80*time.Millisecond)
 	}
+	mustClaim(t, m2, "short", false)
+	settle(t, m2)
 	if st := m2.Stats(); st.Overflow != 1 {
 		t.Fatalf("stats = %+v, want 1 key in overflow", st)
 	}
 	mustClaim(t, m2, "short", false)
 	time.Sleep(150 * time.Millisecond)
 	mustClaim(t, m2, "short", true)
+}
+
+// settle waits until the verifier has seen every committed key in ristretto
+// or moved it to overflow and gone idle, so that Stats are final.
+func settle(t testing.TB, m *Memory) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.unverified() > 0 || !m.idle.Load() {
+		if time.Now().After(deadline) {
+			t.Fatalf("verifier still has %d keys to check after 10s (stats %+v)", m.unverified(), m.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // withKeyHash replaces the memory store's 64-bit key hash, to force
@@ -479,4 +501,148 @@ func TestRedisErrors(t *testing.T) {
 	if err := r.Ping(ctx); err == nil {
 		t.Error("Ping against a closed port: no error")
 	}
+}
+
+// TestMemoryCommitThenClaimElsewhere re-claims each key from another goroutine
+// the moment its Commit returns, before ristretto has applied (or even been
+// offered) its Set, and keeps re-claiming recent keys while the verifier
+// moves them from the in-flight set into ristretto: every one of those claims
+// must see a duplicate. With colliding hashes the keys go the long way, from
+// refused Sets to the overflow set.
+func TestMemoryCommitThenClaimElsewhere(t *testing.T) {
+	cases := []struct {
+		name string
+		opts []Option
+	}{
+		{"distinct hashes", nil},
+		{"colliding hashes", []Option{withKeyHash(func(k string) uint64 { return uint64(len(k)) % 7 })}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			const writers, perWriter = 4, 3_000
+			// max_keys large enough that the overflow set can hold every
+			// colliding key: nothing may be forgotten.
+			m := newTestMemory(t, 16*writers*perWriter, tc.opts...)
+			handoff := make(chan string, 16)
+			var slipped atomic.Int64
+			var checkers, producers sync.WaitGroup
+			for c := range 2 {
+				checkers.Go(func() {
+					var recent [512]string
+					n := 0
+					for k := range handoff {
+						if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || ok {
+							slipped.Add(1)
+							t.Errorf("Claim(%q) right after its Commit = %v, %v, want a duplicate", k, ok, err)
+						}
+						recent[n%len(recent)] = k
+						n++
+						for j := range 6 {
+							old := recent[(n*7+j*131+c)%min(n, len(recent))]
+							if ok, err := m.Claim(t.Context(), old, time.Hour); err != nil || ok {
+								slipped.Add(1)
+								t.Errorf("re-Claim(%q) = %v, %v, want a duplicate (stats %+v)", old, ok, err, m.Stats())
+							}
+						}
+					}
+				})
+			}
+			for w := range writers {
+				producers.Go(func() {
+					for i := range perWriter {
+						k := fmt.Sprintf("agent.message_out_w%d-%d", w, i)
+						if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || !ok {
+							t.Errorf("first Claim(%q) = %v, %v", k, ok, err)
+							return
+						}
+						mustCommit(t, m, k, time.Hour)
+						handoff <- k
+					}
+				})
+			}
+			producers.Wait()
+			close(handoff)
+			checkers.Wait()
+			if n := slipped.Load(); n > 0 {
+				t.Fatalf("%d duplicates slipped through", n)
+			}
+			settle(t, m)
+			st := m.Stats()
+			if st.Forgotten != 0 || st.Keys+st.Overflow != writers*perWriter {
+				t.Errorf("stats = %+v, want all %d keys held by ristretto or overflow", st, writers*perWriter)
+			}
+			for w := range writers {
+				for i := range perWriter {
+					mustClaim(t, m, fmt.Sprintf("agent.message_out_w%d-%d", w, i), false)
+				}
+			}
+		})
+	}
+}
+
+// TestMemoryCloseWhileBusy closes the store under concurrent traffic: every
+// call returns nil or ErrClosed, none panics (ristretto does if used during
+// its Close), and no goroutine is left behind (TestMain checks).
+func TestMemoryCloseWhileBusy(t *testing.T) {
+	m, err := NewMemory(10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var calls atomic.Int64
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				k := "busy-" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
+				_, err := m.Claim(t.Context(), k, time.Hour)
+				if err == nil {
+					if i%3 == 0 {
+						err = m.Release(t.Context(), k)
+					} else {
+						err = m.Commit(t.Context(), k, time.Hour)
+					}
+				}
+				calls.Add(1)
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Errorf("call before Close: %v", err)
+					return
+				}
+			}
+		})
+	}
+	for calls.Load() < 2_000 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if n := m.Len(); n != 0 {
+		t.Errorf("Len after Close = %d, want 0", n)
+	}
+}
+
+// TestMemoryClaimCommitAllocs keeps Claim and Commit free of allocations: the
+// only one per key is ristretto's, when the verifier Sets it.
+func TestMemoryClaimCommitAllocs(t *testing.T) {
+	m := newTestMemory(t, 100_000)
+	keys := benchKeys(20_001)
+	i := 0
+	allocs := testing.AllocsPerRun(20_000, func() {
+		if ok, err := m.Claim(t.Context(), keys[i], time.Hour); err != nil || !ok {
+			t.Fatalf("Claim = %v, %v", ok, err)
+		}
+		mustCommit(t, m, keys[i], time.Hour)
+		i++
+	})
+	settle(t, m)
+	// AllocsPerRun counts every goroutine's allocations, the verifier's
+	// included, and truncates the average.
+	if allocs > 1 {
+		t.Errorf("Claim+Commit: %.0f allocations per key, want at most 1", allocs)
+	}
+	t.Logf("%.2f allocations per key", allocs)
 }
