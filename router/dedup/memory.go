@@ -205,16 +205,16 @@ func NewMemory(maxKeys int, opts ...Option) (*Memory, error) {
 	m.taken.Store(&taken)
 	cache, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
 		// Ristretto's admission counters count Gets, and this store never
-		// calls Get (see held): they would stay at zero, so a full cache
-		// admits every new key in place of a sampled one either way. The
-		// minimum size saves the ~4 MB per million keys they would take.
+		// calls Get (see held): they stay at zero whatever their size, so a
+		// full cache admits each new key in place of a sampled old one. A
+		// token size saves the ~4 MB per million keys they would take.
 		NumCounters: 64,
 		// Expired keys stay counted until ristretto's cleanup pass (every
 		// few seconds) removes them; the slack keeps them from pushing a live
 		// key out when exactly max_keys are live.
 		MaxCost: int64(maxKeys) + int64(maxKeys)/100 + 64,
-		// BufferItems is the size of ristretto's Get buffers; 64 is its
-		// documented default.
+		// BufferItems is the size of ristretto's Get buffers (unused here);
+		// 64 is its documented default.
 		BufferItems: 64,
 		// Ristretto's own Metrics keep a 100,000-entry map of admission
 		// times (~10 MB); the hooks below count what Stats needs instead.
@@ -292,7 +292,7 @@ func (m *Memory) Claim(_ context.Context, key string, _ time.Duration) (bool, er
 	}
 	// Checked after the in-flight set and under the shard lock: the verifier
 	// removes a committed key from the set under this lock, and only once
-	// ristretto shows it.
+	// ristretto holds it.
 	if m.held(key) {
 		return false, nil
 	}
