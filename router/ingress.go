@@ -115,11 +115,10 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 	}
 
 	if len(res.To) > 0 {
-		now := time.Now()
 		ev := &sinks.Event{
-			ID:         newEventID(now),
+			ID:         newEventID(start),
 			Source:     src.name,
-			ReceivedAt: now,
+			ReceivedAt: start,
 			Body:       append([]byte(nil), body...),
 		}
 		to := append([]string(nil), res.To...)

@@ -170,6 +170,7 @@ func (r *Router) Serve(ln, adminLn net.Listener) error {
 		ReadBufferSize:     16 << 10, // also the limit on request line + headers (431 beyond)
 		MaxRequestBodySize: max(rt.maxBody(), 4<<10),
 		CloseOnShutdown:    true,
+		LazyRequestTime:    true, // the handler reads the clock itself, once
 		ConnState:          r.connState,
 		Logger:             fasthttpLogger{r.log},
 	}
