@@ -483,7 +483,7 @@ func (d *decoder) oneOf(path, value, what string, allowed ...string) bool {
 		return false
 	}
 	msg := fmt.Sprintf("unknown %s %q (use one of %s", what, value, strings.Join(allowed, ", "))
-	if s := suggest(value, allowed); s != "" {
+	if s := Suggest(value, allowed); s != "" {
 		msg += fmt.Sprintf("; did you mean %q?", s)
 	}
 	d.problemf(path, "%s)", msg)

@@ -462,9 +462,9 @@ func (d *decoder) unknownKey(key *yaml.Node, path string, v reflect.Value) {
 	if s, ok := v.Addr().Interface().(*Sink); ok && sinkFields(s.Type) != nil {
 		allowed = append(sinkCommonFields(), sinkFields(s.Type)...)
 	}
-	s := suggest(key.Value, allowed)
+	s := Suggest(key.Value, allowed)
 	if s == "" {
-		s = suggest(key.Value, yamlNames(t))
+		s = Suggest(key.Value, yamlNames(t))
 	}
 	if s == "" {
 		d.problemAt(key, p, "unknown key %q (allowed here: %s)", key.Value, strings.Join(allowed, ", "))
@@ -504,9 +504,9 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 	v.Set(s)
 }
 
-// suggest returns the entry of known closest to s, if it is within two edits
+// Suggest returns the entry of known closest to s, if it is within two edits
 // (case aside) and not a complete rewrite of a short word, else "".
-func suggest(s string, known []string) string {
+func Suggest(s string, known []string) string {
 	best, bestDist := "", 3
 	ls := strings.ToLower(s)
 	for _, k := range known {

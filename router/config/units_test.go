@@ -158,8 +158,8 @@ func TestSuggest(t *testing.T) {
 		{"timeout", ""},
 	}
 	for _, tc := range tests {
-		if got := suggest(tc.in, known); got != tc.want {
-			t.Errorf("suggest(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := Suggest(tc.in, known); got != tc.want {
+			t.Errorf("Suggest(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }
