@@ -1,14 +1,18 @@
 // Package disk is the durable queue backend (`queue.backend: disk`, the
-// default): accepted events are written to a bbolt file under
+// default): accepted events are written to a write-ahead log under
 // <data_dir>/queue and fdatasynced before Put returns, so that an event
-// answered 200 is delivered even after kill -9 or a power loss.
+// answered 200 is delivered even after kill -9 or a power loss; a
+// background applier then moves them into a bbolt file, the store.
 //
-// Writes go through one committer goroutine that applies every Put waiting
-// at that moment in a single bbolt transaction (one pair of fdatasyncs for
-// the batch): group commit without an added delay, since a batch starts as
-// soon as the previous one is on disk. Done and Retry are recorded lazily,
-// with the next batch or within flushDelay; losing the last of them to a
-// crash only means an extra attempt.
+// Writes go through one committer goroutine that appends every Put waiting
+// at that moment to the log with one write and one fdatasync: group commit
+// without an added delay, since a batch starts as soon as the previous one
+// is on disk. Every flushDelay (or sooner under load) the applier writes the
+// logged Puts, with the Done and Retry records made since, into bbolt in one
+// transaction that also records the highest log seq applied; fully applied
+// log segments are then deleted. Open replays what the log holds beyond
+// that seq. Done and Retry are never synced on their own: losing the last
+// of them to a crash only means an extra attempt.
 //
 // The in-memory side (per-sink order, retry timers) is a queue.Scheduler.
 // Bodies of the oldest events, up to a byte budget, stay in memory; the
@@ -17,8 +21,8 @@
 package disk
 
 import (
-	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,12 +43,17 @@ import (
 const FileName = "queue.db"
 
 const (
-	// flushDelay bounds how long a Done or Retry waits for a Put to share
-	// its commit before it is committed on its own.
-	flushDelay = 100 * time.Millisecond
-	// flushUpdates commits pending Done/Retry records at once when this many
-	// have piled up, which bounds the memory they hold.
+	// flushDelay bounds how long a logged Put, a Done or a Retry waits
+	// before the applier writes it into bbolt.
+	flushDelay = 10 * time.Millisecond
+	// flushUpdates and flushBytes start the applier at once when that many
+	// Done/Retry records or bytes of logged Puts are waiting, which bounds
+	// the memory they hold.
 	flushUpdates = 4096
+	flushBytes   = 8 << 20
+	// maxUnapplied makes the committer wait for the applier before logging
+	// more: logged Puts keep their records in memory until applied.
+	maxUnapplied = 64 << 20
 	// maxCacheBytes caps the bodies kept in memory (Queue.cacheBudget).
 	maxCacheBytes = 64 << 20
 )
@@ -55,6 +64,7 @@ type Queue struct {
 	path  string
 	log   *slog.Logger
 	sched *queue.Scheduler
+	wal   *wal
 
 	maxBytes int64        // bound on used; 0 means none
 	used     atomic.Int64 // stored bytes of events not fully delivered
@@ -63,21 +73,32 @@ type Queue struct {
 	cacheBudget int64
 	cached      atomic.Int64
 	lastSeq     atomic.Uint64 // highest acceptance number handed out
+	applyDelay  time.Duration // flushDelay, longer in tests
 
 	recoveredMax uint64 // events up to this number were found at Open
 	recoveredN   int
+	// recoveredLogged are the events replayed from the log at Open that
+	// bbolt could not take then (a full disk), for EachRecovered.
+	recoveredLogged []walPut
 
-	mu         sync.Mutex
-	puts       []*putReq
-	updates    []update
-	closed     bool // no more Puts
-	final      bool // committer has taken its last batch: no more updates
-	flushArmed bool
+	mu          sync.Mutex
+	puts        []*putReq // waiting for the committer, in seq order
+	logged      []walPut  // synced to the log, waiting for the applier
+	loggedBytes int64
+	updates     []update
+	applyErr    error      // the applier's latest failure, nil once it succeeds
+	applied     *sync.Cond // broadcast after each apply (committer backpressure)
+	closed      bool       // no more Puts
+	final       bool       // applier has taken its last batch: no more updates
+	applyArmed  bool
 
-	kick       chan struct{}
-	stop       chan struct{}
-	stopped    chan struct{}
-	flushTimer *time.Timer
+	kick         chan struct{}
+	stop         chan struct{}
+	stopped      chan struct{}
+	applyKick    chan struct{}
+	applyStop    chan struct{}
+	applyStopped chan struct{}
+	applyTimer   *time.Timer
 }
 
 // entry is what the deliveries of one event share in memory.
@@ -88,7 +109,10 @@ type entry struct {
 	// immutable once the entry is published.
 	ev     *sinks.Event
 	cached bool
-	owed   atomic.Int32
+	// unapplied holds the whole event of an uncached entry until the
+	// applier has written it into bbolt, where Take can read it back.
+	unapplied atomic.Pointer[sinks.Event]
+	owed      atomic.Int32
 }
 
 // ref is a Delivery's Ref: its event and whether a worker holds it.
@@ -100,13 +124,21 @@ type ref struct {
 // putReq is one Put waiting for its commit.
 type putReq struct {
 	seq  uint64
-	key  []byte
-	val  []byte
+	ev   *sinks.Event
+	to   []string
+	e    *entry
 	dels []*queue.Delivery
-	dkey [][]byte
-	dval [][]byte
 	err  error
 	done chan struct{}
+}
+
+// walPut is a Put synced to the log and not yet applied to bbolt.
+type walPut struct {
+	seq uint64
+	to  []string
+	val []byte // the events-bucket value
+	n   int64  // bytes of its log record, counted in loggedBytes
+	e   *entry
 }
 
 // update is a lazily committed Done or Retry.
@@ -135,6 +167,12 @@ func Open(dir string, maxBytes int64, log *slog.Logger) (*Queue, error) {
 
 // open is Open with the body cache's budget given.
 func open(dir string, maxBytes, cacheBudget int64, log *slog.Logger) (*Queue, error) {
+	return openWith(dir, maxBytes, cacheBudget, flushDelay, segmentBytes, log)
+}
+
+// openWith is open with the applier's delay and the log's segment size
+// given, which tests shorten or stretch.
+func openWith(dir string, maxBytes, cacheBudget int64, applyDelay time.Duration, segBytes int64, log *slog.Logger) (*Queue, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -146,18 +184,33 @@ func open(dir string, maxBytes, cacheBudget int64, log *slog.Logger) (*Queue, er
 		return nil, fmt.Errorf("queue dir %s is not writable: %w", dir, err)
 	}
 	q := &Queue{
-		path:        filepath.Join(dir, FileName),
-		log:         log,
-		sched:       queue.NewScheduler(),
-		maxBytes:    max(maxBytes, 0),
-		cacheBudget: cacheBudget,
-		kick:        make(chan struct{}, 1),
-		stop:        make(chan struct{}),
-		stopped:     make(chan struct{}),
+		path:         filepath.Join(dir, FileName),
+		log:          log,
+		sched:        queue.NewScheduler(),
+		wal:          &wal{dir: dir, segBytes: segBytes},
+		maxBytes:     max(maxBytes, 0),
+		cacheBudget:  cacheBudget,
+		applyDelay:   applyDelay,
+		kick:         make(chan struct{}, 1),
+		stop:         make(chan struct{}),
+		stopped:      make(chan struct{}),
+		applyKick:    make(chan struct{}, 1),
+		applyStop:    make(chan struct{}),
+		applyStopped: make(chan struct{}),
 	}
+	q.applied = sync.NewCond(&q.mu)
 	st, err := q.openStore()
 	if err != nil {
 		return nil, err
+	}
+	replayed, err := q.replay(dir, st)
+	if err != nil {
+		_ = q.db.Close()
+		return nil, err
+	}
+	if st.salvage != nil {
+		// Logged after the replay so that the count is what will be delivered.
+		q.log.Error("queue salvage finished", append(st.salvage, "events", st.events, "deliveries", len(st.items), "replayed_from_wal", replayed)...)
 	}
 	q.lastSeq.Store(st.maxSeq)
 	q.recoveredMax = st.maxSeq
@@ -175,15 +228,106 @@ func open(dir string, maxBytes, cacheBudget int64, log *slog.Logger) (*Queue, er
 		}
 	}
 	if st.events > 0 {
-		log.Info("queue recovered", "events", st.events, "deliveries", len(st.items), "bytes", st.used)
+		log.Info("queue recovered", "events", st.events, "deliveries", len(st.items), "bytes", st.used, "replayed_from_wal", replayed)
 	}
 	if q.maxBytes > 0 && st.used > q.maxBytes {
 		log.Warn("queue holds more than max_bytes; new events are refused until it drains", "bytes", st.used, "max_bytes", q.maxBytes)
 	}
-	q.flushTimer = time.AfterFunc(time.Hour, q.wake)
-	q.flushTimer.Stop()
+	q.applyTimer = time.AfterFunc(time.Hour, q.wakeApplier)
+	q.applyTimer.Stop()
+	if len(q.logged) > 0 {
+		q.armApplier()
+	}
 	go q.run()
+	go q.applyLoop()
 	return q, nil
+}
+
+// replay reads the log segments left by the previous run, in order, and
+// adds the Puts beyond the applied seq stored in bbolt to st, then applies
+// them to bbolt and deletes the segments. A torn or damaged record ends the
+// replay of its segment: it was being written when the process died, so its
+// Put was never acknowledged (or the disk damaged it: logged either way).
+// If bbolt cannot take the records now (a full disk), they stay logged and
+// the applier retries. It returns the number of events replayed.
+func (q *Queue) replay(dir string, st *state) (int, error) {
+	var applied uint64
+	if err := q.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketWAL); b != nil {
+			if v := b.Get(walAppliedKey); len(v) == 8 {
+				applied = binary.BigEndian.Uint64(v)
+			}
+		}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("queue file %s: %w", q.path, err)
+	}
+	// After a salvage that lost applied_seq, what bbolt holds is the bound.
+	skip := max(applied, st.maxSeq)
+	st.maxSeq = skip
+	segs, err := listSegments(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, first := range segs {
+		path := filepath.Join(dir, segmentName(first))
+		seg := segment{first: first, last: first, closed: true}
+		err := readSegment(path, func(rec walRecord) {
+			seg.last = max(seg.last, rec.seq)
+			if rec.seq <= st.maxSeq {
+				return
+			}
+			ev, err := decodeEvent(seqKey(rec.seq), rec.val, true)
+			if err != nil {
+				// The record's own CRC passed: only a bug gets here.
+				q.log.Error("wal record unreadable, event dropped", "file", path, "seq", rec.seq, "error", err)
+				return
+			}
+			size := eventBytes(len(rec.val))
+			for _, s := range rec.to {
+				size += deliveryBytes(s)
+			}
+			e := &entry{seq: rec.seq, size: size, ev: ev, cached: st.cached+size <= q.cacheBudget}
+			if e.cached {
+				st.cached += size
+			} else {
+				e.unapplied.Store(ev)
+				e.ev = &sinks.Event{ID: ev.ID, Source: ev.Source, ReceivedAt: ev.ReceivedAt}
+			}
+			e.owed.Store(int32(len(rec.to)))
+			for _, s := range rec.to {
+				st.items = append(st.items, item{d: &queue.Delivery{Event: e.ev, Sink: s, Ref: &ref{e: e}}})
+			}
+			st.events++
+			st.used += size
+			st.maxSeq = rec.seq
+			q.logged = append(q.logged, walPut{seq: rec.seq, to: rec.to, val: rec.val, n: rec.n, e: e})
+			q.loggedBytes += rec.n
+			n++
+		})
+		if errors.Is(err, errTorn) {
+			// A crash mid-write leaves this; it is not damage to report
+			// at error level, but say what was ignored.
+			q.log.Warn("wal segment ends in a torn or damaged record; the rest of it is ignored (never acknowledged)", "file", path, "error", err)
+		} else if err != nil {
+			return 0, err
+		}
+		q.wal.segs = append(q.wal.segs, seg)
+	}
+	if len(q.logged) == 0 {
+		// Nothing to apply: every segment is spent.
+		return 0, q.wal.close(true)
+	}
+	if err := q.applyOnce(); err != nil {
+		q.log.Warn("replayed wal records not yet applied; retrying in the background", "events", n, "error", err)
+		q.recoveredLogged = slices.Clone(q.logged)
+		return n, nil
+	}
+	if err := q.wal.close(true); err != nil {
+		q.log.Warn("applied wal segments not deleted", "error", err)
+	}
+	return n, nil
 }
 
 // checkWritable fails early, with the OS's reason, when files cannot be
@@ -202,9 +346,10 @@ func checkWritable(dir string) error {
 }
 
 // Put records ev as owed to each sink in to and returns once that is on
-// disk. Concurrent Puts share one commit. ctx is checked before the write
-// starts; once it has, Put waits for the outcome (a few milliseconds) so
-// that nil means stored and an error means nothing was.
+// disk (in the log). Concurrent Puts share one write and sync. ctx is
+// checked before the write starts; once it has, Put waits for the outcome
+// (well under a millisecond unless the disk is slow) so that nil means
+// stored and an error means nothing was.
 func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 	if len(to) == 0 {
 		return errors.New("queue: put with no sinks")
@@ -219,22 +364,18 @@ func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 	if !q.reserve(size) {
 		return queue.ErrFull
 	}
-	seq := q.lastSeq.Add(1)
-	e := &entry{seq: seq, size: size, ev: ev}
+	e := &entry{size: size, ev: ev}
 	e.owed.Store(int32(len(to)))
 	if q.cached.Add(size) <= q.cacheBudget {
 		e.cached = true
 	} else {
 		q.cached.Add(-size)
+		e.unapplied.Store(ev)
 		e.ev = &sinks.Event{ID: ev.ID, Source: ev.Source, ReceivedAt: ev.ReceivedAt}
 	}
-	key := seqKey(seq)
-	r := &putReq{seq: seq, key: key, val: encodeEvent(key, ev), done: make(chan struct{})}
+	r := &putReq{ev: ev, to: to, e: e, done: make(chan struct{})}
 	for _, sink := range to {
-		dk := deliveryKey(seq, sink)
 		r.dels = append(r.dels, &queue.Delivery{Event: e.ev, Sink: sink, Ref: &ref{e: e}})
-		r.dkey = append(r.dkey, dk)
-		r.dval = append(r.dval, encodeDelivery(dk, deliveryState{}))
 	}
 
 	q.mu.Lock()
@@ -243,6 +384,10 @@ func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 		q.release(e)
 		return queue.ErrClosed
 	}
+	// Numbered under the lock that queues it, so that the log is written
+	// in acceptance order (the applier's applied seq relies on it).
+	r.seq = q.lastSeq.Add(1)
+	e.seq = r.seq
 	q.puts = append(q.puts, r)
 	q.mu.Unlock()
 	q.wake()
@@ -296,6 +441,10 @@ func (q *Queue) Take(ctx context.Context, sink string) (*queue.Delivery, error) 
 		r := d.Ref.(*ref)
 		r.taken.Store(true)
 		if r.e.cached {
+			return d, nil
+		}
+		if ev := r.e.unapplied.Load(); ev != nil {
+			d.Event = ev
 			return d, nil
 		}
 		ev, err := q.load(r.e.seq)
@@ -380,7 +529,7 @@ func (q *Queue) handOver(d *queue.Delivery) (*ref, error) {
 	return r, nil
 }
 
-// record queues a Done or Retry for a later commit.
+// record queues a Done or Retry for the applier.
 func (q *Queue) record(u update) error {
 	q.mu.Lock()
 	if q.final {
@@ -389,13 +538,11 @@ func (q *Queue) record(u update) error {
 	}
 	q.updates = append(q.updates, u)
 	n := len(q.updates)
-	arm := !q.flushArmed
-	q.flushArmed = true
 	q.mu.Unlock()
 	if n >= flushUpdates {
-		q.wake()
-	} else if arm {
-		q.flushTimer.Reset(flushDelay)
+		q.wakeApplier()
+	} else {
+		q.armApplier()
 	}
 	return nil
 }
@@ -410,11 +557,12 @@ func (q *Queue) Pending() []string { return q.sched.Pending() }
 // Used is the number of bytes counted against maxBytes.
 func (q *Queue) Used() int64 { return q.used.Load() }
 
-// Close refuses further Puts, makes Take return ErrClosed, commits what is
-// pending (Puts in flight, Done and Retry records) and closes the file.
-// Deliveries not Done stay owed and are loaded by the next Open. Done and
-// Retry after Close return ErrClosed and are not recorded: the delivery is
-// made again after the restart.
+// Close refuses further Puts, makes Take return ErrClosed, logs the Puts
+// in flight, applies everything logged and every Done and Retry to the
+// file, deletes the log and closes the file. Deliveries not Done stay owed
+// and are loaded by the next Open. Done and Retry after Close return
+// ErrClosed and are not recorded: the delivery is made again after the
+// restart.
 func (q *Queue) Close() error {
 	q.mu.Lock()
 	if q.closed {
@@ -426,11 +574,24 @@ func (q *Queue) Close() error {
 	q.sched.Close()
 	close(q.stop)
 	<-q.stopped
-	q.flushTimer.Stop()
-	if err := q.db.Close(); err != nil {
-		return fmt.Errorf("queue close: %w", err)
+	close(q.applyStop)
+	<-q.applyStopped
+	q.applyTimer.Stop()
+	q.mu.Lock()
+	applyErr, left := q.applyErr, len(q.logged)
+	q.mu.Unlock()
+	var errs []error
+	if left > 0 {
+		// Kept: the next Open replays them.
+		errs = append(errs, fmt.Errorf("queue close: %d logged events not applied: %w", left, applyErr))
 	}
-	return nil
+	if err := q.wal.close(left == 0); err != nil {
+		errs = append(errs, fmt.Errorf("queue close: wal: %w", err))
+	}
+	if err := q.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("queue close: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // wake asks the committer for a commit; it never blocks.
@@ -441,10 +602,29 @@ func (q *Queue) wake() {
 	}
 }
 
-// run is the committer: each turn takes every Put and update waiting and
-// commits them in one transaction. While a commit is syncing, new Puts pile
-// up and form the next batch, so the batch size follows the load and a lone
-// Put is not delayed.
+// wakeApplier asks the applier for an apply now; it never blocks.
+func (q *Queue) wakeApplier() {
+	select {
+	case q.applyKick <- struct{}{}:
+	default:
+	}
+}
+
+// armApplier makes sure the applier runs within applyDelay.
+func (q *Queue) armApplier() {
+	q.mu.Lock()
+	arm := !q.applyArmed
+	q.applyArmed = true
+	q.mu.Unlock()
+	if arm {
+		q.applyTimer.Reset(q.applyDelay)
+	}
+}
+
+// run is the committer: each turn takes every Put waiting and logs them
+// with one write and one sync. While a sync is in progress, new Puts pile
+// up and form the next batch, so the batch size follows the load and a
+// lone Put is not delayed.
 func (q *Queue) run() {
 	defer close(q.stopped)
 	for {
@@ -455,41 +635,50 @@ func (q *Queue) run() {
 			final = true
 		}
 		q.mu.Lock()
-		puts, updates := q.puts, q.updates
-		q.puts, q.updates = nil, nil
-		q.flushArmed = false
-		q.final = final
+		puts := q.puts
+		q.puts = nil
 		q.mu.Unlock()
-		q.commit(puts, updates)
+		q.commit(puts)
 		if final {
 			return
 		}
 	}
 }
 
-// commit writes one batch and then hands the new deliveries to the scheduler
+// commit logs one batch and then hands the new deliveries to the scheduler
 // in acceptance order, which is why only the committer pushes.
-func (q *Queue) commit(puts []*putReq, updates []update) {
-	if len(puts) == 0 && len(updates) == 0 {
+func (q *Queue) commit(puts []*putReq) {
+	if len(puts) == 0 {
 		return
 	}
-	// Acceptance numbers are taken before the lock that queues a Put, so
-	// two racing Puts can arrive swapped; within a batch, restore the order.
-	slices.SortFunc(puts, func(a, b *putReq) int { return cmp.Compare(a.seq, b.seq) })
-	err := q.db.Update(func(tx *bolt.Tx) error {
-		if err := writePuts(tx, puts); err != nil {
-			return err
+	err := q.waitApplier()
+	var buf []byte
+	logged := make([]walPut, len(puts))
+	if err == nil {
+		n := 0
+		for _, p := range puts {
+			n += walRecordLen(p.to, p.ev)
 		}
-		return writeUpdates(tx, updates)
-	})
-	if err != nil && len(puts) > 0 && len(updates) > 0 {
-		// Do not lose delivery progress to a failing Put (a full disk).
-		err2 := q.db.Update(func(tx *bolt.Tx) error { return writeUpdates(tx, updates) })
-		if err2 != nil {
-			q.log.Error("queue commit failed, delivery progress not recorded", "updates", len(updates), "error", err2)
+		buf = make([]byte, 0, n)
+		for i, p := range puts {
+			start := len(buf)
+			var valOff int
+			buf, valOff = appendWALRecord(buf, p.seq, p.to, p.ev)
+			logged[i] = walPut{seq: p.seq, to: p.to, val: buf[valOff:len(buf):len(buf)], n: int64(len(buf) - start), e: p.e}
 		}
-	} else if err != nil && len(updates) > 0 {
-		q.log.Error("queue commit failed, delivery progress not recorded", "updates", len(updates), "error", err)
+		err = q.wal.append(buf, puts[0].seq)
+	}
+	if err == nil {
+		q.mu.Lock()
+		q.logged = append(q.logged, logged...)
+		q.loggedBytes += int64(len(buf))
+		full := q.loggedBytes >= flushBytes
+		q.mu.Unlock()
+		if full {
+			q.wakeApplier()
+		} else {
+			q.armApplier()
+		}
 	}
 	for _, p := range puts {
 		p.err = err
@@ -502,7 +691,109 @@ func (q *Queue) commit(puts []*putReq, updates []update) {
 	}
 }
 
-func writePuts(tx *bolt.Tx, puts []*putReq) error {
+// waitApplier holds the committer back while the applier is behind by
+// maxUnapplied bytes, which bounds the memory logged Puts hold. If the
+// applier is failing (a full disk), it returns that error instead of
+// waiting for it to recover.
+func (q *Queue) waitApplier() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.loggedBytes >= maxUnapplied {
+		if q.applyErr != nil {
+			return fmt.Errorf("apply to %s: %w", q.path, q.applyErr)
+		}
+		q.wakeApplier()
+		q.applied.Wait()
+	}
+	return nil
+}
+
+// applyLoop is the applier: woken by its timer, by a backlog, or by Close
+// for a last apply.
+func (q *Queue) applyLoop() {
+	defer close(q.applyStopped)
+	for {
+		final := false
+		select {
+		case <-q.applyKick:
+		case <-q.applyStop:
+			final = true
+		}
+		q.mu.Lock()
+		q.applyArmed = false
+		q.final = final
+		q.mu.Unlock()
+		if err := q.applyOnce(); err != nil {
+			q.log.Error("queue apply failed; retrying", "error", err)
+			if !final {
+				q.armApplier()
+			}
+		}
+		if final {
+			return
+		}
+	}
+}
+
+// applyOnce writes every logged Put and every Done and Retry waiting into
+// bbolt in one transaction, with the highest seq applied, and then deletes
+// the log segments that holds. Done and Retry refer only to Puts logged
+// before them, so taking both lists at once and writing the Puts first
+// keeps them in order. On failure both lists are put back, in front.
+func (q *Queue) applyOnce() error {
+	q.mu.Lock()
+	puts, updates, nbytes := q.logged, q.updates, q.loggedBytes
+	q.logged, q.updates = nil, nil
+	q.mu.Unlock()
+	if len(puts) == 0 && len(updates) == 0 {
+		return nil
+	}
+	// An event delivered everywhere before it was applied needs no bbolt
+	// write at all: its Put and updates cancel out.
+	var gone map[uint64]bool
+	if len(puts) > 0 {
+		for _, u := range updates {
+			if u.last && u.seq >= puts[0].seq {
+				if gone == nil {
+					gone = map[uint64]bool{}
+				}
+				gone[u.seq] = true
+			}
+		}
+	}
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		if err := writePuts(tx, puts, gone); err != nil {
+			return err
+		}
+		return writeUpdates(tx, updates, gone)
+	})
+	q.mu.Lock()
+	if err != nil {
+		q.logged = append(puts, q.logged...)
+		q.updates = append(updates, q.updates...)
+	} else {
+		q.loggedBytes -= nbytes
+	}
+	q.applyErr = err
+	q.applied.Broadcast()
+	q.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("queue apply: %w", err)
+	}
+	if len(puts) > 0 {
+		for _, p := range puts {
+			// bbolt has the body now: Take reads it from there.
+			p.e.unapplied.Store(nil)
+		}
+		if err := q.wal.dropApplied(puts[len(puts)-1].seq); err != nil {
+			q.log.Warn("applied wal segment not deleted", "error", err)
+		}
+	}
+	return nil
+}
+
+// writePuts stores the Puts not in gone, and the last seq applied.
+func writePuts(tx *bolt.Tx, puts []walPut, gone map[uint64]bool) error {
 	if len(puts) == 0 {
 		return nil
 	}
@@ -510,21 +801,33 @@ func writePuts(tx *bolt.Tx, puts []*putReq) error {
 	// Keys only grow, so pages split at the end can be filled up.
 	eb.FillPercent, db.FillPercent = 0.9, 0.9
 	for _, p := range puts {
-		if err := eb.Put(p.key, p.val); err != nil {
+		if gone[p.seq] {
+			continue
+		}
+		if err := eb.Put(seqKey(p.seq), p.val); err != nil {
 			return err
 		}
-		for i := range p.dkey {
-			if err := db.Put(p.dkey[i], p.dval[i]); err != nil {
+		for _, sink := range p.to {
+			dk := deliveryKey(p.seq, sink)
+			if err := db.Put(dk, encodeDelivery(dk, deliveryState{})); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
+	wb, err := tx.CreateBucketIfNotExists(bucketWAL)
+	if err != nil {
+		return err
+	}
+	return wb.Put(walAppliedKey, seqKey(puts[len(puts)-1].seq))
 }
 
-func writeUpdates(tx *bolt.Tx, updates []update) error {
+// writeUpdates stores the Done and Retry records of events not in gone.
+func writeUpdates(tx *bolt.Tx, updates []update, gone map[uint64]bool) error {
 	eb, db := tx.Bucket(bucketEvents), tx.Bucket(bucketDeliveries)
 	for _, u := range updates {
+		if gone[u.seq] {
+			continue
+		}
 		dk := deliveryKey(u.seq, u.sink)
 		var err error
 		switch {

@@ -53,16 +53,20 @@ func checksum(key, rest []byte) uint32 {
 
 // encodeEvent returns the events-bucket value for ev under key.
 func encodeEvent(key []byte, ev *sinks.Event) []byte {
-	n := 4 + 1 + binary.MaxVarintLen64*2 + len(ev.ID) + len(ev.Source) + 8 + len(ev.Body)
-	b := make([]byte, 4, n)
-	b = append(b, recordVersion)
+	return appendEvent(make([]byte, 0, eventValueLen(ev)), key, ev)
+}
+
+// appendEvent appends the events-bucket value for ev under key to dst.
+func appendEvent(dst, key []byte, ev *sinks.Event) []byte {
+	start := len(dst)
+	b := append(dst, 0, 0, 0, 0, recordVersion)
 	b = binary.AppendUvarint(b, uint64(len(ev.ID)))
 	b = append(b, ev.ID...)
 	b = binary.AppendUvarint(b, uint64(len(ev.Source)))
 	b = append(b, ev.Source...)
 	b = binary.BigEndian.AppendUint64(b, uint64(ev.ReceivedAt.UnixNano()))
 	b = append(b, ev.Body...)
-	binary.BigEndian.PutUint32(b, checksum(key, b[4:]))
+	binary.BigEndian.PutUint32(b[start:], checksum(key, b[start+4:]))
 	return b
 }
 

@@ -33,6 +33,9 @@ type state struct {
 	cached  int64
 	maxSeq  uint64
 	dropped int // unreadable records removed (salvage only)
+	// salvage, when the file was salvaged, holds the attributes of the
+	// summary that Open logs once the log has been replayed.
+	salvage []any
 }
 
 // item is one owed delivery and when it is due.
@@ -321,12 +324,11 @@ func (q *Queue) salvage(cause error) (*state, error) {
 		return nil, err
 	}
 	q.db = db
-	attrs := []any{"moved_to", aside, "records_read", copied, "records_dropped", st.dropped, "events", st.events, "deliveries", len(st.items)}
+	st.salvage = []any{"file", q.path, "moved_to", aside, "records_read", copied, "records_dropped", st.dropped, "salvaged_events", st.events, "salvaged_deliveries", len(st.items)}
 	if rerr != nil {
 		// Records on unreadable pages, or below an unreadable branch page, were not read.
-		attrs = append(attrs, "read_error", rerr.Error())
+		st.salvage = append(st.salvage, "read_error", rerr.Error())
 	}
-	q.log.Error("queue salvage finished", attrs...)
 	return st, nil
 }
 
@@ -359,7 +361,7 @@ func copyReadable(src string, dst *bolt.DB) (int, error) {
 	const chunk = 1024
 	var copied int
 	var errs []error
-	for _, name := range [][]byte{bucketEvents, bucketDeliveries} {
+	for _, name := range [][]byte{bucketEvents, bucketDeliveries, bucketWAL} {
 		// Read from `from` (inclusive) when set, else after `after`.
 		var from, after []byte
 		for {
@@ -512,6 +514,10 @@ func (q *Queue) Recovered() []*sinks.Event {
 func (q *Queue) EachRecovered(fn func(ev *sinks.Event) error) error {
 	const chunk = 256
 	next := uint64(1)
+	var seen map[uint64]bool // bbolt's copies of recoveredLogged events
+	if len(q.recoveredLogged) > 0 {
+		seen = map[uint64]bool{}
+	}
 	for next <= q.recoveredMax {
 		var evs []*sinks.Event
 		err := q.db.View(func(tx *bolt.Tx) error {
@@ -522,6 +528,9 @@ func (q *Queue) EachRecovered(fn func(ev *sinks.Event) error) error {
 					break
 				}
 				next = seq + 1
+				if seen != nil && seq >= q.recoveredLogged[0].seq {
+					seen[seq] = true
+				}
 				ev, err := decodeEvent(k, v, true)
 				if err != nil {
 					return fmt.Errorf("event record %d: %w", seq, err)
@@ -540,6 +549,20 @@ func (q *Queue) EachRecovered(fn func(ev *sinks.Event) error) error {
 			if err := fn(ev); err != nil {
 				return err
 			}
+		}
+	}
+	// Replayed from the log but not yet in bbolt (it could not take them at
+	// Open): read from memory, unless applied since and so read above.
+	for _, p := range q.recoveredLogged {
+		if p.e.owed.Load() <= 0 || seen[p.seq] {
+			continue
+		}
+		ev, err := decodeEvent(seqKey(p.seq), p.val, true)
+		if err != nil {
+			return fmt.Errorf("wal record %d: %w", p.seq, err)
+		}
+		if err := fn(ev); err != nil {
+			return err
 		}
 	}
 	return nil
