@@ -38,6 +38,13 @@ KEEP=${KEEP:-0}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-20}
 SECRET=bench-secret-$$
 
+for tool in go jq curl; do
+	if ! command -v "$tool" >/dev/null; then
+		echo "run.sh needs $tool (Debian: apt-get install $tool)" >&2
+		exit 1
+	fi
+done
+
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hookrouter-bench.XXXXXX")
 bin=$tmp/bin
@@ -403,7 +410,7 @@ fi
 		for name in bare.rate memory.rate memory.own disk.rate disk.own; do
 			f=$res/$name.json
 			[[ -e $f ]] || continue
-			read -r want ach p50 p90 p99 p999 mx sched rss < <(jq -r '[.rate, .accepted_per_s, .latency_us.p50, .latency_us.p90, .latency_us.p99, .latency_us.p99_9, .latency_us.max, .on_schedule, .server_rss_kib] | @tsv' "$f")
+			read -r want ach p50 p90 p99 p999 mx sched rss < <(jq -r '[.rate, .accepted_per_s, .latency_us.p50, .latency_us.p90, .latency_us.p99, .latency_us.p99_9, .latency_us.max, (.on_schedule // 0), (.server_rss_kib // 0)] | @tsv' "$f")
 			printf '%-12s %8s %10s %8s %8s %8s %8s %8s %10s%% %8s\n' "${name%.rate}" "$(fmt_num "$want")" "$(fmt_num "$ach")" \
 				"$(fmt_ms "$p50")" "$(fmt_ms "$p90")" "$(fmt_ms "$p99")" "$(fmt_ms "$p999")" "$(fmt_ms "$mx")" \
 				"$(awk -v s="$sched" 'BEGIN { printf "%.1f", s * 100 }')" "$(fmt_mib "$rss")"
