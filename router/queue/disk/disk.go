@@ -34,6 +34,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/hookrouter/hookrouter/router/queue"
 	"github.com/hookrouter/hookrouter/sinks"
@@ -452,7 +453,7 @@ func (q *Queue) Take(ctx context.Context, sink string) (*queue.Delivery, error) 
 			d.Event = ev
 			return d, nil
 		}
-		if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 			return nil, queue.ErrClosed
 		}
 		// Open verified every record, so this is damage done since: the

@@ -51,11 +51,6 @@ func checksum(key, rest []byte) uint32 {
 	return crc32.Update(c, castagnoli, rest)
 }
 
-// encodeEvent returns the events-bucket value for ev under key.
-func encodeEvent(key []byte, ev *sinks.Event) []byte {
-	return appendEvent(make([]byte, 0, eventValueLen(ev)), key, ev)
-}
-
 // appendEvent appends the events-bucket value for ev under key to dst.
 func appendEvent(dst, key []byte, ev *sinks.Event) []byte {
 	start := len(dst)
@@ -161,7 +156,7 @@ const (
 	deliveryValueMax = 4 + 1 + binary.MaxVarintLen64 + 8
 )
 
-// eventValueLen is len(encodeEvent(key, ev)).
+// eventValueLen is the length of appendEvent's output for ev.
 func eventValueLen(ev *sinks.Event) int {
 	return 4 + 1 + uvarintLen(len(ev.ID)) + len(ev.ID) + uvarintLen(len(ev.Source)) + len(ev.Source) + 8 + len(ev.Body)
 }

@@ -61,8 +61,9 @@ func listSegments(dir string) ([]uint64, error) {
 	var firsts []uint64
 	for _, de := range ents {
 		name := de.Name()
-		hex, ok := strings.CutPrefix(name, walPrefix)
-		if hex, ok = strings.CutSuffix(hex, walSuffix); !ok || len(hex) != 16 || !de.Type().IsRegular() {
+		hex, prefixed := strings.CutPrefix(name, walPrefix)
+		hex, suffixed := strings.CutSuffix(hex, walSuffix)
+		if !prefixed || !suffixed || len(hex) != 16 || !de.Type().IsRegular() {
 			continue
 		}
 		first, err := strconv.ParseUint(hex, 16, 64)
@@ -274,17 +275,6 @@ func (w *wal) close(removeAll bool) error {
 		w.segs = w.segs[1:]
 	}
 	return err
-}
-
-// segments returns the first seqs of the segments on disk.
-func (w *wal) segments() []uint64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var firsts []uint64
-	for _, s := range w.segs {
-		firsts = append(firsts, s.first)
-	}
-	return firsts
 }
 
 func syncDir(dir string) error {

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookrouter/hookrouter/sinks"
 )
 
 const walHelperEnv = "HOOKROUTER_DISK_QUEUE_WAL_HELPER_DIR"
@@ -53,19 +52,6 @@ func walFiles(t *testing.T, dir string) (names []string, size int64) {
 		}
 	}
 	return m, size
-}
-
-// storedIDs lists the events bbolt itself holds, without the log.
-func storedIDs(t *testing.T, q *Queue) []string {
-	t.Helper()
-	var ids []string
-	if err := q.EachRecovered(func(ev *sinks.Event) error {
-		ids = append(ids, ev.ID)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return ids
 }
 
 // TestWALHelperProcess is not a test: run by TestWALReplayAfterKill as a
