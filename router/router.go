@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -106,13 +107,38 @@ func New(f *config.File, opts Options) (*Router, error) {
 	return r, nil
 }
 
+// storeCheckTimeout bounds the check at start that the shared dedup store
+// answers: an instance that cannot reach it would answer 503 to every event.
+const storeCheckTimeout = 5 * time.Second
+
 func openDedup(f *config.File) (dedup.Store, error) {
 	switch f.Dedup.Store {
 	case "redis":
-		return dedup.NewRedis(f.Dedup.RedisURL)
+		s, err := dedup.NewRedis(f.Dedup.RedisURL)
+		if err != nil {
+			return nil, err
+		}
+		// NewRedis connects lazily: fail here, at start, rather than at
+		// the first event.
+		ctx, cancel := context.WithTimeout(context.Background(), storeCheckTimeout)
+		defer cancel()
+		if err := s.Ping(ctx); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("dedup redis_url %s: %w", redactURL(f.Dedup.RedisURL), err)
+		}
+		return s, nil
 	default:
 		return dedup.NewMemory(f.Dedup.MaxKeys)
 	}
+}
+
+// redactURL hides the password of a service URL in errors.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return u.Redacted()
 }
 
 func openQueue(f *config.File, log *slog.Logger) (queue.Queue, error) {
