@@ -31,6 +31,17 @@ type Options struct {
 	ConfigPath string
 	Version    string
 	Log        *slog.Logger
+
+	// NatsOptions are passed to natsq.Open after the options the config
+	// sets, when queue.backend is nats. The config file has no key for the
+	// stream's name or the consumers' AckWait, which every instance of a
+	// deployment must agree on; this is for programs that embed the router
+	// and for tests (a stream of their own, a short AckWait).
+	NatsOptions []natsq.Option
+	// DedupOptions are passed to the dedup store after the options the
+	// config sets: dedup.WithPrefix gives the Redis store a key prefix of
+	// its own. Like NatsOptions, for embedders and tests.
+	DedupOptions []dedup.Option
 }
 
 // Router is a running hookrouter: ingress, the runtime in force, the queue,
@@ -88,11 +99,11 @@ func New(f *config.File, opts Options) (*Router, error) {
 	if r.deadLetters, err = dispatch.OpenDeadLetters(filepath.Join(f.DataDir, "dead-letter.jsonl")); err != nil {
 		return nil, err
 	}
-	if r.dedup, err = openDedup(f); err != nil {
+	if r.dedup, err = openDedup(f, opts.DedupOptions); err != nil {
 		r.deadLetters.Close()
 		return nil, err
 	}
-	if r.queue, err = openQueue(f, r.log); err != nil {
+	if r.queue, err = openQueue(f, r.log, opts.NatsOptions); err != nil {
 		r.dedup.Close()
 		r.deadLetters.Close()
 		return nil, err
@@ -111,10 +122,10 @@ func New(f *config.File, opts Options) (*Router, error) {
 // answers: an instance that cannot reach it would answer 503 to every event.
 const storeCheckTimeout = 5 * time.Second
 
-func openDedup(f *config.File) (dedup.Store, error) {
+func openDedup(f *config.File, opts []dedup.Option) (dedup.Store, error) {
 	switch f.Dedup.Store {
 	case "redis":
-		s, err := dedup.NewRedis(f.Dedup.RedisURL)
+		s, err := dedup.NewRedis(f.Dedup.RedisURL, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -128,7 +139,7 @@ func openDedup(f *config.File) (dedup.Store, error) {
 		}
 		return s, nil
 	default:
-		return dedup.NewMemory(f.Dedup.MaxKeys)
+		return dedup.NewMemory(f.Dedup.MaxKeys, opts...)
 	}
 }
 
@@ -141,14 +152,15 @@ func redactURL(s string) string {
 	return u.Redacted()
 }
 
-func openQueue(f *config.File, log *slog.Logger) (queue.Queue, error) {
+func openQueue(f *config.File, log *slog.Logger, natsOpts []natsq.Option) (queue.Queue, error) {
 	switch f.Queue.Backend {
 	case "memory":
 		return queue.NewMemory(int64(f.Queue.MaxBytes)), nil
 	case "disk":
 		return disk.Open(filepath.Join(f.DataDir, "queue"), int64(f.Queue.MaxBytes), log.With("component", "queue"))
 	case "nats":
-		return natsq.Open(f.Queue.NatsURL, log.With("component", "queue"), natsq.WithMaxBytes(int64(f.Queue.MaxBytes)))
+		opts := append([]natsq.Option{natsq.WithMaxBytes(int64(f.Queue.MaxBytes))}, natsOpts...)
+		return natsq.Open(f.Queue.NatsURL, log.With("component", "queue"), opts...)
 	default:
 		return nil, fmt.Errorf("queue backend %q is not available in this build", f.Queue.Backend)
 	}
