@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/hookrouter/hookrouter/router"
 	"github.com/hookrouter/hookrouter/router/config"
 )
@@ -39,6 +41,9 @@ func serve(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(stderr, f.Log)
+	// go-redis logs through a process-wide logger of its own; route it into
+	// ours so that every line on stderr is structured.
+	redis.SetLogger(redisLogger{log.With("component", "redis")})
 	r, err := router.New(f, router.Options{ConfigPath: path, Version: getVersion(), Log: log})
 	if err != nil {
 		var problems config.Problems
@@ -108,6 +113,13 @@ func serve(args []string, stderr io.Writer) int {
 			return 0
 		}
 	}
+}
+
+// redisLogger adapts slog to go-redis's logger.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn("redis client", "message", fmt.Sprintf(format, v...))
 }
 
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
