@@ -53,6 +53,17 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
+// BatchSender is implemented by sinks that deliver several events for less
+// than one Send each (the file sink: one write(2) for all their lines). The
+// dispatcher uses it when its queue can hand out several due deliveries at
+// once. SendBatch blocks like Send until every event is delivered or has
+// failed, and never retries. It returns nil when every event was delivered,
+// else one error per event, in order (nil for those delivered), classified
+// as Send's errors are.
+type BatchSender interface {
+	SendBatch(ctx context.Context, evs []*Event) []error
+}
+
 // Renderer is implemented by sinks that can show what they would send for an
 // event without sending it; `hookrouter test` uses it for its dry run.
 type Renderer interface {

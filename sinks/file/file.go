@@ -45,9 +45,10 @@ type Config struct {
 }
 
 var (
-	_ sinks.Sink     = (*Sink)(nil)
-	_ sinks.Renderer = (*Sink)(nil)
-	_ sinks.Reopener = (*Sink)(nil)
+	_ sinks.Sink        = (*Sink)(nil)
+	_ sinks.Renderer    = (*Sink)(nil)
+	_ sinks.Reopener    = (*Sink)(nil)
+	_ sinks.BatchSender = (*Sink)(nil)
 )
 
 // Sink appends events to one file. It is safe for concurrent use.
@@ -118,7 +119,57 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 	if err := WriteLine(line, ev, s.format); err != nil {
 		return sinks.Permanent(fmt.Errorf("file sink: payload: %w", err))
 	}
+	return s.append(line.Bytes())
+}
 
+// SendBatch appends the lines of evs, in order, and returns once they are
+// written to the file: Send for many events, with their lines joining the
+// next group write together. An event whose body is not JSON fails
+// permanently and the others are still written; an I/O failure fails every
+// event whose line was in the write.
+func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
+	if err := ctx.Err(); err != nil {
+		return fillErrors(len(evs), fmt.Errorf("file sink: %w", err))
+	}
+	lines := s.lines.Get().(*bytes.Buffer)
+	defer s.putLine(lines)
+	var errs []error
+	for i, ev := range evs {
+		if err := WriteLine(lines, ev, s.format); err != nil {
+			if errs == nil {
+				errs = make([]error, len(evs))
+			}
+			errs[i] = sinks.Permanent(fmt.Errorf("file sink: payload: %w", err))
+		}
+	}
+	if lines.Len() == 0 {
+		return errs
+	}
+	if err := s.append(lines.Bytes()); err != nil {
+		if errs == nil {
+			return fillErrors(len(evs), err)
+		}
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	}
+	return errs
+}
+
+// fillErrors returns n copies of err.
+func fillErrors(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
+// append adds lines to the batch being gathered and waits until that batch
+// is written, writing it itself if no write is in progress.
+func (s *Sink) append(lines []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -129,7 +180,7 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 		s.spare = nil
 	}
 	b := s.cur
-	b.buf = append(b.buf, line.Bytes()...)
+	b.buf = append(b.buf, lines...)
 	for !b.done {
 		if s.writing {
 			s.cond.Wait()

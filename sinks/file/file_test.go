@@ -2,6 +2,7 @@ package file
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -437,4 +438,94 @@ func BenchmarkSend(b *testing.B) {
 			b.ReportMetric(float64(b.N)/float64(max(writes, 1)), "lines/write")
 		})
 	}
+}
+
+func TestSendBatch(t *testing.T) {
+	good := func(id string) *sinks.Event { return sinktest.Event(id, []byte(`{"id":"`+id+`"}`)) }
+	bad := sinktest.Event("bad", []byte("{not json"))
+	tests := []struct {
+		name      string
+		evs       []*sinks.Event
+		wantLines []string
+		wantPerm  []bool // nil: SendBatch returns nil
+	}{
+		{name: "all good", evs: []*sinks.Event{good("1"), good("2"), good("3")},
+			wantLines: []string{`{"id":"1"}`, `{"id":"2"}`, `{"id":"3"}`}},
+		{name: "one bad", evs: []*sinks.Event{good("1"), bad, good("3")},
+			wantLines: []string{`{"id":"1"}`, `{"id":"3"}`}, wantPerm: []bool{false, true, false}},
+		{name: "all bad", evs: []*sinks.Event{bad, bad}, wantPerm: []bool{true, true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "events.jsonl")
+			s := newSink(t, Config{Path: path})
+			defer s.Close(t.Context())
+			errs := s.SendBatch(t.Context(), tc.evs)
+			if tc.wantPerm == nil && errs != nil {
+				t.Fatalf("errs = %v, want nil", errs)
+			}
+			if tc.wantPerm != nil {
+				if len(errs) != len(tc.evs) {
+					t.Fatalf("%d errors for %d events", len(errs), len(tc.evs))
+				}
+				for i, perm := range tc.wantPerm {
+					if perm != sinks.IsPermanent(errs[i]) || !perm && errs[i] != nil {
+						t.Errorf("errs[%d] = %v, want permanent %v", i, errs[i], perm)
+					}
+				}
+			}
+			var got []string
+			for _, l := range readLines(t, path) {
+				got = append(got, string(bytes.TrimSuffix(l, []byte("\n"))))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.wantLines) {
+				t.Errorf("lines = %q, want %q", got, tc.wantLines)
+			}
+			wantWrites := 0
+			if len(tc.wantLines) > 0 {
+				wantWrites = 1
+			}
+			if writes, _ := s.counters(); writes != wantWrites {
+				t.Errorf("%d writes, want %d", writes, wantWrites)
+			}
+		})
+	}
+}
+
+func TestSendBatchRefused(t *testing.T) {
+	evs := []*sinks.Event{sinktest.Event("1", []byte(`{}`)), sinktest.Event("2", []byte(`{}`))}
+	t.Run("closed", func(t *testing.T) {
+		s := newSink(t, Config{Path: filepath.Join(t.TempDir(), "events.jsonl")})
+		if err := s.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		errs := s.SendBatch(t.Context(), evs)
+		if len(errs) != 2 || !errors.Is(errs[0], sinks.ErrClosed) || !errors.Is(errs[1], sinks.ErrClosed) {
+			t.Errorf("errs = %v, want ErrClosed for each", errs)
+		}
+	})
+	t.Run("ctx done", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "events.jsonl")
+		s := newSink(t, Config{Path: path})
+		defer s.Close(t.Context())
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		errs := s.SendBatch(ctx, evs)
+		if len(errs) != 2 || !errors.Is(errs[0], context.Canceled) || sinks.IsPermanent(errs[1]) {
+			t.Errorf("errs = %v, want retryable context.Canceled for each", errs)
+		}
+		if lines := readLines(t, path); len(lines) != 0 {
+			t.Errorf("wrote %q", lines)
+		}
+	})
+	t.Run("write fails", func(t *testing.T) {
+		// A directory where the file should be: open fails, retryably.
+		path := t.TempDir()
+		s := newSink(t, Config{Path: path})
+		defer s.Close(t.Context())
+		errs := s.SendBatch(t.Context(), append(evs, sinktest.Event("bad", []byte("x"))))
+		if len(errs) != 3 || errs[0] == nil || sinks.IsPermanent(errs[0]) || errs[1] == nil || sinks.IsPermanent(errs[1]) || !sinks.IsPermanent(errs[2]) {
+			t.Errorf("errs = %v, want two retryable and one permanent", errs)
+		}
+	})
 }

@@ -23,12 +23,14 @@ type Config struct {
 }
 
 var (
-	_ sinks.Sink     = (*Sink)(nil)
-	_ sinks.Renderer = (*Sink)(nil)
+	_ sinks.Sink        = (*Sink)(nil)
+	_ sinks.Renderer    = (*Sink)(nil)
+	_ sinks.BatchSender = (*Sink)(nil)
 )
 
-// Sink writes one line per event to a writer, one whole line per Write call
-// under a mutex, so lines never interleave. It is safe for concurrent use.
+// Sink writes one line per event to a writer, whole lines per Write call
+// (one for Send, all of a batch's for SendBatch) under a mutex, so lines
+// never interleave. It is safe for concurrent use.
 type Sink struct {
 	format file.Format
 	log    *slog.Logger
@@ -82,6 +84,63 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 		return fmt.Errorf("stdout sink: %w", err)
 	}
 	return nil
+}
+
+// SendBatch writes the lines of evs, in order, with one Write call. An event
+// whose body is not JSON fails permanently and the others are still written;
+// a failing writer fails them all, retryably.
+func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
+	if err := ctx.Err(); err != nil {
+		return fillErrors(len(evs), fmt.Errorf("stdout sink: %w", err))
+	}
+	lines := s.lines.Get().(*bytes.Buffer)
+	defer func() {
+		if lines.Cap() <= 64<<10 {
+			lines.Reset()
+			s.lines.Put(lines)
+		}
+	}()
+	var errs []error
+	for i, ev := range evs {
+		if err := file.WriteLine(lines, ev, s.format); err != nil {
+			if errs == nil {
+				errs = make([]error, len(evs))
+			}
+			errs[i] = sinks.Permanent(fmt.Errorf("stdout sink: payload: %w", err))
+		}
+	}
+	if lines.Len() == 0 {
+		return errs
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	if s.closed {
+		err = fmt.Errorf("stdout sink: %w", sinks.ErrClosed)
+	} else if _, werr := s.w.Write(lines.Bytes()); werr != nil {
+		err = fmt.Errorf("stdout sink: %w", werr)
+	}
+	if err == nil {
+		return errs
+	}
+	if errs == nil {
+		return fillErrors(len(evs), err)
+	}
+	for i := range errs {
+		if errs[i] == nil {
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
+// fillErrors returns n copies of err.
+func fillErrors(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
 
 // Render returns the line Send would write for ev, newline included.

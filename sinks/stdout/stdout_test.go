@@ -2,6 +2,7 @@ package stdout
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"sync"
 	"testing"
@@ -99,5 +100,36 @@ func TestDefaults(t *testing.T) {
 	}
 	if err := s.Send(t.Context(), sinktest.Event("ev", []byte("not json"))); !sinks.IsPermanent(err) {
 		t.Errorf("send of a non-JSON body = %v, want a permanent error", err)
+	}
+}
+
+func TestSendBatch(t *testing.T) {
+	var w writes
+	s, err := New(Config{}, &w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := []*sinks.Event{
+		sinktest.Event("1", []byte(`{"n": 1}`)),
+		sinktest.Event("bad", []byte("{not json")),
+		sinktest.Event("3", []byte(`{"n": 3}`)),
+	}
+	errs := s.SendBatch(t.Context(), evs)
+	if len(errs) != 3 || errs[0] != nil || !sinks.IsPermanent(errs[1]) || errs[2] != nil {
+		t.Errorf("errs = %v, want only the bad one, permanent", errs)
+	}
+	calls := w.all()
+	if len(calls) != 1 || string(calls[0]) != "{\"n\":1}\n{\"n\":3}\n" {
+		t.Errorf("writes = %q, want both good lines in one write", calls)
+	}
+	if errs := s.SendBatch(t.Context(), evs[:1]); errs != nil {
+		t.Errorf("good batch: errs = %v, want nil", errs)
+	}
+	if err := s.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	errs = s.SendBatch(t.Context(), evs[:1])
+	if len(errs) != 1 || !errors.Is(errs[0], sinks.ErrClosed) {
+		t.Errorf("after close: errs = %v, want ErrClosed", errs)
 	}
 }
