@@ -68,6 +68,18 @@ func (m *Memory) Take(ctx context.Context, sink string) (*Delivery, error) {
 	return m.sched.Take(ctx, sink)
 }
 
+// TakeBatch is Take for up to limit deliveries already due for sink; see
+// BatchTaker.
+func (m *Memory) TakeBatch(ctx context.Context, sink string, limit int) ([]*Delivery, error) {
+	return m.sched.TakeBatch(ctx, sink, limit)
+}
+
+// TakeDue returns the deliveries for sink due now, up to limit, without
+// waiting; see BatchTaker.
+func (m *Memory) TakeDue(sink string, limit int) []*Delivery {
+	return m.sched.TakeDue(sink, limit)
+}
+
 // Done forgets d, which Take handed out; once every delivery of its event is
 // Done, the event's bytes no longer count against the bound.
 func (m *Memory) Done(d *Delivery) error {
@@ -126,6 +138,7 @@ func (m *Memory) Close() error {
 }
 
 var (
-	_ Queue   = (*Memory)(nil)
-	_ Drainer = (*Memory)(nil)
+	_ Queue      = (*Memory)(nil)
+	_ Drainer    = (*Memory)(nil)
+	_ BatchTaker = (*Memory)(nil)
 )

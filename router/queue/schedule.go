@@ -161,13 +161,94 @@ func (s *Scheduler) Take(ctx context.Context, sink string) (*Delivery, error) {
 			return d, nil
 		}
 		s.mu.Unlock()
-		select {
-		case <-l.signal:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-s.closed:
+		if err := s.await(ctx, l); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// BatchTaker is implemented by queues that can hand out several due
+// deliveries for one sink at once, so that a worker pays for one take (and
+// its sink, if a sinks.BatchSender, for one write) per batch.
+type BatchTaker interface {
+	// TakeBatch blocks like Take until a delivery for sink is due, then
+	// returns it with the ones due right after it, in Take's order, up to
+	// limit in all, without waiting for more.
+	TakeBatch(ctx context.Context, sink string, limit int) ([]*Delivery, error)
+	// TakeDue returns the deliveries for sink due now, in Take's order, up
+	// to limit; none (nil) if nothing is due or the queue is closed. It
+	// never blocks.
+	TakeDue(sink string, limit int) []*Delivery
+}
+
+// TakeBatch is Take for up to limit deliveries: it blocks until one is due,
+// then adds those already due behind it, in the same order, without waiting
+// for more. Each stays in flight until Done or Delay.
+func (s *Scheduler) TakeBatch(ctx context.Context, sink string, limit int) ([]*Delivery, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	limit = max(limit, 1)
+	s.mu.Lock()
+	l := s.lane(sink)
+	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		if s.done {
+			s.mu.Unlock()
 			return nil, ErrClosed
 		}
+		if out := s.takeDueLocked(l, limit); out != nil {
+			s.mu.Unlock()
+			return out, nil
+		}
+		s.mu.Unlock()
+		if err := s.await(ctx, l); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// TakeDue returns the deliveries for sink that are due now, up to limit, in
+// Take's order, without waiting; nil if none is due or the Scheduler is
+// closed. Each stays in flight until Done or Delay.
+func (s *Scheduler) TakeDue(sink string, limit int) []*Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return nil
+	}
+	return s.takeDueLocked(s.lane(sink), limit)
+}
+
+// takeDueLocked moves up to limit due deliveries of l in flight and returns
+// them, or nil. s.mu is held.
+func (s *Scheduler) takeDueLocked(l *schedLane, limit int) []*Delivery {
+	n := min(l.due(), limit)
+	if n <= 0 {
+		return nil
+	}
+	out := make([]*Delivery, n)
+	for i := range out {
+		out[i] = l.pop()
+		l.inflight[out[i]] = struct{}{}
+	}
+	if l.due() > 0 {
+		l.wake() // pass the token on: work is left for another taker
+	}
+	return out
+}
+
+// await blocks until l may have due deliveries, ctx is done (ctx.Err()) or
+// the Scheduler is closed (ErrClosed).
+func (s *Scheduler) await(ctx context.Context, l *schedLane) error {
+	select {
+	case <-l.signal:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closed:
+		return ErrClosed
 	}
 }
 

@@ -285,3 +285,138 @@ func TestSchedulerTakeWithDoneCtx(t *testing.T) {
 		t.Fatal("the due delivery must stay due")
 	}
 }
+
+func ids(ds []*Delivery) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Event.ID)
+	}
+	return out
+}
+
+func TestSchedulerTakeBatch(t *testing.T) {
+	tests := []struct {
+		name  string
+		push  []string // in order, for sink "a"
+		retry string   // taken, then made due again at once, before the take
+		limit int
+		want  []string
+		rest  []string // what TakeDue then finds
+	}{
+		{name: "all due", push: []string{"1", "2", "3"}, limit: 10, want: []string{"1", "2", "3"}},
+		{name: "up to limit", push: []string{"1", "2", "3"}, limit: 2, want: []string{"1", "2"}, rest: []string{"3"}},
+		{name: "limit below one takes one", push: []string{"1", "2"}, limit: 0, want: []string{"1"}, rest: []string{"2"}},
+		{name: "retried in acceptance place", push: []string{"1", "2", "3"}, retry: "1", limit: 10, want: []string{"1", "2", "3"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewScheduler()
+			defer s.Close()
+			for _, id := range tc.push {
+				s.Push(delivery(id, "a"))
+			}
+			s.Push(delivery("other", "b"))
+			if tc.retry != "" {
+				d, err := s.Take(t.Context(), "a")
+				if err != nil || d.Event.ID != tc.retry {
+					t.Fatalf("take = %v, %v", d, err)
+				}
+				s.Delay(d, 0)
+			}
+			got, err := s.TakeBatch(t.Context(), "a", tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(ids(got)) != fmt.Sprint(tc.want) {
+				t.Errorf("TakeBatch = %v, want %v", ids(got), tc.want)
+			}
+			if rest := s.TakeDue("a", 10); fmt.Sprint(ids(rest)) != fmt.Sprint(tc.rest) {
+				t.Errorf("TakeDue after = %v, want %v", ids(rest), tc.rest)
+			}
+			if n := s.Depth("a"); n != len(tc.push) {
+				t.Errorf("depth = %d, want %d (all in flight)", n, len(tc.push))
+			}
+			for _, d := range got {
+				if !s.Done(d) {
+					t.Errorf("%s not in flight", d.Event.ID)
+				}
+			}
+		})
+	}
+}
+
+func TestSchedulerTakeBatchBlocks(t *testing.T) {
+	t.Run("until the first is due", func(t *testing.T) {
+		s := NewScheduler()
+		defer s.Close()
+		d := delivery("1", "a")
+		s.Delay(d, 30*time.Millisecond)
+		start := time.Now()
+		got, err := s.TakeBatch(t.Context(), "a", 10)
+		if err != nil || len(got) != 1 || got[0] != d {
+			t.Fatalf("TakeBatch = %v, %v", ids(got), err)
+		}
+		if waited := time.Since(start); waited < 25*time.Millisecond {
+			t.Errorf("returned after %v, before the delay", waited)
+		}
+	})
+	t.Run("ctx", func(t *testing.T) {
+		s := NewScheduler()
+		defer s.Close()
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(30*time.Millisecond, cancel)
+		if _, err := s.TakeBatch(ctx, "a", 10); !errors.Is(err, context.Canceled) {
+			t.Fatalf("TakeBatch = %v, want context.Canceled", err)
+		}
+		s.Push(delivery("1", "a"))
+		if got, err := s.TakeBatch(ctx, "a", 10); !errors.Is(err, context.Canceled) {
+			t.Fatalf("TakeBatch with done ctx = %v, %v; want context.Canceled", ids(got), err)
+		}
+	})
+	t.Run("close", func(t *testing.T) {
+		s := NewScheduler()
+		s.Push(delivery("1", "b"))
+		time.AfterFunc(30*time.Millisecond, s.Close)
+		if _, err := s.TakeBatch(t.Context(), "a", 10); !errors.Is(err, ErrClosed) {
+			t.Fatalf("TakeBatch = %v, want ErrClosed", err)
+		}
+		if got := s.TakeDue("b", 10); got != nil {
+			t.Fatalf("TakeDue after Close = %v, want nothing", ids(got))
+		}
+	})
+	t.Run("leftover wakes another taker", func(t *testing.T) {
+		s := NewScheduler()
+		defer s.Close()
+		got := make(chan []string, 2)
+		for range 2 {
+			go func() {
+				ds, _ := s.TakeBatch(t.Context(), "a", 2)
+				got <- ids(ds)
+			}()
+		}
+		time.Sleep(20 * time.Millisecond) // both takers wait
+		s.mu.Lock()
+		// Pushed at once, under the lock, so that the first taker finds all three.
+		l := s.lane("a")
+		for _, id := range []string{"1", "2", "3"} {
+			s.seq++
+			d := delivery(id, "a")
+			d.seq = s.seq
+			l.fresh.push(d)
+		}
+		l.wake()
+		s.mu.Unlock()
+		var all []string
+		for range 2 {
+			select {
+			case ids := <-got:
+				all = append(all, ids...)
+			case <-time.After(2 * time.Second):
+				t.Fatalf("a taker stayed blocked with work left; got %v", all)
+			}
+		}
+		if len(all) != 3 {
+			t.Errorf("took %v, want 3 deliveries once each", all)
+		}
+	})
+}
