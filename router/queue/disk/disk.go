@@ -439,30 +439,86 @@ func (q *Queue) Take(ctx context.Context, sink string) (*queue.Delivery, error) 
 		if err != nil {
 			return nil, err
 		}
-		r := d.Ref.(*ref)
-		r.taken.Store(true)
-		if r.e.cached {
+		ok, err := q.prepare(d)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
 			return d, nil
-		}
-		if ev := r.e.unapplied.Load(); ev != nil {
-			d.Event = ev
-			return d, nil
-		}
-		ev, err := q.load(r.e.seq)
-		if err == nil {
-			d.Event = ev
-			return d, nil
-		}
-		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-			return nil, queue.ErrClosed
-		}
-		// Open verified every record, so this is damage done since: the
-		// delivery cannot be made, and keeping it would fail forever.
-		q.log.Error("queued event unreadable, delivery dropped", "sink", sink, "event_id", r.e.ev.ID, "seq", r.e.seq, "error", err)
-		if derr := q.Done(d); derr != nil {
-			return nil, derr
 		}
 	}
+}
+
+// TakeBatch is Take for up to limit deliveries already due for sink; see
+// queue.BatchTaker.
+func (q *Queue) TakeBatch(ctx context.Context, sink string, limit int) ([]*queue.Delivery, error) {
+	for {
+		ds, err := q.sched.TakeBatch(ctx, sink, limit)
+		if err != nil {
+			return nil, err
+		}
+		ds, err = q.prepareAll(ds)
+		if err != nil || len(ds) > 0 {
+			return ds, err
+		}
+	}
+}
+
+// TakeDue returns the deliveries for sink due now, up to limit, without
+// waiting; see queue.BatchTaker.
+func (q *Queue) TakeDue(sink string, limit int) []*queue.Delivery {
+	ds, _ := q.prepareAll(q.sched.TakeDue(sink, limit))
+	return ds
+}
+
+// prepareAll prepares taken deliveries, keeping those that can be made. On
+// ErrClosed it returns what was ready: the rest stays owed in the file and
+// is delivered after the next start.
+func (q *Queue) prepareAll(ds []*queue.Delivery) ([]*queue.Delivery, error) {
+	out := ds[:0]
+	for _, d := range ds {
+		ok, err := q.prepare(d)
+		if err != nil {
+			if len(out) > 0 {
+				return out, nil
+			}
+			return nil, err
+		}
+		if ok {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// prepare gives a taken delivery its event body, from memory or the file.
+// It reports false for a delivery that cannot be made (dropped), and
+// queue.ErrClosed once the file is closed.
+func (q *Queue) prepare(d *queue.Delivery) (bool, error) {
+	r := d.Ref.(*ref)
+	r.taken.Store(true)
+	if r.e.cached {
+		return true, nil
+	}
+	if ev := r.e.unapplied.Load(); ev != nil {
+		d.Event = ev
+		return true, nil
+	}
+	ev, err := q.load(r.e.seq)
+	if err == nil {
+		d.Event = ev
+		return true, nil
+	}
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return false, queue.ErrClosed
+	}
+	// Open verified every record, so this is damage done since: the
+	// delivery cannot be made, and keeping it would fail forever.
+	q.log.Error("queued event unreadable, delivery dropped", "sink", d.Sink, "event_id", r.e.ev.ID, "seq", r.e.seq, "error", err)
+	if derr := q.Done(d); derr != nil {
+		return false, derr
+	}
+	return false, nil
 }
 
 // load reads one event, body included, from the file.
@@ -847,4 +903,7 @@ func writeUpdates(tx *bolt.Tx, updates []update, gone map[uint64]bool) error {
 	return nil
 }
 
-var _ queue.Queue = (*Queue)(nil)
+var (
+	_ queue.Queue      = (*Queue)(nil)
+	_ queue.BatchTaker = (*Queue)(nil)
+)

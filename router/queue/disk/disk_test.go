@@ -654,3 +654,54 @@ func TestPutRacingClose(t *testing.T) {
 		t.Fatalf("%d stored, %d Puts succeeded", len(stored), len(ok))
 	}
 }
+
+// TestTakeBatch: batch takes come in acceptance order with their bodies,
+// from the cache or the file, and a due-only take never waits.
+func TestTakeBatch(t *testing.T) {
+	for _, reopen := range []bool{false, true} {
+		t.Run(fmt.Sprint("reopen=", reopen), func(t *testing.T) {
+			dir := t.TempDir()
+			const n, size = 30, 1000
+			one := storedSize(event("e00", size), []string{"a"})
+			q, err := open(dir, 100*one, 2*one, nil) // most bodies only in the file
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range n {
+				put(t, q, event(fmt.Sprintf("e%02d", i), size), "a")
+			}
+			if reopen {
+				q.Close()
+				if q, err = open(dir, 100*one, 2*one, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer q.Close()
+			var got []*queue.Delivery
+			ds, err := q.TakeBatch(t.Context(), "a", 20)
+			if err != nil || len(ds) != 20 {
+				t.Fatalf("TakeBatch = %d, %v; want 20", len(ds), err)
+			}
+			got = append(got, ds...)
+			got = append(got, q.TakeDue("a", 100)...)
+			if len(got) != n {
+				t.Fatalf("took %d, want %d", len(got), n)
+			}
+			if extra := q.TakeDue("a", 10); len(extra) != 0 {
+				t.Fatalf("TakeDue on an empty lane = %d", len(extra))
+			}
+			for i, d := range got {
+				want := event(fmt.Sprintf("e%02d", i), size)
+				if d.Event.ID != want.ID || !bytes.Equal(d.Event.Body, want.Body) {
+					t.Fatalf("delivery %d: %s, %d bytes", i, d.Event.ID, len(d.Event.Body))
+				}
+				if err := q.Done(d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if q.Depth("a") != 0 {
+				t.Fatalf("depth %d after Done", q.Depth("a"))
+			}
+		})
+	}
+}

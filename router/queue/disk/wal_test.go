@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 const walHelperEnv = "HOOKROUTER_DISK_QUEUE_WAL_HELPER_DIR"
