@@ -330,8 +330,8 @@ func (d *decoder) checkSinks() {
 		defaultValue(&s.Breaker.OpenFor, defaultOpenFor)
 		workers := defaultWorkers
 		if s.Type == "file" || s.Type == "stdout" {
-			// Concurrent writers share one write(2) (group write): more of
-			// them make fewer, larger writes, and cost a remote nothing.
+			// Local writes protect no remote from load, and several
+			// workers let one write batches while others gather the next.
 			workers = defaultFileWorkers
 		}
 		d.positiveInt(p+".workers", &s.Workers, workers, fmt.Sprintf("from 1 to %d", maxWorkers))
