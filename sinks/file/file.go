@@ -128,43 +128,9 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 // permanently and the others are still written; an I/O failure fails every
 // event whose line was in the write.
 func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
-	if err := ctx.Err(); err != nil {
-		return fillErrors(len(evs), fmt.Errorf("file sink: %w", err))
-	}
 	lines := s.lines.Get().(*bytes.Buffer)
 	defer s.putLine(lines)
-	var errs []error
-	for i, ev := range evs {
-		if err := WriteLine(lines, ev, s.format); err != nil {
-			if errs == nil {
-				errs = make([]error, len(evs))
-			}
-			errs[i] = sinks.Permanent(fmt.Errorf("file sink: payload: %w", err))
-		}
-	}
-	if lines.Len() == 0 {
-		return errs
-	}
-	if err := s.append(lines.Bytes()); err != nil {
-		if errs == nil {
-			return fillErrors(len(evs), err)
-		}
-		for i := range errs {
-			if errs[i] == nil {
-				errs[i] = err
-			}
-		}
-	}
-	return errs
-}
-
-// fillErrors returns n copies of err.
-func fillErrors(n int, err error) []error {
-	errs := make([]error, n)
-	for i := range errs {
-		errs[i] = err
-	}
-	return errs
+	return WriteBatch(ctx, lines, evs, s.format, "file sink", s.append)
 }
 
 // append adds lines to the batch being gathered and waits until that batch

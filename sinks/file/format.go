@@ -2,8 +2,10 @@ package file
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hookrouter/hookrouter/sinks"
@@ -91,4 +93,42 @@ func compact(buf *bytes.Buffer, body []byte) error {
 	}
 	buf.Write(body[start:])
 	return nil
+}
+
+// WriteBatch renders the lines of evs into buf and hands them to write in
+// one call: the batch path shared by the line-writing sinks (what names the
+// sink in errors). It returns nil when every event was written, else one
+// error per event: a payload that cannot be rendered fails its own event
+// permanently; a done ctx or a failed write fails every other event,
+// retryably.
+func WriteBatch(ctx context.Context, buf *bytes.Buffer, evs []*sinks.Event, f Format, what string, write func([]byte) error) []error {
+	var errs []error
+	fail := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(evs))
+		}
+		errs[i] = err
+	}
+	if err := ctx.Err(); err != nil {
+		for i := range evs {
+			fail(i, fmt.Errorf("%s: %w", what, err))
+		}
+		return errs
+	}
+	for i, ev := range evs {
+		if err := WriteLine(buf, ev, f); err != nil {
+			fail(i, sinks.Permanent(fmt.Errorf("%s: payload: %w", what, err)))
+		}
+	}
+	if buf.Len() == 0 {
+		return errs
+	}
+	if err := write(buf.Bytes()); err != nil {
+		for i := range evs {
+			if errs == nil || errs[i] == nil {
+				fail(i, err)
+			}
+		}
+	}
+	return errs
 }

@@ -90,9 +90,6 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 // whose body is not JSON fails permanently and the others are still written;
 // a failing writer fails them all, retryably.
 func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
-	if err := ctx.Err(); err != nil {
-		return fillErrors(len(evs), fmt.Errorf("stdout sink: %w", err))
-	}
 	lines := s.lines.Get().(*bytes.Buffer)
 	defer func() {
 		if lines.Cap() <= 64<<10 {
@@ -100,47 +97,20 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 			s.lines.Put(lines)
 		}
 	}()
-	var errs []error
-	for i, ev := range evs {
-		if err := file.WriteLine(lines, ev, s.format); err != nil {
-			if errs == nil {
-				errs = make([]error, len(evs))
-			}
-			errs[i] = sinks.Permanent(fmt.Errorf("stdout sink: payload: %w", err))
-		}
-	}
-	if lines.Len() == 0 {
-		return errs
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var err error
-	if s.closed {
-		err = fmt.Errorf("stdout sink: %w", sinks.ErrClosed)
-	} else if _, werr := s.w.Write(lines.Bytes()); werr != nil {
-		err = fmt.Errorf("stdout sink: %w", werr)
-	}
-	if err == nil {
-		return errs
-	}
-	if errs == nil {
-		return fillErrors(len(evs), err)
-	}
-	for i := range errs {
-		if errs[i] == nil {
-			errs[i] = err
-		}
-	}
-	return errs
+	return file.WriteBatch(ctx, lines, evs, s.format, "stdout sink", s.write)
 }
 
-// fillErrors returns n copies of err.
-func fillErrors(n int, err error) []error {
-	errs := make([]error, n)
-	for i := range errs {
-		errs[i] = err
+// write writes b with one Write call, unless the sink is closed.
+func (s *Sink) write(b []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("stdout sink: %w", sinks.ErrClosed)
 	}
-	return errs
+	if _, err := s.w.Write(b); err != nil {
+		return fmt.Errorf("stdout sink: %w", err)
+	}
+	return nil
 }
 
 // Render returns the line Send would write for ev, newline included.
