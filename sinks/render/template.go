@@ -44,11 +44,28 @@ type Template struct {
 // ParseTemplate parses src as the template called name (a field name such as
 // "text" or "headers.X-Api-Key", which then appears in errors).
 func ParseTemplate(name, src string) (*Template, error) {
+	return parseTemplate(name, src, funcs)
+}
+
+// ParseTemplateEscaped is ParseTemplate for a destination with a markup of
+// its own: every value an action prints passes through escape, while the
+// template's own text does not, so the operator's markup works and a
+// payload's cannot (a chat message containing "<!channel>" stays text).
+func ParseTemplateEscaped(name, src string, escape func(string) string) (*Template, error) {
+	fm := template.FuncMap{}
+	for k, v := range funcs {
+		fm[k] = v
+	}
+	fm[fnText] = func(v any) any { return escape(str(v)) }
+	return parseTemplate(name, src, fm)
+}
+
+func parseTemplate(name, src string, fm template.FuncMap) (*Template, error) {
 	if !strings.Contains(src, "{{") {
 		// No action: the text is sent as is, and executing it costs nothing.
 		return &Template{name: name, static: src}, nil
 	}
-	t, err := template.New(name).Funcs(funcs).Parse(src)
+	t, err := template.New(name).Funcs(fm).Parse(src)
 	if err != nil {
 		return nil, err
 	}

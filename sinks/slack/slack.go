@@ -14,12 +14,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/hookrouter/hookrouter/sinks"
 	"github.com/hookrouter/hookrouter/sinks/httpsink"
 	"github.com/hookrouter/hookrouter/sinks/render"
 )
+
+// escape applies Slack's escaping to the payload's values: &, < and > are
+// markup (links, mentions such as <!channel>) in Slack's message format.
+var escape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
 // DefaultText is the message template used when Config.Text is empty: the
 // event name and the start of the payload as JSON.
@@ -60,7 +65,7 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	if src == "" {
 		src = DefaultText
 	}
-	text, err := render.ParseTemplate("text", src)
+	text, err := render.ParseTemplateEscaped("text", src, escape.Replace)
 	if err != nil {
 		return nil, fmt.Errorf("text: %w", err)
 	}

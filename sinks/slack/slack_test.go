@@ -117,7 +117,11 @@ func TestMessage(t *testing.T) {
 		name, sample, text, want string
 	}{
 		{"escaping", "escaping.json", text,
-			"*O'Brien \"Bob\" <bob@example.com>* (WhatsApp Business): line one\nline \"two\" \\ tab\there \u2028 ünïcödé 🚀 </script> & done"},
+			// Payload values are escaped for Slack's markup (&, <, >); JSON
+			// escaping of quotes, backslashes and newlines is the encoder's.
+			"*O'Brien \"Bob\" &lt;bob@example.com&gt;* (WhatsApp Business): line one\nline \"two\" \\ tab\there \u2028 ünïcödé 🚀 &lt;/script&gt; &amp; done"},
+		{"template markup kept, payload markup escaped", "escaping.json", "<!here> {{ .message.sender_name }} <https://crm.example.com|open>",
+			"<!here> O'Brien \"Bob\" &lt;bob@example.com&gt; <https://crm.example.com|open>"},
 		{"device event", "device.connected.json", text, "*WA Toko Utama* (): "},
 		{"default text", "device.connected.json", "",
 			"*device.connected*\n```" + `{"device":{"engine":"wa","id":"dev_wa_01","name":"WA Toko Utama","phone":"+6281200000001","status":"connected"},"event":"device.connected","timestamp":1738057000}` + "```"},
