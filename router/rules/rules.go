@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"sync"
 
 	"github.com/expr-lang/expr"
@@ -216,17 +215,6 @@ func suggest(name string, known []string) string {
 		return fmt.Sprintf(" (did you mean %q?)", best)
 	}
 	return ""
-}
-
-// EventNames lists the event values the index knows, sorted (for tests and
-// diagnostics).
-func (s *Set) EventNames() []string {
-	names := make([]string, 0, len(s.byEvent))
-	for k := range s.byEvent {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // unknownFunction reports the first call of a name that is neither one of
