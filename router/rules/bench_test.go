@@ -95,3 +95,43 @@ func TestMatchAllocs(t *testing.T) {
 		t.Errorf("Match allocates %.1f times per event, want 0", n)
 	}
 }
+
+// serveRules are the rules benchmarks/run.sh gives `hookrouter serve`, with
+// every sink renamed to the one they all share there.
+const serveRules = `
+  - {name: archive-everything, when: "true", to: [archive]}
+  - {name: drop-load-tests, when: 'header("X-Load-Test") == "1"', to: [], stop: true}
+  - {name: whatsapp-inbound, when: 'event == "channel.message_in" && message.channel.engine == "wa"', to: [archive]}
+  - {name: needs-human, when: 'event == "channel.message_in" && need_human == 1', to: [archive]}
+  - {name: image-attachments, when: 'event == "channel.message_in" && message?.content?.type == "image"', to: [archive]}
+  - {name: complaints, when: 'event == "channel.message_in" && (lower(message?.content?.text ?? "") contains "komplain" || lower(message?.content?.text ?? "") contains "refund")', to: [archive]}
+  - {name: agent-replies, when: 'event == "agent.message_out" && message?.channel?.engine in ["wa", "ig", "fb", "tg"]', to: [archive]}
+  - {name: ai-drafts, when: 'event == "ai.message_generated"', to: [archive]}
+  - {name: device-offline, when: 'event == "device.disconnected" || (event == "device.connected" && device?.status != "connected")', to: [archive]}
+  - {name: vip-candidate, when: 'message?.bisnis?.id in ["biz_1", "biz_2"]', to: [archive], shadow: true}
+`
+
+// BenchmarkParseMatchServe is BenchmarkParseMatch10 with the rules of
+// benchmarks/run.sh and every sample payload in turn.
+func BenchmarkParseMatchServe(b *testing.B) {
+	s := compileYAML(b, serveRules, "archive")
+	var bodies [][]byte
+	for _, name := range []string{"channel.message_in.json", "channel.message_in.image.json", "agent.message_out.json",
+		"ai.message_generated.json", "device.connected.json", "device.disconnected.json"} {
+		bodies = append(bodies, payload(b, name))
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		in := s.Acquire("platform", hdr{})
+		if err := in.Parse(bodies[i%len(bodies)]); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := in.DedupKey(); err != nil {
+			b.Fatal(err)
+		}
+		in.Match()
+		s.Release(in)
+		i++
+	}
+}
