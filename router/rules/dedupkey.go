@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/expr-lang/expr/vm"
 	"github.com/valyala/fastjson"
@@ -42,7 +43,9 @@ func (in *Input) DedupKey() (string, error) {
 			switch v := out.(type) {
 			case string:
 				if v != "" {
-					return v, nil
+					// v may alias the payload (see Input.Parse); the key
+					// must outlive Release.
+					return strings.Clone(v), nil
 				}
 			case nil:
 			default:

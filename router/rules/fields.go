@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"unsafe"
+
 	"github.com/expr-lang/expr/ast"
 	"github.com/valyala/fastjson"
 )
@@ -93,7 +95,8 @@ func (c *fieldCollector) collect(n ast.Node, slot bool) {
 	slots(n, func(s *ast.Node) { c.collect(*s, true) })
 }
 
-// extract fills env with the fields of obj that the tree asks for.
+// extract fills env with the fields of obj that the tree asks for, absent
+// ones as nil so that they replace the previous event's values.
 func extract(env map[string]any, obj *fastjson.Object, root *field, all bool) {
 	if all {
 		obj.Visit(func(k []byte, v *fastjson.Value) { env[string(k)] = toValue(v) })
@@ -102,6 +105,7 @@ func extract(env map[string]any, obj *fastjson.Object, root *field, all bool) {
 	for _, f := range root.children {
 		v := obj.Get(f.name)
 		if v == nil {
+			env[f.name] = nil
 			continue
 		}
 		env[f.name] = pruned(v, f)
@@ -124,6 +128,12 @@ func pruned(v *fastjson.Value, f *field) any {
 
 // toValue converts a parsed JSON value to the Go values expressions see:
 // map[string]any, []any, string, int (integral numbers), float64, bool, nil.
+//
+// A string value is not copied: it aliases the bytes the fastjson Parser
+// owns, its copy of the body (unescaped in place), which stay unchanged until
+// that Parser parses again, that is until the Input is released (see
+// Input.Parse). Map keys are copied: a map must never hold a key whose bytes
+// change.
 func toValue(v *fastjson.Value) any {
 	switch v.Type() {
 	case fastjson.TypeObject:
@@ -140,7 +150,7 @@ func toValue(v *fastjson.Value) any {
 		return s
 	case fastjson.TypeString:
 		b, _ := v.StringBytes()
-		return string(b)
+		return unsafe.String(unsafe.SliceData(b), len(b))
 	case fastjson.TypeNumber:
 		if i, err := v.Int(); err == nil {
 			return i

@@ -34,6 +34,10 @@ type Input struct {
 	keyBuf []byte
 	bits   []uint64
 
+	// Made once per Input: a method value or a string stored in an
+	// interface allocates each time it is made.
+	headerFn, sourceFn, sourceBox any
+
 	// Result of the latest Match; valid until the next Match or Release.
 	Result Result
 }
@@ -51,7 +55,8 @@ type Result struct {
 	To []string
 }
 
-// RuleError is a run-time failure of one rule's expression.
+// RuleError is a run-time failure of one rule's expression. Err may refer to
+// the payload's bytes: like the rest of Result, it is valid until Release.
 type RuleError struct {
 	Rule int
 	Err  error
@@ -59,6 +64,7 @@ type RuleError struct {
 
 func newInput(s *Set) *Input {
 	in := &Input{set: s, env: make(map[string]any, 16), bits: make([]uint64, (len(s.Sinks)+63)/64)}
+	in.headerFn, in.sourceFn = in.header, in.sourceName
 	in.resetEnv()
 	return in
 }
@@ -66,22 +72,26 @@ func newInput(s *Set) *Input {
 // Acquire returns an Input for one request, from a pool.
 func (s *Set) Acquire(source string, h Headers) *Input {
 	in := s.pool.Get().(*Input)
+	if in.sourceBox == nil || in.source != source {
+		in.sourceBox = source
+	}
 	in.source, in.hdr = source, h
 	return in
 }
 
 // Release returns in to its pool. Nothing obtained from it may be used after.
+//
+// The env is not cleared: unless the Set reads $env, every Parse writes the
+// same keys (absent fields as nil, which expr cannot tell from a missing
+// key), so the previous event's values are overwritten, not left behind.
 func (s *Set) Release(in *Input) {
 	in.hdr, in.body, in.root = nil, nil, nil
-	in.resetEnv()
 	s.pool.Put(in)
 }
 
 func (in *Input) resetEnv() {
 	clear(in.env)
-	// Method values are made once per Input, not per request.
-	in.env["header"] = in.header
-	in.env["source"] = in.sourceName
+	in.env["header"], in.env["source"] = in.headerFn, in.sourceFn
 }
 
 func (in *Input) header(name string) string {
@@ -95,6 +105,12 @@ func (in *Input) sourceName() string { return in.source }
 
 // Parse validates body as a JSON object and extracts the fields the Set's
 // expressions read. body must stay unmodified until Release.
+//
+// Strings in the env alias the parser's copy of the body (see toValue): they
+// are valid until the next Parse of this Input, hence until Release. Nothing
+// derived from them may outlive Release unless copied; DedupKey copies its
+// result, and rule errors, which may quote the payload, are only valid until
+// Release, like the rest of Result.
 func (in *Input) Parse(body []byte) error {
 	v, err := in.parser.ParseBytes(body)
 	if err != nil {
@@ -106,6 +122,10 @@ func (in *Input) Parse(body []byte) error {
 	}
 	in.root, in.body = v, body
 	s := in.set
+	if s.allFields {
+		// The payload's own keys are in the env: drop the last event's.
+		in.resetEnv()
+	}
 	extract(in.env, obj, s.fields, s.allFields)
 	for _, p := range s.flat {
 		in.flatten(p)
@@ -113,9 +133,11 @@ func (in *Input) Parse(body []byte) error {
 	for _, h := range s.headers {
 		in.env[h[1]] = in.header(h[0])
 	}
-	in.env[sourceKey] = in.source
-	// Restore the functions if the payload had fields of the same names.
-	in.env["header"], in.env["source"] = in.header, in.sourceName
+	in.env[sourceKey] = in.sourceBox
+	if s.allFields {
+		// Restore the functions if the payload had fields of the same names.
+		in.env["header"], in.env["source"] = in.headerFn, in.sourceFn
+	}
 	return nil
 }
 

@@ -412,26 +412,98 @@ func TestFlatteningKeepsExprSemantics(t *testing.T) {
 		`$env.event == "channel.message_in"`,
 		`nested.a.b.c == 1`,
 		`nested?.a?.b?.c == 1`,
+		`$env.need_human == 1 || "timestamp" in $env`,
+		`lower(message?.content?.text ?? "") contains "komplain"`,
+		`lower(message?.content?.text ?? "") contains "refund" || lower(message?.content?.text ?? "") contains "butuh"`,
+		`lower(message.content.text) contains "halo"`,
+		`lower(message?.content?.text) contains ""`,
+		`lower(message?.content?.text ?? "") contains "i̇stanbul"`,
+		`lower(message?.content?.text ?? "") contains "straße"`,
+		`lower(message?.content?.text ?? "") contains "ⱥ"`,
+		`lower(message?.content?.text ?? "") contains "\ufffd"`,
+		`lower(message?.content?.text ?? "") contains "Halo"`,
+		`not (lower(message?.content?.text ?? "") contains "halo")`,
+		`lower(message?.content?.text ?? "") startsWith "halo"`,
+		`lower(message?.content?.text ?? "") endsWith "bantuan"`,
+		`lower(message?.content?.text ?? "") endsWith "😀 ⱥ"`,
+		`lower(message?.sender_name ?? "") == "test user"`,
 	}
-	payloads := []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"}
+	var bodies [][]byte
+	for _, p := range []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"} {
+		bodies = append(bodies, payload(t, p))
+	}
+	for _, b := range odd {
+		bodies = append(bodies, []byte(b))
+	}
 	for i, e := range exprs {
 		s := compileYAML(t, fmt.Sprintf("  - {name: r, when: %q, to: [a]}\n", e), "a")
-		for _, p := range payloads {
-			body := payload(t, p)
-			in := s.Acquire("platform", hdr{})
+		// One Input parses every body, forwards then backwards, so that a
+		// value left over from the previous event would show.
+		in := s.Acquire("platform", hdr{})
+		for k := range 2 * len(bodies) {
+			body := bodies[k%len(bodies)]
+			if k >= len(bodies) {
+				body = bodies[2*len(bodies)-1-k]
+			}
 			if err := in.Parse(body); err != nil {
 				t.Fatal(err)
 			}
 			got, gotErr := in.eval(&s.Rules[0])
-			s.Release(in)
 
 			env, _ := sinks.DecodePayload(body)
 			env["header"] = func(string) string { return "" }
 			env["source"] = func() string { return "platform" }
 			want, wantErr := expr.Eval(e, env)
 			if (gotErr != nil) != (wantErr != nil) || (wantErr == nil && got != want) {
-				t.Errorf("expr %d %q on %s: router (%v, %v), expr (%v, %v)", i, e, p, got, gotErr, want, wantErr)
+				t.Errorf("expr %d %q on %s: router (%v, %v), expr (%v, %v)", i, e, body, got, gotErr, want, wantErr)
 			}
 		}
+		s.Release(in)
+	}
+}
+
+// odd are payloads of unusual shapes for TestFlatteningKeepsExprSemantics.
+var odd = []string{
+	`{}`,
+	`{"event":"x","message":"a string","device":null}`,
+	`{"message":{"channel":null,"content":{"text":"İSTANBUL KOMPLAIN"}}}`,
+	`{"message":{"content":{"text":"STRAẞE \u212Aomplain"}},"nested":{"a":{"b":{"c":1}}}}`,
+	`{"message":{"content":{"text":12}},"need_human":1}`,
+	`{"message":{"content":{"text":""}},"timestamp":1738056001}`,
+	`{"message":{"content":{"text":"Refund\u00e9 \ud83d\ude00 Ⱥ"}}}`,
+	`{"message":{"content":{"text":"a\ufffdb\ud800"}}}`,
+}
+
+// TestDedupKeyOutlivesRelease checks that a custom key that is a payload
+// string is a copy: the env's strings alias the parser's buffer, which the
+// next Parse overwrites.
+func TestDedupKeyOutlivesRelease(t *testing.T) {
+	f, err := config.Parse("rules.yaml", []byte(`
+sources:
+  - {name: platform, path: /webhook, auth: {type: none}, dedup: {key: 'message.content.text'}}
+sinks: {a: {type: stdout}}
+rules: [{name: a, when: "true", to: [a]}]
+`), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, problems := Compile(f)
+	if problems != nil {
+		t.Fatal(problems)
+	}
+	in := s.Acquire("platform", nil)
+	defer s.Release(in)
+	if err := in.Parse([]byte(`{"message":{"content":{"text":"first key"}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	k, err := in.DedupKey()
+	if err != nil || k != "first key" {
+		t.Fatalf("key = %q, %v", k, err)
+	}
+	if err := in.Parse([]byte(`{"message":{"content":{"text":"other val"}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if k != "first key" {
+		t.Errorf("key changed to %q by the next Parse", k)
 	}
 }
