@@ -135,3 +135,21 @@ func BenchmarkParseMatchServe(b *testing.B) {
 		i++
 	}
 }
+
+// TestMatchAllocsServe is TestMatchAllocs for the rules of benchmarks/run.sh,
+// lower() included, on every sample payload.
+func TestMatchAllocsServe(t *testing.T) {
+	s := compileYAML(t, serveRules, "archive")
+	for _, name := range []string{"channel.message_in.json", "channel.message_in.image.json", "agent.message_out.json",
+		"ai.message_generated.json", "device.connected.json", "device.disconnected.json"} {
+		in := s.Acquire("platform", hdr{})
+		if err := in.Parse(payload(t, name)); err != nil {
+			t.Fatal(err)
+		}
+		in.Match()
+		if n := testing.AllocsPerRun(100, func() { in.Match() }); n > 0 {
+			t.Errorf("%s: Match allocates %.1f times per event, want 0", name, n)
+		}
+		s.Release(in)
+	}
+}

@@ -91,7 +91,16 @@ func (s *Set) Release(in *Input) {
 
 func (in *Input) resetEnv() {
 	clear(in.env)
+	in.setFuncs()
+}
+
+// setFuncs puts the functions expressions call in the env, over payload
+// fields of the same names if there were any.
+func (in *Input) setFuncs() {
 	in.env["header"], in.env["source"] = in.headerFn, in.sourceFn
+	for name, fn := range lowerFuncs {
+		in.env[name] = fn
+	}
 }
 
 func (in *Input) header(name string) string {
@@ -135,8 +144,7 @@ func (in *Input) Parse(body []byte) error {
 	}
 	in.env[sourceKey] = in.sourceBox
 	if s.allFields {
-		// Restore the functions if the payload had fields of the same names.
-		in.env["header"], in.env["source"] = in.headerFn, in.sourceFn
+		in.setFuncs()
 	}
 	return nil
 }

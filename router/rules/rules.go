@@ -173,10 +173,16 @@ var funcNames = map[string]bool{"header": true, "source": true}
 
 // compileEnv declares our functions for the type checker; payload fields are
 // undeclared (any) and nil when absent.
-var compileEnv = map[string]any{
-	"header": func(string) string { return "" },
-	"source": func() string { return "" },
-}
+var compileEnv = func() map[string]any {
+	env := map[string]any{
+		"header": func(string) string { return "" },
+		"source": func() string { return "" },
+	}
+	for name, fn := range lowerFuncs {
+		env[name] = fn
+	}
+	return env
+}()
 
 func compile(src string, opts ...expr.Option) (*vm.Program, error) {
 	vars := map[string]bool{}
@@ -193,6 +199,7 @@ func compile(src string, opts ...expr.Option) (*vm.Program, error) {
 		expr.AllowUndefinedVariables(),
 		pathError,
 		expr.Patch(&flattener{vars: vars}),
+		expr.Patch(lowerPatch{}),
 	}, opts...)
 	return expr.Compile(src, opts...)
 }
