@@ -2,6 +2,7 @@ package dedup
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"math"
@@ -66,7 +67,7 @@ const sweepEvery = int64(time.Second)
 // slightly above maxKeys. Its TinyLFU admission only runs when the cache is
 // full, i.e. beyond the contract.
 type Memory struct {
-	cache     *ristretto.Cache[string, struct{}]
+	cache     *ristretto.Cache[[]byte, struct{}]
 	shards    [numShards]shard
 	seed      maphash.Seed
 	keyHash   func(string) uint64
@@ -100,10 +101,30 @@ type Memory struct {
 	forgotten   atomic.Uint64
 }
 
-// keyID is a key as the in-flight set knows it: the 64-bit hash ristretto
-// uses as its map key and the independent 64-bit hash it uses as its conflict
-// check. The key string itself is never kept there.
+// keyID is a key as the in-flight set and ristretto know it: the 64-bit hash
+// ristretto uses as its map key and the independent 64-bit hash it uses as its
+// conflict check. The key string itself is never kept, and it is hashed once
+// per call: ristretto's key is the keyID spelt in 16 bytes (see spell), which
+// its KeyToHash only decodes.
 type keyID struct{ h, c uint64 }
+
+// idBytes holds a keyID spelt as ristretto's key.
+type idBytes [16]byte
+
+// spell writes id into buf and returns it as ristretto's key. Ristretto hashes
+// a key and never keeps it, so a buffer owned by the caller serves every call
+// without an allocation (a slice of a local array would escape to the heap
+// through ristretto's KeyToHash func value).
+func (id keyID) spell(buf *idBytes) []byte {
+	binary.LittleEndian.PutUint64(buf[:8], id.h)
+	binary.LittleEndian.PutUint64(buf[8:], id.c)
+	return buf[:]
+}
+
+// unspell is ristretto's KeyToHash: it decodes a key written by spell.
+func unspell(k []byte) (uint64, uint64) {
+	return binary.LittleEndian.Uint64(k[:8]), binary.LittleEndian.Uint64(k[8:16])
+}
 
 type shard struct {
 	mu sync.Mutex
@@ -119,8 +140,10 @@ type shard struct {
 	// lot since a burst.
 	highWater int
 	nextSweep int64
-	// The fields above fill 64 bytes: the padding keeps two shards' hot
-	// fields off one cache line whatever the array's alignment.
+	// key is where Claim spells a keyID for ristretto, under mu.
+	key idBytes
+	// The padding keeps two shards' hot fields off one cache line whatever
+	// the array's alignment.
 	_ [64]byte
 }
 
@@ -143,13 +166,11 @@ const (
 	overflowed
 )
 
-// commitRec is one Commit waiting for the verifier. It holds the key string,
-// which ristretto's Set and lookups take, for a round or a few.
+// commitRec is one Commit waiting for the verifier.
 type commitRec struct {
-	key   string
 	id    keyID
 	until int64
-	tries int
+	tries uint8
 }
 
 // MemoryStats is a snapshot of a Memory store's counters.
@@ -203,7 +224,7 @@ func NewMemory(maxKeys int, opts ...Option) (*Memory, error) {
 	}
 	taken := make(chan struct{})
 	m.taken.Store(&taken)
-	cache, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
+	cache, err := ristretto.NewCache(&ristretto.Config[[]byte, struct{}]{
 		// Ristretto's admission counters count Gets, and this store never
 		// calls Get (see held): they stay at zero whatever their size, so a
 		// full cache admits each new key in place of a sampled old one. A
@@ -222,15 +243,11 @@ func NewMemory(maxKeys int, opts ...Option) (*Memory, error) {
 		// Without this ristretto adds its per-item overhead (~56) to our cost
 		// of 1, and a cache with MaxCost = max_keys would hold ~2% of them.
 		IgnoreInternalCost: true,
-		// The same two hashes as the in-flight set's keyID: two keys must
-		// collide on both to be confused. The key string itself is never
-		// stored.
-		KeyToHash: func(k string) (uint64, uint64) {
-			id := m.id(k)
-			return id.h, id.c
-		},
-		OnEvict:  m.onEvict,
-		OnReject: func(*ristretto.Item[struct{}]) { m.rejected.Add(1) },
+		// The same two hashes as the in-flight set's keyID, already
+		// computed: two keys must collide on both to be confused.
+		KeyToHash: unspell,
+		OnEvict:   m.onEvict,
+		OnReject:  func(*ristretto.Item[struct{}]) { m.rejected.Add(1) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dedup memory store: %w", err)
@@ -254,8 +271,9 @@ func (m *Memory) id(key string) keyID {
 // than Get: Get also feeds ristretto's admission counters (a sketch update per
 // call on ristretto's policy goroutine), which only matter once the cache is
 // full and say nothing about keys that are each seen about once.
-func (m *Memory) held(key string) bool {
-	_, ok := m.cache.GetTTL(key)
+// buf is the caller's buffer for ristretto's key.
+func (m *Memory) held(id keyID, buf *idBytes) bool {
+	_, ok := m.cache.GetTTL(id.spell(buf))
 	return ok
 }
 
@@ -293,7 +311,7 @@ func (m *Memory) Claim(_ context.Context, key string, _ time.Duration) (bool, er
 	// Checked after the in-flight set and under the shard lock: the verifier
 	// removes a committed key from the set under this lock, and only once
 	// ristretto holds it.
-	if m.held(key) {
+	if m.held(id, &s.key) {
 		return false, nil
 	}
 	s.m[id] = entry{until: now + m.claimTTL}
@@ -331,7 +349,7 @@ func (m *Memory) Commit(_ context.Context, key string, ttl time.Duration) error 
 	}
 	s.m[id] = entry{until: until, state: committed}
 	s.highWater = max(s.highWater, len(s.m))
-	s.queue = append(s.queue, commitRec{key: key, id: id, until: until})
+	s.queue = append(s.queue, commitRec{id: id, until: until})
 	var taken chan struct{}
 	if len(s.queue) >= queueLimit {
 		taken = *m.taken.Load() // loaded before the verifier can take s.queue
@@ -461,6 +479,8 @@ type verifier struct {
 	retry []commitRec
 	// behind is set after a round that took a full chunk of keys.
 	behind bool
+	// key is where the verifier spells a keyID for ristretto.
+	key idBytes
 }
 
 // round Sets every key committed since the last round, waits once for
@@ -470,13 +490,11 @@ func (m *Memory) round(v *verifier) {
 	// Cleared before the queues are taken; see Commit.
 	m.queued.Store(false)
 	v.batch = append(v.batch[:0], v.retry...)
-	clear(v.retry)
 	v.retry = v.retry[:0]
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
 		v.batch = append(v.batch, s.queue...)
-		clear(s.queue) // let go of the key strings
 		s.queue = s.queue[:0]
 		s.mu.Unlock()
 	}
@@ -500,14 +518,15 @@ func (m *Memory) round(v *verifier) {
 		if i > 0 && i%setChunk == 0 {
 			m.cache.Wait()
 		}
-		ok := m.cache.SetWithTTL(r.key, struct{}{}, 1, time.Duration(left))
+		key := r.id.spell(&v.key)
+		ok := m.cache.SetWithTTL(key, struct{}{}, 1, time.Duration(left))
 		if !ok {
 			// Only this goroutine Sets, so the buffer is full only if
 			// ristretto is far behind: let it catch up and try once more;
 			// a key still not held is retried next round.
 			m.dropped.Add(1)
 			m.cache.Wait()
-			if ok = m.cache.SetWithTTL(r.key, struct{}{}, 1, time.Duration(left)); !ok {
+			if ok = m.cache.SetWithTTL(key, struct{}{}, 1, time.Duration(left)); !ok {
 				m.dropped.Add(1)
 			}
 		}
@@ -524,7 +543,7 @@ func (m *Memory) round(v *verifier) {
 	m.cache.Wait()
 	if m.rejected.Load()+m.evicted.Load() != losses {
 		for i := range v.batch {
-			v.visible[i] = v.visible[i] && m.held(v.batch[i].key)
+			v.visible[i] = v.visible[i] && m.held(v.batch[i].id, &v.key)
 		}
 	}
 
@@ -561,7 +580,6 @@ func (m *Memory) round(v *verifier) {
 	if s != nil {
 		s.mu.Unlock()
 	}
-	clear(v.batch)
 }
 
 // tidy gives back the room a burst of commits took: the shards' queues and
