@@ -213,7 +213,9 @@ func openWith(dir string, maxBytes, cacheBudget int64, applyDelay time.Duration,
 		// Logged after the replay so that the count is what will be delivered.
 		q.log.Error("queue salvage finished", append(st.salvage, "events", st.events, "deliveries", len(st.items), "replayed_from_wal", replayed)...)
 	}
-	q.lastSeq.Store(st.maxSeq)
+	// Past every seq a log file may hold, so that a recycled segment's old
+	// records always number below its new ones (see wal).
+	q.lastSeq.Store(max(st.maxSeq, q.wal.floorSeq))
 	q.recoveredMax = st.maxSeq
 	q.recoveredN = st.events
 	q.used.Store(st.used)
@@ -233,6 +235,11 @@ func openWith(dir string, maxBytes, cacheBudget int64, applyDelay time.Duration,
 	}
 	if q.maxBytes > 0 && st.used > q.maxBytes {
 		log.Warn("queue holds more than max_bytes; new events are refused until it drains", "bytes", st.used, "max_bytes", q.maxBytes)
+	}
+	// The first segment is preallocated too; later spares are prepared by
+	// the applier, off the Puts' path.
+	if err := q.wal.prepareSpare(); err != nil {
+		log.Warn("wal segment not preallocated; writing a growing segment", "error", err)
 	}
 	q.applyTimer = time.AfterFunc(time.Hour, q.wakeApplier)
 	q.applyTimer.Stop()
@@ -266,6 +273,9 @@ func (q *Queue) replay(dir string, st *state) (int, error) {
 	// After a salvage that lost applied_seq, what bbolt holds is the bound.
 	skip := max(applied, st.maxSeq)
 	st.maxSeq = skip
+	if err := q.wal.openSpares(); err != nil {
+		return 0, err
+	}
 	segs, err := listSegments(dir)
 	if err != nil {
 		return 0, err
@@ -274,7 +284,7 @@ func (q *Queue) replay(dir string, st *state) (int, error) {
 	for _, first := range segs {
 		path := filepath.Join(dir, segmentName(first))
 		seg := segment{first: first, last: first, closed: true}
-		err := readSegment(path, func(rec walRecord) {
+		err := readSegment(path, first, func(rec walRecord) {
 			seg.last = max(seg.last, rec.seq)
 			if rec.seq <= st.maxSeq {
 				return
@@ -315,6 +325,7 @@ func (q *Queue) replay(dir string, st *state) (int, error) {
 			return 0, err
 		}
 		q.wal.segs = append(q.wal.segs, seg)
+		q.wal.floorSeq = max(q.wal.floorSeq, seg.last)
 	}
 	if len(q.logged) == 0 {
 		// Nothing to apply: every segment is spent.
@@ -716,14 +727,15 @@ func (q *Queue) commit(puts []*putReq) {
 		for _, p := range puts {
 			n += walRecordLen(p.to, p.ev)
 		}
-		buf = make([]byte, 0, n)
+		// Room for the terminator that wal.append writes after the records.
+		buf = make([]byte, 0, n+walHeader)
 		for i, p := range puts {
 			start := len(buf)
 			var valOff int
 			buf, valOff = appendWALRecord(buf, p.seq, p.to, p.ev)
 			logged[i] = walPut{seq: p.seq, to: p.to, val: buf[valOff:len(buf):len(buf)], n: int64(len(buf) - start), e: p.e}
 		}
-		err = q.wal.append(buf, puts[0].seq)
+		err = q.wal.append(buf, puts[0].seq, puts[len(puts)-1].seq)
 	}
 	if err == nil {
 		q.mu.Lock()
@@ -788,6 +800,11 @@ func (q *Queue) applyLoop() {
 		}
 		if final {
 			return
+		}
+		// After a rotation took the spare (and no applied segment was
+		// recycled into one), zero-fill the next.
+		if err := q.wal.prepareSpare(); err != nil {
+			q.log.Warn("wal segment not preallocated; the next segment grows as it is written", "error", err)
 		}
 	}
 }

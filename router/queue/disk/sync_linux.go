@@ -15,3 +15,12 @@ func datasync(f *os.File) error {
 		}
 	}
 }
+
+// freeBytes is the space available to this process on dir's file system.
+func freeBytes(dir string) (int64, bool) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, false
+	}
+	return int64(st.Bavail) * st.Bsize, true
+}

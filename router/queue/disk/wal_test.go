@@ -175,40 +175,38 @@ func TestWALReplayAfterKill(t *testing.T) {
 	}
 }
 
-// TestWALTornTail damages the end of the last log segment of a crashed
-// queue: Open must recover every record before the damage, log a warning
-// (not an error: a crash mid-write leaves this), and work afterwards.
+// TestWALTornTail damages the end of the records of the last log segment
+// of a crashed queue (a preallocated one: zeros follow the records): Open
+// must recover every record before the damage, log a warning (not an
+// error: a crash mid-write leaves this), and work afterwards. Undamaged,
+// the zero tail ends the replay quietly.
 func TestWALTornTail(t *testing.T) {
 	const n = 20
 	cases := []struct {
 		name   string
-		damage func(t *testing.T, path string, size int64)
+		damage func(t *testing.T, path string, end int64)
 		keep   int
+		torn   bool
 	}{
-		{"record cut short", func(t *testing.T, path string, size int64) {
-			if err := os.Truncate(path, size-7); err != nil {
+		{"zero tail", func(t *testing.T, path string, end int64) {}, n, false},
+		{"record cut short", func(t *testing.T, path string, end int64) {
+			if err := os.Truncate(path, end-7); err != nil {
 				t.Fatal(err)
 			}
-		}, n - 1},
-		{"only a partial header", func(t *testing.T, path string, size int64) {
-			appendTo(t, path, []byte{0, 0, 1})
-		}, n},
-		{"garbage after the last record", func(t *testing.T, path string, size int64) {
-			appendTo(t, path, bytes.Repeat([]byte{0xA5, 0x5A, 0xFF, 0x00, 0x13}, 300))
-		}, n},
-		{"bit flipped in the last record", func(t *testing.T, path string, size int64) {
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			b := []byte{0}
-			f.ReadAt(b, size-50)
-			b[0] ^= 0x04
-			if _, err := f.WriteAt(b, size-50); err != nil {
-				t.Fatal(err)
-			}
-		}, n - 1},
+		}, n - 1, true},
+		{"last record's end not written", func(t *testing.T, path string, end int64) {
+			writeAt(t, path, end-7, make([]byte, 7))
+		}, n - 1, true},
+		{"only a partial header", func(t *testing.T, path string, end int64) {
+			writeAt(t, path, end, []byte{0, 0, 1})
+		}, n, true},
+		{"garbage after the last record", func(t *testing.T, path string, end int64) {
+			writeAt(t, path, end, bytes.Repeat([]byte{0xA5, 0x5A, 0xFF, 0x00, 0x13}, 300))
+		}, n, true},
+		{"bit flipped in the last record", func(t *testing.T, path string, end int64) {
+			b := readAt(t, path, end-50, 1)
+			writeAt(t, path, end-50, []byte{b[0] ^ 0x04})
+		}, n - 1, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,11 +220,14 @@ func TestWALTornTail(t *testing.T) {
 			}
 			crashed := snapshot(t, dir)
 			q.Close()
-			segs, size := walFiles(t, crashed)
+			segs, _ := walFiles(t, crashed)
 			if len(segs) != 1 {
 				t.Fatalf("segments %v", segs)
 			}
-			tc.damage(t, segs[0], size)
+			if fi, err := os.Stat(segs[0]); err != nil || fi.Size() != segmentBytes {
+				t.Fatalf("segment not preallocated: %v, %v", fi.Size(), err)
+			}
+			tc.damage(t, segs[0], recordsEnd(t, segs[0]))
 
 			var logs logBuf
 			q, err = Open(crashed, 1<<30, logs.logger())
@@ -242,7 +243,7 @@ func TestWALTornTail(t *testing.T) {
 				t.Fatalf("recovered %v, want the first %d", ids, tc.keep)
 			}
 			l := logs.String()
-			if strings.Contains(l, "level=ERROR") || !strings.Contains(l, "torn or damaged") {
+			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "torn or damaged") != tc.torn {
 				t.Fatalf("log:\n%s", l)
 			}
 			put(t, q, event("after", 100), "a")
@@ -253,15 +254,130 @@ func TestWALTornTail(t *testing.T) {
 	}
 }
 
-func appendTo(t *testing.T, path string, b []byte) {
+// recordsEnd is the offset where the records of the segment at path end.
+func recordsEnd(t *testing.T, path string) int64 {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	first, ok := segmentFirst(filepath.Base(path))
+	if !ok {
+		t.Fatalf("%s is not a segment", path)
+	}
+	var end int64
+	if err := readSegment(path, first, func(rec walRecord) { end += rec.n }); err != nil {
+		t.Fatal(err)
+	}
+	return end
+}
+
+func segmentFirst(name string) (uint64, bool) {
+	var first uint64
+	n, err := fmt.Sscanf(name, walPrefix+"%016x"+walSuffix, &first)
+	return first, n == 1 && err == nil
+}
+
+func writeAt(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.Write(b); err != nil {
+	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func readAt(t *testing.T, path string, off int64, n int) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestWALRecycledSegment replays a segment that holds, past this life's
+// records, records of its previous life with valid checksums: laid out so
+// that one starts exactly where the new records end, with no terminator
+// between (the new batch's last sector written, the terminator's not).
+// Replay must stop there, quietly, and a spare's name must raise the
+// numbering past every seq the spare may hold.
+func TestWALRecycledSegment(t *testing.T) {
+	dir := t.TempDir()
+	// Previous life: seqs 1..10, all the same size, as segment wal-1.
+	var old []byte
+	for seq := uint64(1); seq <= 10; seq++ {
+		old, _ = appendWALRecord(old, seq, []string{"a"}, event(fmt.Sprintf("old%02d", seq), 300))
+	}
+	// This life, recycled as wal-21 (seqs 11..20 went to another segment,
+	// since applied): three records of the same size over the old ones.
+	var cur []byte
+	for seq := uint64(21); seq <= 23; seq++ {
+		cur, _ = appendWALRecord(cur, seq, []string{"a"}, event(fmt.Sprintf("new%02d", seq), 300))
+	}
+	if len(cur) != 3*len(old)/10 {
+		t.Fatalf("records differ in size: %d vs %d", len(cur)/3, len(old)/10)
+	}
+	file := append(append([]byte{}, old...), make([]byte, 4096)...)
+	copy(file, cur)
+	if err := os.WriteFile(filepath.Join(dir, segmentName(21)), file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A spare that held seqs up to 0x40.
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf(spareFile, 0x40)), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs logBuf
+	q, err := openWith(dir, 1<<30, 1<<20, time.Hour, 16<<10, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var ids []string
+	for _, ev := range q.Recovered() {
+		ids = append(ids, ev.ID)
+	}
+	if fmt.Sprint(ids) != "[new21 new22 new23]" {
+		t.Fatalf("recovered %v, want the three new records", ids)
+	}
+	if l := logs.String(); strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") {
+		t.Fatalf("a recycled segment's old records were reported:\n%s", l)
+	}
+	put(t, q, event("next", 100), "a")
+	if got := q.lastSeq.Load(); got != 0x41 {
+		t.Fatalf("next seq %#x, want 0x41 (past the spare's name)", got)
+	}
+}
+
+// TestWALSeqGap: a record with a valid checksum numbered past the next
+// expected seq is not from an earlier life; the replay stops there with a
+// warning rather than skip a seq.
+func TestWALSeqGap(t *testing.T) {
+	dir := t.TempDir()
+	var b []byte
+	for _, seq := range []uint64{5, 6, 8} {
+		b, _ = appendWALRecord(b, seq, []string{"a"}, event(fmt.Sprint("e", seq), 100))
+	}
+	if err := os.WriteFile(filepath.Join(dir, segmentName(5)), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs logBuf
+	q, err := Open(dir, 1<<30, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var ids []string
+	for _, ev := range q.Recovered() {
+		ids = append(ids, ev.ID)
+	}
+	if fmt.Sprint(ids) != "[e5 e6]" || !strings.Contains(logs.String(), "torn or damaged") {
+		t.Fatalf("recovered %v\n%s", ids, logs.String())
 	}
 }
 
@@ -377,6 +493,15 @@ func TestWALSegmentsDeleted(t *testing.T) {
 	if segs, _ := walFiles(t, dir); len(segs) > 2 {
 		t.Fatalf("idle queue keeps %d segments", len(segs))
 	}
+	// Applied segments are recycled as spares: after the first one, no
+	// segment is zero-filled while the applier keeps up.
+	q.wal.mu.Lock()
+	recycled, zeroFilled := q.wal.recycled, q.wal.zeroFilled
+	q.wal.mu.Unlock()
+	t.Logf("spares: %d recycled, %d zero-filled", recycled, zeroFilled)
+	if recycled < 10 || zeroFilled > recycled/4 {
+		t.Fatalf("%d segments recycled, %d zero-filled", recycled, zeroFilled)
+	}
 	cancel()
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
@@ -384,5 +509,8 @@ func TestWALSegmentsDeleted(t *testing.T) {
 	drain.Wait()
 	if segs, _ := walFiles(t, dir); len(segs) != 0 {
 		t.Fatalf("Close left %v", segs)
+	}
+	if spares, _ := filepath.Glob(filepath.Join(dir, "spare-*")); len(spares) != maxSpares {
+		t.Fatalf("Close left spares %v, want %d", spares, maxSpares)
 	}
 }
