@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"maps"
+	"slices"
 	"unsafe"
 
 	"github.com/expr-lang/expr/ast"
@@ -42,17 +44,49 @@ func (f *field) add(path []string) {
 	n.children = nil
 }
 
-// fieldCollector walks an expression's AST and records what Parse must put
-// in the env for it: flattened chains (see flatten.go), constant header
-// names, and the tree of payload paths expr itself will read. It mirrors
-// flattener exactly: a chain in a slot is flattened, any other use of a
-// payload variable needs its value. $env marks everything.
-type fieldCollector struct {
-	root    *field
-	all     bool
-	vars    map[string]bool
+// reads is what one or more expressions read of an event: the tree of
+// payload paths expr itself reads, flattened chains (see flatten.go), and
+// constant header names.
+type reads struct {
+	fields  *field
+	all     bool // $env: every field
 	flat    map[string]*flatPath
 	headers map[string]bool
+}
+
+func newReads() *reads {
+	return &reads{fields: &field{}, flat: map[string]*flatPath{}, headers: map[string]bool{}}
+}
+
+// merge adds what o reads to r.
+func (r *reads) merge(o *reads) {
+	r.all = r.all || o.all
+	r.fields.merge(o.fields, nil)
+	maps.Copy(r.flat, o.flat)
+	maps.Copy(r.headers, o.headers)
+}
+
+// merge adds g's whole paths, below path, to f.
+func (f *field) merge(g *field, path []string) {
+	for _, c := range g.children {
+		p := append(slices.Clip(path), c.name)
+		if c.whole {
+			f.add(p)
+		} else {
+			f.merge(c, p)
+		}
+	}
+}
+
+// fieldCollector walks an expression's AST and records in reads what Parse
+// must put in the env for it. It mirrors flattener exactly: a chain in a
+// slot is flattened, any other use of a payload variable needs its value.
+// $env marks everything.
+type fieldCollector struct {
+	*reads
+	vars map[string]bool
+	// paths holds every chain of the Set, so that each has one flatPath.
+	paths map[string]*flatPath
 }
 
 func (c *fieldCollector) collect(n ast.Node, slot bool) {
@@ -71,6 +105,12 @@ func (c *fieldCollector) collect(n ast.Node, slot bool) {
 	if steps, ok := constChain(n, c.vars); ok {
 		if slot && len(steps) > 1 {
 			p := newFlatPath(steps)
+			if q, ok := c.paths[p.valueKey]; ok {
+				p = q
+			} else {
+				p.id = len(c.paths)
+				c.paths[p.valueKey] = p
+			}
 			c.flat[p.valueKey] = p
 			return
 		}
@@ -78,7 +118,7 @@ func (c *fieldCollector) collect(n ast.Node, slot bool) {
 		for i, s := range steps {
 			names[i] = s.name
 		}
-		c.root.add(names)
+		c.fields.add(names)
 		return
 	}
 	switch n := n.(type) {

@@ -36,6 +36,7 @@ type step struct {
 type flatPath struct {
 	steps                   []step
 	valueKey, okKey, errKey string
+	id                      int // index among the Set's chains
 }
 
 func chainKey(steps []step) string {

@@ -34,6 +34,14 @@ type Input struct {
 	keyBuf []byte
 	bits   []uint64
 
+	obj    *fastjson.Object // the body's top level
+	cands  *candidates      // the rules this event can match
+	filled *plan            // what the env holds for this event
+	// okState caches, per chain (flatPath.id), the #ok value in the env:
+	// a chain that succeeded last time usually does again, and a map write
+	// is the dearest part of flattening.
+	okState []okState
+
 	// Made once per Input: a method value or a string stored in an
 	// interface allocates each time it is made.
 	headerFn, sourceFn, sourceBox any
@@ -63,7 +71,7 @@ type RuleError struct {
 }
 
 func newInput(s *Set) *Input {
-	in := &Input{set: s, env: make(map[string]any, 16), bits: make([]uint64, (len(s.Sinks)+63)/64)}
+	in := &Input{set: s, env: make(map[string]any, 16), bits: make([]uint64, (len(s.Sinks)+63)/64), okState: make([]okState, s.nPaths)}
 	in.headerFn, in.sourceFn = in.header, in.sourceName
 	in.resetEnv()
 	return in
@@ -85,13 +93,35 @@ func (s *Set) Acquire(source string, h Headers) *Input {
 // same keys (absent fields as nil, which expr cannot tell from a missing
 // key), so the previous event's values are overwritten, not left behind.
 func (s *Set) Release(in *Input) {
-	in.hdr, in.body, in.root = nil, nil, nil
+	in.hdr, in.body, in.root, in.obj, in.cands, in.filled = nil, nil, nil, nil, nil, nil
 	s.pool.Put(in)
 }
 
 func (in *Input) resetEnv() {
 	clear(in.env)
+	clear(in.okState)
 	in.setFuncs()
+}
+
+// okState is what the env holds at a chain's #ok key.
+type okState uint8
+
+const (
+	okUnset okState = iota
+	okTrue
+	okFalse
+)
+
+// setOK sets a chain's #ok key in the env, unless it already holds ok.
+func (in *Input) setOK(p *flatPath, ok bool) {
+	st := okFalse
+	if ok {
+		st = okTrue
+	}
+	if in.okState[p.id] != st {
+		in.env[p.okKey] = ok
+		in.okState[p.id] = st
+	}
 }
 
 // setFuncs puts the functions expressions call in the env, over payload
@@ -129,41 +159,61 @@ func (in *Input) Parse(body []byte) error {
 	if err != nil {
 		return ErrNotObject
 	}
-	in.root, in.body = v, body
+	in.root, in.body, in.obj = v, body, obj
 	s := in.set
-	if s.allFields {
-		// The payload's own keys are in the env: drop the last event's.
-		in.resetEnv()
+	in.cands = s.anyEvent
+	if ev := obj.Get("event"); ev != nil && ev.Type() == fastjson.TypeString {
+		b, _ := ev.StringBytes()
+		if c, ok := s.byEvent[string(b)]; ok {
+			in.cands = c
+		}
 	}
-	extract(in.env, obj, s.fields, s.allFields)
-	for _, p := range s.flat {
-		in.flatten(p)
-	}
-	for _, h := range s.headers {
-		in.env[h[1]] = in.header(h[0])
-	}
-	in.env[sourceKey] = in.sourceBox
-	if s.allFields {
-		in.setFuncs()
-	}
+	in.fill(in.cands.plan)
 	return nil
 }
 
+// fill computes what p asks for into the env.
+func (in *Input) fill(p *plan) {
+	in.filled = p
+	if p.all {
+		// The payload's own keys are in the env: drop the last event's.
+		in.resetEnv()
+	}
+	extract(in.env, in.obj, p.fields, p.all)
+	// Chains are sorted, so chains from the same root are mostly adjacent.
+	var rootName string
+	var root *fastjson.Value
+	for _, fp := range p.flat {
+		if name := fp.steps[0].name; root == nil || name != rootName {
+			rootName, root = name, in.obj.Get(name)
+		}
+		in.flatten(fp, root)
+	}
+	for _, h := range p.headers {
+		in.env[h[1]] = in.header(h[0])
+	}
+	in.env[sourceKey] = in.sourceBox
+	if p.all {
+		in.setFuncs()
+	}
+}
+
 // flatten computes a flattened chain's value, or the error expr would
-// raise evaluating it (see flatten.go).
-func (in *Input) flatten(p *flatPath) {
-	v := in.root.Get(p.steps[0].name)
+// raise evaluating it (see flatten.go), from v, the value of its root.
+func (in *Input) flatten(p *flatPath, v *fastjson.Value) {
 	for _, st := range p.steps[1:] {
 		if v == nil || v.Type() == fastjson.TypeNull {
 			if st.optional {
 				v = nil
 				break
 			}
-			in.env[p.okKey], in.env[p.errKey] = false, "cannot fetch "+st.name+" from <nil>"
+			in.setOK(p, false)
+			in.env[p.errKey] = "cannot fetch " + st.name + " from <nil>"
 			return
 		}
 		if v.Type() != fastjson.TypeObject {
-			in.env[p.okKey], in.env[p.errKey] = false, "cannot fetch "+st.name+" from "+v.Type().String()
+			in.setOK(p, false)
+			in.env[p.errKey] = "cannot fetch " + st.name + " from " + v.Type().String()
 			return
 		}
 		v = v.Get(st.name)
@@ -173,7 +223,7 @@ func (in *Input) flatten(p *flatPath) {
 	} else {
 		in.env[p.valueKey] = toValue(v)
 	}
-	in.env[p.okKey] = true
+	in.setOK(p, true)
 }
 
 // Event returns the payload's top-level "event" string, or "" if absent.
@@ -195,13 +245,7 @@ func (in *Input) Match() *Result {
 	r.Matched, r.Shadow, r.Errors, r.To = r.Matched[:0], r.Shadow[:0], r.Errors[:0], r.To[:0]
 	clear(in.bits)
 
-	candidates := s.anyEvent
-	if v := in.root.Get("event"); v != nil && v.Type() == fastjson.TypeString {
-		b, _ := v.StringBytes()
-		if list, ok := s.byEvent[string(b)]; ok {
-			candidates = list
-		}
-	}
+	candidates := in.cands.rules
 	for _, i := range candidates {
 		rule := &s.Rules[i]
 		ok, err := in.eval(rule)
@@ -252,6 +296,9 @@ type TraceEntry struct {
 // Trace evaluates every rule in order, ignoring the event index and `stop`,
 // for `hookrouter test`'s per-rule report. Routing uses Match.
 func (in *Input) Trace() []TraceEntry {
+	if in.filled != in.set.full {
+		in.fill(in.set.full)
+	}
 	out := make([]TraceEntry, len(in.set.Rules))
 	for i := range in.set.Rules {
 		ok, err := in.eval(&in.set.Rules[i])

@@ -42,25 +42,42 @@ type Set struct {
 	// of first mention.
 	Sinks []string
 
-	byEvent   map[string][]int32 // rules that may match an event value, in order
-	anyEvent  []int32            // rules with no constraint on `event`
-	fields    *field
-	allFields bool
-	flat      []*flatPath          // flattened chains Parse computes
-	headers   [][2]string          // constant header names read, and their env keys
-	dedup     map[string]*dedupKey // by source name
-	pool      sync.Pool
-	collector *fieldCollector // used during Compile only
+	byEvent  map[string]*candidates // by event value
+	anyEvent *candidates            // for event values outside byEvent
+	full     *plan                  // every expression's reads, for Trace
+	nPaths   int                    // flattened chains, all plans together
+	dedup    map[string]*dedupKey   // by source name
+	pool     sync.Pool
+}
+
+// candidates are the rules that can match an event value, in order, and the
+// plan of what Parse computes for them.
+type candidates struct {
+	rules []int32
+	plan  *plan
+}
+
+// plan is what Parse extracts from an event: the reads of the candidate
+// rules and of every dedup key. An expression reads only variables its plan
+// computes; the others keep an older event's values, which nothing reads.
+type plan struct {
+	fields  *field
+	all     bool
+	flat    []*flatPath // sorted by key
+	headers [][2]string // constant header names, and their env keys
 }
 
 // Compile builds the Set for f, or returns every problem found: expressions
 // that do not parse, do not type-check or do not return bool, and `to`
 // entries naming sinks that f does not define. Problems carry f's positions.
 func Compile(f *config.File) (*Set, config.Problems) {
-	s := &Set{fields: &field{}, byEvent: map[string][]int32{}, dedup: map[string]*dedupKey{}}
+	s := &Set{dedup: map[string]*dedupKey{}}
 	var problems config.Problems
 	sinkIndex := map[string]int{}
 	var constrained [][]string
+	paths := map[string]*flatPath{}
+	var ruleReads []*reads
+	dedupReads := newReads()
 
 	for i, r := range f.Rules {
 		path := fmt.Sprintf("rules[%d]", i)
@@ -70,8 +87,10 @@ func Compile(f *config.File) (*Set, config.Problems) {
 			problems = append(problems, f.Problemf(path+".when", "%s", exprError(err)))
 		} else {
 			rule.program = prog
-			s.collectFields(r.When)
 		}
+		rr := newReads()
+		collectReads(rr, paths, r.When)
+		ruleReads = append(ruleReads, rr)
 		for j, name := range r.To {
 			if _, ok := f.Sinks[name]; !ok {
 				problems = append(problems, f.Problemf(fmt.Sprintf("%s.to[%d]", path, j), "unknown sink %q%s", name, suggest(name, f.SinkNames())))
@@ -101,70 +120,84 @@ func Compile(f *config.File) (*Set, config.Problems) {
 			continue
 		}
 		if src.Dedup.Key != "" {
-			s.collectFields(src.Dedup.Key)
+			collectReads(dedupReads, paths, src.Dedup.Key)
 		}
 		s.dedup[src.Name] = dk
 	}
 	if len(problems) > 0 {
 		return nil, problems
 	}
-	s.finishFields()
-	s.buildIndex(constrained)
+	s.nPaths = len(paths)
+	s.buildIndex(constrained, ruleReads, dedupReads)
 	s.pool.New = func() any { return newInput(s) }
 	return s, nil
 }
 
 // buildIndex precomputes, for every event value some rule requires, the
 // ordered list of rules worth evaluating: those requiring that value plus
-// those with no requirement.
-func (s *Set) buildIndex(constrained [][]string) {
+// those with no requirement; and the plan of each list.
+func (s *Set) buildIndex(constrained [][]string, ruleReads []*reads, dedupReads *reads) {
+	byEvent := map[string][]int32{}
+	var anyEvent []int32
 	for i, events := range constrained {
 		if events == nil {
-			s.anyEvent = append(s.anyEvent, int32(i))
-			for ev := range s.byEvent {
-				s.byEvent[ev] = append(s.byEvent[ev], int32(i))
+			anyEvent = append(anyEvent, int32(i))
+			for ev := range byEvent {
+				byEvent[ev] = append(byEvent[ev], int32(i))
 			}
 			continue
 		}
 		for _, ev := range events {
-			list, ok := s.byEvent[ev]
+			list, ok := byEvent[ev]
 			if !ok {
-				list = slices.Clone(s.anyEvent)
+				list = slices.Clone(anyEvent)
 			}
 			if len(list) == 0 || list[len(list)-1] != int32(i) {
 				list = append(list, int32(i))
 			}
-			s.byEvent[ev] = list
+			byEvent[ev] = list
 		}
 	}
+	planOf := func(list []int32) *plan {
+		r := newReads()
+		r.merge(dedupReads)
+		for _, i := range list {
+			r.merge(ruleReads[i])
+		}
+		return r.plan()
+	}
+	s.byEvent = make(map[string]*candidates, len(byEvent))
+	for ev, list := range byEvent {
+		s.byEvent[ev] = &candidates{rules: list, plan: planOf(list)}
+	}
+	s.anyEvent = &candidates{rules: anyEvent, plan: planOf(anyEvent)}
+	all := make([]int32, len(ruleReads))
+	for i := range all {
+		all[i] = int32(i)
+	}
+	s.full = planOf(all)
 }
 
-func (s *Set) collectFields(src string) {
+// collectReads records in r what src reads, its chains registered in paths.
+func collectReads(r *reads, paths map[string]*flatPath, src string) {
 	tree, err := parser.Parse(src)
 	if err != nil {
 		return
 	}
-	if s.collector == nil {
-		s.collector = &fieldCollector{root: s.fields, flat: map[string]*flatPath{}, headers: map[string]bool{}}
-	}
-	s.collector.vars = letVars(tree.Node)
-	s.collector.collect(tree.Node, false)
+	c := &fieldCollector{reads: r, vars: letVars(tree.Node), paths: paths}
+	c.collect(tree.Node, false)
 }
 
-// finishFields freezes what the collector found into the Set.
-func (s *Set) finishFields() {
-	c := s.collector
-	s.collector = nil
-	if c == nil {
-		return
+// plan freezes r.
+func (r *reads) plan() *plan {
+	p := &plan{fields: r.fields, all: r.all}
+	for _, k := range slices.Sorted(maps.Keys(r.flat)) {
+		p.flat = append(p.flat, r.flat[k])
 	}
-	s.allFields = c.all
-	for _, k := range slices.Sorted(maps.Keys(c.flat)) {
-		s.flat = append(s.flat, c.flat[k])
+	for _, h := range slices.Sorted(maps.Keys(r.headers)) {
+		p.headers = append(p.headers, [2]string{h, headerKey(h)})
 	}
-	for _, h := range slices.Sorted(maps.Keys(c.headers)) {
-		s.headers = append(s.headers, [2]string{h, headerKey(h)})
-	}
+	return p
 }
 
 // funcNames are the functions every expression may call beside expr's

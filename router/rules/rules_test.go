@@ -324,12 +324,20 @@ func TestIndexPreservesOrder(t *testing.T) {
 		case 2:
 			fmt.Fprintf(&b, "  - {name: r%d, when: 'event in [%q, %q] && timestamp > 0', to: [s%d], stop: %v}\n", i, events[i%5], events[(i+1)%5], i%7, i == 42)
 		case 3:
-			fmt.Fprintf(&b, "  - {name: r%d, when: 'event == \"nope\"', to: [s%d]}\n", i, i%7)
+			if i%8 == 3 {
+				fmt.Fprintf(&b, "  - {name: r%d, when: 'event == \"nope\"', to: [s%d]}\n", i, i%7)
+			} else {
+				// Fields read only by rules of some events.
+				fmt.Fprintf(&b, "  - {name: r%d, when: 'event == %q && (message?.channel?.engine == \"wa\" || device.status == \"connected\")', to: [s%d]}\n", i, events[i%5], i%7)
+			}
 		}
 	}
 	s := compileYAML(t, b.String(), "s0", "s1", "s2", "s3", "s4", "s5", "s6")
-	for _, name := range []string{"channel.message_in.json", "agent.message_out.json", "ai.message_generated.json", "device.connected.json", "device.disconnected.json"} {
-		in := s.Acquire("platform", nil)
+	// One Input parses every payload: a value left over from the previous
+	// event must not change a result.
+	in := s.Acquire("platform", nil)
+	defer s.Release(in)
+	for _, name := range []string{"channel.message_in.json", "agent.message_out.json", "ai.message_generated.json", "device.connected.json", "device.disconnected.json", "channel.message_in.image.json", "device.connected.json"} {
 		if err := in.Parse(payload(t, name)); err != nil {
 			t.Fatal(err)
 		}
@@ -347,15 +355,15 @@ func TestIndexPreservesOrder(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: indexed %v, full %v", name, got, want)
 		}
-		s.Release(in)
 	}
 }
 
 func TestFieldsExtractedOnlyAsNeeded(t *testing.T) {
 	s := compileYAML(t, `
-  - {name: a, when: 'event == "x" && message.channel.engine == "wa"', to: [a]}
+  - {name: a, when: 'event == "channel.message_in" && message.channel.engine == "wa"', to: [a]}
   - {name: b, when: 'len(message?.content?.attachments ?? []) > 0', to: [a]}
   - {name: c, when: 'len(device) > 0 && header("X-Env") == "prod"', to: [a]}
+  - {name: d, when: 'event == "other" && message.user.id == "u" && len(user) > 0', to: [a]}
 `, "a")
 	in := s.Acquire("platform", hdr{"x-env": "prod"})
 	defer s.Release(in)
@@ -374,6 +382,12 @@ func TestFieldsExtractedOnlyAsNeeded(t *testing.T) {
 	}
 	if _, ok := in.env["conversation_id"]; ok {
 		t.Error("conversation_id extracted though unused")
+	}
+	if _, ok := in.env["#p:message.user.id"]; ok {
+		t.Error("message.user.id flattened though only a rule for another event reads it")
+	}
+	if _, ok := in.env["user"]; ok {
+		t.Error("user extracted though only a rule for another event reads it")
 	}
 	if in.env["#h:x-env"] != "prod" {
 		t.Errorf("header not pre-read: %v", in.env)
@@ -448,7 +462,13 @@ func TestFlatteningKeepsExprSemantics(t *testing.T) {
 			if err := in.Parse(body); err != nil {
 				t.Fatal(err)
 			}
-			got, gotErr := in.eval(&s.Rules[0])
+			// Match evaluates the rule only if the event index lets it,
+			// with what Parse computed for this event; Trace always, with
+			// everything computed.
+			r := in.Match()
+			matched, matchErr := len(r.Matched) > 0, len(r.Errors) > 0
+			tr := in.Trace()[0]
+			got, gotErr := tr.Result, tr.Err
 
 			env, _ := sinks.DecodePayload(body)
 			env["header"] = func(string) string { return "" }
@@ -456,6 +476,9 @@ func TestFlatteningKeepsExprSemantics(t *testing.T) {
 			want, wantErr := expr.Eval(e, env)
 			if (gotErr != nil) != (wantErr != nil) || (wantErr == nil && got != want) {
 				t.Errorf("expr %d %q on %s: router (%v, %v), expr (%v, %v)", i, e, body, got, gotErr, want, wantErr)
+			}
+			if matched != (gotErr == nil && got) || matchErr != (gotErr != nil) {
+				t.Errorf("expr %d %q on %s: Match (%v, error %v), Trace (%v, %v)", i, e, body, matched, matchErr, got, gotErr)
 			}
 		}
 		s.Release(in)
