@@ -3,8 +3,6 @@ package dedup
 import (
 	"errors"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // DefaultClaimTimeout is how long a claim that was neither committed nor
@@ -29,13 +27,13 @@ type Option func(*options)
 type options struct {
 	claimTimeout time.Duration
 	prefix       string
-	// keyHash replaces the memory store's 64-bit key hash; tests use it to
-	// force collisions.
+	// keyHash replaces the memory store's 64-bit key hash (a seeded maphash
+	// when nil); tests use it to force collisions.
 	keyHash func(string) uint64
 }
 
 func buildOptions(opts []Option) options {
-	o := options{claimTimeout: DefaultClaimTimeout, prefix: DefaultRedisPrefix, keyHash: xxhash.Sum64String}
+	o := options{claimTimeout: DefaultClaimTimeout, prefix: DefaultRedisPrefix}
 	for _, opt := range opts {
 		opt(&o)
 	}
