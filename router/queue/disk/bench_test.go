@@ -19,7 +19,8 @@ import (
 const writers = 64
 
 // benchPut runs Put from about 64 goroutines and reports, besides ns/op,
-// the 99th percentile latency of one Put.
+// the median and 99th percentile latency of one Put and the process CPU
+// time per Put (committer, applier and the Put callers together).
 func benchPut(b *testing.B, q queue.Queue) {
 	b.Helper()
 	body := event("bench", 1024).Body
@@ -31,6 +32,7 @@ func benchPut(b *testing.B, q queue.Queue) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()
+	cpu0 := processCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		local := make([]time.Duration, 0, 1024)
 		for pb.Next() {
@@ -47,8 +49,10 @@ func benchPut(b *testing.B, q queue.Queue) {
 		mu.Unlock()
 	})
 	b.StopTimer()
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N)/1e3, "cpu-µs/op")
 	if len(lat) > 0 {
 		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	}
 }
