@@ -274,11 +274,11 @@ func (m *Memory) id(key string) keyID {
 	return keyID{h: m.keyHash(key), c: c}
 }
 
-// held reports whether ristretto holds key, unexpired. It uses GetTTL rather
+// held reports whether ristretto holds id, unexpired; buf is the caller's
+// buffer for ristretto's key (see spell). It uses GetTTL rather
 // than Get: Get also feeds ristretto's admission counters (a sketch update per
 // call on ristretto's policy goroutine), which only matter once the cache is
 // full and say nothing about keys that are each seen about once.
-// buf is the caller's buffer for ristretto's key.
 func (m *Memory) held(id keyID, buf *idBytes) bool {
 	_, ok := m.cache.GetTTL(id.spell(buf))
 	return ok
