@@ -2,10 +2,10 @@
 // type-checked Set, and evaluates events against it on the hot path.
 //
 // Every `when` is compiled once with expr-lang/expr (bool result) at load
-// time. The Set also knows which payload paths its expressions read, so the
-// ingress extracts only those fields from the body (Input.Parse), and which
-// rules can only match a given `event` value, so an event is evaluated
-// against the rules that could match it and not the thousand others.
+// time. The Set also knows which rules can only match a given `event` value,
+// so an event is evaluated against the rules that could match it and not the
+// thousand others, and which payload paths those rules read, so the ingress
+// extracts only those fields from the body (Input.Parse).
 package rules
 
 import (
