@@ -128,9 +128,18 @@ type putReq struct {
 	ev   *sinks.Event
 	to   []string
 	e    *entry
-	dels []*queue.Delivery
+	dels []delivery // one per sink in to
 	err  error
-	done chan struct{}
+	// done is released by the committer once err is set; a WaitGroup
+	// rather than a channel saves an allocation per Put.
+	done sync.WaitGroup
+}
+
+// delivery is a Delivery with its Ref, allocated together (one slice per
+// Put for all its sinks).
+type delivery struct {
+	d queue.Delivery
+	r ref
 }
 
 // walPut is a Put synced to the log and not yet applied to bbolt.
@@ -385,10 +394,13 @@ func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 		e.unapplied.Store(ev)
 		e.ev = &sinks.Event{ID: ev.ID, Source: ev.Source, ReceivedAt: ev.ReceivedAt}
 	}
-	r := &putReq{ev: ev, to: to, e: e, done: make(chan struct{})}
-	for _, sink := range to {
-		r.dels = append(r.dels, &queue.Delivery{Event: e.ev, Sink: sink, Ref: &ref{e: e}})
+	r := &putReq{ev: ev, to: to, e: e, dels: make([]delivery, len(to))}
+	for i, sink := range to {
+		dl := &r.dels[i]
+		dl.r.e = e
+		dl.d = queue.Delivery{Event: e.ev, Sink: sink, Ref: &dl.r}
 	}
+	r.done.Add(1)
 
 	q.mu.Lock()
 	if q.closed {
@@ -403,7 +415,7 @@ func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 	q.puts = append(q.puts, r)
 	q.mu.Unlock()
 	q.wake()
-	<-r.done
+	r.done.Wait()
 	if r.err != nil {
 		q.release(e)
 		return fmt.Errorf("queue write: %w", r.err)
@@ -695,6 +707,7 @@ func (q *Queue) armApplier() {
 // lone Put is not delayed.
 func (q *Queue) run() {
 	defer close(q.stopped)
+	var spare []*putReq
 	for {
 		final := false
 		select {
@@ -704,9 +717,13 @@ func (q *Queue) run() {
 		}
 		q.mu.Lock()
 		puts := q.puts
-		q.puts = nil
+		q.puts = spare
 		q.mu.Unlock()
 		q.commit(puts)
+		// The batch's slice gathers the batch after next: no regrowing it
+		// from nil each turn. Cleared so it does not keep Puts alive.
+		clear(puts)
+		spare = puts[:0]
 		if final {
 			return
 		}
@@ -752,11 +769,11 @@ func (q *Queue) commit(puts []*putReq) {
 	for _, p := range puts {
 		p.err = err
 		if err == nil {
-			for _, d := range p.dels {
-				q.sched.Push(d)
+			for i := range p.dels {
+				q.sched.Push(&p.dels[i].d)
 			}
 		}
-		close(p.done)
+		p.done.Done()
 	}
 }
 

@@ -98,7 +98,11 @@ func appendWALRecord(b []byte, seq uint64, to []string, ev *sinks.Event) ([]byte
 		b = append(b, s...)
 	}
 	valOff := len(b)
-	b = appendEvent(b, seqKey(seq), ev)
+	// The payload starts with the event's key, seqKey(seq): checksum it
+	// from there rather than allocate it (only read, and still valid if
+	// the append below moves b).
+	key := b[start+walHeader : start+walHeader+8]
+	b = appendEvent(b, key, ev)
 	payload := b[start+walHeader:]
 	binary.BigEndian.PutUint32(b[start:], uint32(len(payload)))
 	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(payload, castagnoli))
