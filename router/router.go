@@ -67,6 +67,7 @@ type Router struct {
 	// fasthttp's shutdown waits for (it counts them idle only after 5s).
 	freshMu   sync.Mutex
 	fresh     map[net.Conn]struct{}
+	freshN    atomic.Int64 // len(fresh), read without the lock
 	draining  atomic.Bool
 	processed atomic.Int64
 	startedAt time.Time
@@ -285,17 +286,29 @@ func (r *Router) Shutdown(ctx context.Context) error {
 }
 
 // connState tracks the connections that have not started a request.
+// fasthttp calls it twice per request (active, idle): those calls take the
+// lock only while some connection is still fresh, and idle, which always
+// follows active, is ignored.
 func (r *Router) connState(c net.Conn, state fasthttp.ConnState) {
-	r.freshMu.Lock()
-	defer r.freshMu.Unlock()
-	if state == fasthttp.StateNew {
+	switch state {
+	case fasthttp.StateNew:
+		r.freshMu.Lock()
 		if r.fresh == nil {
 			r.fresh = map[net.Conn]struct{}{}
 		}
 		r.fresh[c] = struct{}{}
-		return
+		r.freshN.Store(int64(len(r.fresh)))
+		r.freshMu.Unlock()
+	case fasthttp.StateIdle:
+	default:
+		if r.freshN.Load() == 0 {
+			return
+		}
+		r.freshMu.Lock()
+		delete(r.fresh, c)
+		r.freshN.Store(int64(len(r.fresh)))
+		r.freshMu.Unlock()
 	}
-	delete(r.fresh, c)
 }
 
 // freshConnGrace is how long a connection opened just before shutdown has
@@ -325,6 +338,7 @@ func (r *Router) closeFreshConns() (stop func()) {
 				c.Close()
 				delete(r.fresh, c)
 			}
+			r.freshN.Store(0)
 			r.freshMu.Unlock()
 		}
 	}()
