@@ -1192,6 +1192,10 @@ func TestCrashTornTail(t *testing.T) {
 			if lr := in.load(evs, 8, nil); lr.accepted != len(evs) {
 				t.Fatalf("%d of %d accepted", lr.accepted, len(evs))
 			}
+			// The damage is to queue.db's pages: let the applier move the
+			// logged events there first (it runs within 100 ms, the disk
+			// queue's flushDelay; until then they are only in the log).
+			time.Sleep(500 * time.Millisecond)
 			in.killNow()
 
 			path := filepath.Join(in.data, "queue", "queue.db")
