@@ -49,8 +49,9 @@ const (
 	// a batch of fewer than lingerBelow Puts when the previous batch had more
 	// than one. A sync costs far more than the records it writes (here ~55 µs
 	// of CPU and a virtio doorbell per fdatasync); without the wait, 64
-	// concurrent senders made batches of ~15 Puts and 2,700 syncs/s, and the
-	// wait raised throughput ~10% (benchmarks/run.sh disk mode). A longer
+	// concurrent senders made batches of ~15 Puts and 2,700 syncs/s; with it,
+	// ~26 Puts and 1,650 syncs/s, and ~10% more events/s
+	// (benchmarks/run.sh disk mode). A longer
 	// wait (300 µs) made it lower again: the senders then sit idle.
 	commitLinger = 150 * time.Microsecond
 	lingerBelow  = 32
