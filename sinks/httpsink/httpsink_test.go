@@ -468,6 +468,8 @@ func TestConfigErrors(t *testing.T) {
 		{"body", Config{URL: "http://h/", Body: `{"a": `}, "body: "},
 		{"sign secret", Config{URL: "http://h/", SignSecret: "whsec_" + secret + "!!"}, "sign.secret: "},
 		{"timeout", Config{URL: "http://h/", Timeout: -time.Second}, "timeout: "},
+		{"pipeline negative", Config{URL: "http://h/", Pipeline: -1}, "pipeline: must be from 1 to 128, got -1"},
+		{"pipeline too deep", Config{URL: "http://h/", Pipeline: 129}, "pipeline: must be from 1 to 128, got 129"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
