@@ -492,7 +492,9 @@ func (s *Sink) Render(ev *sinks.Event) ([]byte, error) {
 
 // Close makes later Sends fail with sinks.ErrClosed and closes idle
 // connections; requests in flight finish. A pipelining sink closes all its
-// connections once the last Send in flight ends. It is idempotent.
+// connections once the last Send in flight ends (the pipeline client's
+// goroutines of an idle connection notice only when their 30s idle timer
+// fires, and then end). It is idempotent.
 func (s *Sink) Close(ctx context.Context) error {
 	if s.closed.Swap(true) {
 		return nil

@@ -126,8 +126,10 @@ func (cs *connSet) dialErr() error {
 }
 
 // closeAll closes every connection and refuses new ones. The pipeline
-// client's goroutines see their connection fail and, with no request
-// waiting, stop.
+// client has no way to stop its goroutines: those of a connection with
+// requests in flight stop when it fails, those of an idle one when its idle
+// timer fires (MaxIdleConnDuration), since they do not touch the socket
+// until then.
 func (cs *connSet) closeAll() {
 	cs.mu.Lock()
 	cs.shut = true
