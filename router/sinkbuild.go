@@ -25,7 +25,7 @@ func buildSink(f *config.File, name string, c *config.Sink, log *slog.Logger, ve
 		s, err = httpsink.New(httpsink.Config{
 			URL: c.URL, Method: c.Method, Headers: c.Headers, Body: c.Body,
 			Timeout: c.Timeout.Std(), SignSecret: signSecret(c), Version: version,
-			MaxConns: httpMaxConns(c.Workers, c.Pipeline), Pipeline: c.Pipeline,
+			MaxConns: max(c.Workers*2, httpsink.DefaultMaxConns),
 		}, log)
 	case "slack":
 		s, err = slack.New(slack.Config{WebhookURL: c.WebhookURL, Text: c.Text, Timeout: c.Timeout.Std(), Version: version}, log)
@@ -41,22 +41,6 @@ func buildSink(f *config.File, name string, c *config.Sink, log *slog.Logger, ve
 		return nil, config.Problems{sinkProblem(f, name, err)}
 	}
 	return s, nil
-}
-
-// httpMaxConns sizes an http sink's connection pool for its workers, each
-// of which has at most one request in flight. Without pipelining, twice the
-// workers (at least httpsink.DefaultMaxConns), so that a worker never waits
-// for a connection. With pipeline N, ceil(workers/N) connections carrying up
-// to N requests each: room for every worker's request, on as few connections
-// as that allows, because sharing a connection is what lets requests go out
-// in one write. The pipeline client opens a further connection only while
-// every open one is busy, so at low load requests are still spread one per
-// connection and none waits behind another.
-func httpMaxConns(workers, pipeline int) int {
-	if pipeline > 1 {
-		return (workers + pipeline - 1) / pipeline
-	}
-	return max(workers*2, httpsink.DefaultMaxConns)
 }
 
 func signSecret(c *config.Sink) string {

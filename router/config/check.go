@@ -30,7 +30,6 @@ const (
 	defaultWorkers       = 4
 	defaultFileWorkers   = 16
 	maxWorkers           = 256
-	maxPipeline          = 128
 	defaultMethod        = "POST"
 	defaultFormat        = "payload"
 	defaultHeaderAuth    = "Authorization"
@@ -51,7 +50,7 @@ func sinkTypes() []string { return []string{"http", "slack", "file", "stdout"} }
 func sinkFields(typ string) []string {
 	switch typ {
 	case "http":
-		return []string{"url", "method", "headers", "body", "timeout", "sign", "pipeline"}
+		return []string{"url", "method", "headers", "body", "timeout", "sign"}
 	case "slack":
 		return []string{"webhook_url", "text"}
 	case "file":
@@ -385,11 +384,6 @@ func (d *decoder) checkSinkFields(path string, s *Sink) {
 		defaultValue(&s.Timeout, defaultTimeout)
 		if s.Sign != nil {
 			d.required(path+".sign.secret", s.Sign.Secret, "required: signing needs a secret")
-		}
-		want := fmt.Sprintf("from 1 to %d requests in flight per connection", maxPipeline)
-		d.positiveInt(path+".pipeline", &s.Pipeline, 1, want)
-		if s.Pipeline > maxPipeline && !d.isBad(path+".pipeline") {
-			d.problemf(path+".pipeline", "must be %s, got %d", want, s.Pipeline)
 		}
 	case "slack":
 		if d.required(path+".webhook_url", s.WebhookURL, "required: the Slack incoming-webhook URL") {

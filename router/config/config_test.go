@@ -101,17 +101,16 @@ func TestFull(t *testing.T) {
 	}
 	retry := Retry{MaxAttempts: 3, InitialBackoff: Duration(100 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)}
 	crm := &Sink{
-		Type:     "http",
-		URL:      "http://127.0.0.1:9000/events",
-		Method:   "PUT",
-		Headers:  map[string]string{"X-Api-Key": "k3y", "X-Event": "{{ .event }}"},
-		Body:     `{"from": message.sender_name, "text": message.content.text}`,
-		Timeout:  Duration(2 * time.Second),
-		Sign:     &Sign{Secret: "whsec_c2lnbg=="},
-		Retry:    retry,
-		Breaker:  Breaker{Failures: 2, OpenFor: Duration(time.Minute)},
-		Workers:  16,
-		Pipeline: 1,
+		Type:    "http",
+		URL:     "http://127.0.0.1:9000/events",
+		Method:  "PUT",
+		Headers: map[string]string{"X-Api-Key": "k3y", "X-Event": "{{ .event }}"},
+		Body:    `{"from": message.sender_name, "text": message.content.text}`,
+		Timeout: Duration(2 * time.Second),
+		Sign:    &Sign{Secret: "whsec_c2lnbg=="},
+		Retry:   retry,
+		Breaker: Breaker{Failures: 2, OpenFor: Duration(time.Minute)},
+		Workers: 16,
 	}
 	backup := *crm
 	backup.URL = "http://127.0.0.1:9001/events"
@@ -311,7 +310,7 @@ func TestDefaults(t *testing.T) {
 		{"header auth", f.Sources[0].Auth, Auth{Type: "header", Header: "Authorization", Secret: "s"}},
 		{"standard-webhooks auth", f.Sources[1].Auth, Auth{Type: "standard-webhooks", Secret: "s", Tolerance: Duration(5 * time.Minute)}},
 		{"hmac auth", f.Sources[2].Auth, Auth{Type: "hmac-sha256", Header: "X-Signature", Secret: "s"}},
-		{"http sink", *f.Sinks["crm"], Sink{Type: "http", URL: "http://127.0.0.1:9000/", Method: "POST", Timeout: Duration(5 * time.Second), Pipeline: 1, Retry: retry, Breaker: breaker, Workers: 4}},
+		{"http sink", *f.Sinks["crm"], Sink{Type: "http", URL: "http://127.0.0.1:9000/", Method: "POST", Timeout: Duration(5 * time.Second), Retry: retry, Breaker: breaker, Workers: 4}},
 		{"file sink", *f.Sinks["archive"], Sink{Type: "file", Path: "./events.jsonl", Format: "payload", FlushInterval: Duration(200 * time.Millisecond), Retry: retry, Breaker: breaker, Workers: 16}},
 		{"stdout sink", *f.Sinks["out"], Sink{Type: "stdout", Format: "payload", Retry: retry, Breaker: breaker, Workers: 16}},
 		{"slack sink", *f.Sinks["support"], Sink{Type: "slack", WebhookURL: "https://hooks.slack.com/x", Text: "hi", Retry: retry, Breaker: breaker, Workers: 4}},
@@ -489,15 +488,5 @@ func TestAliasBomb(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %v", d)
-	}
-}
-
-func TestPipelineValue(t *testing.T) {
-	f, err := Parse("p.yaml", []byte(strings.Replace(minimal, `url: "http://127.0.0.1:9000/"}`, `url: "http://127.0.0.1:9000/", pipeline: 16}`, 1)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := f.Sinks["crm"].Pipeline; got != 16 {
-		t.Errorf("pipeline = %d, want 16", got)
 	}
 }

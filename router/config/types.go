@@ -89,9 +89,6 @@ type Sink struct {
 	Body    string            `yaml:"body"`    // expr expression, value sent as JSON
 	Timeout Duration          `yaml:"timeout"`
 	Sign    *Sign             `yaml:"sign"`
-	// Pipeline is how many requests one connection carries at once
-	// (HTTP/1.1 pipelining); 1, the default, is one at a time.
-	Pipeline int `yaml:"pipeline"`
 
 	// slack
 	WebhookURL string `yaml:"webhook_url"`

@@ -3,15 +3,9 @@
 // optionally signed the Standard Webhooks way.
 //
 // A Sink makes exactly one attempt per Send (apart from re-sending once on a
-// keep-alive connection the server had already closed) and classifies the
-// outcome with sinks.CheckStatus; retries, backoff and the circuit breaker
+// pooled keep-alive connection the server had already closed) and classifies
+// the outcome with sinks.CheckStatus; retries, backoff and the circuit breaker
 // belong to the dispatcher. Redirects are not followed: a 3xx is permanent.
-//
-// With Config.Pipeline above 1 the sink pipelines (HTTP/1.1): each
-// connection carries up to Pipeline requests at once, so that requests
-// queued by concurrent Sends go out in one write and their answers come back
-// in one read (fasthttp.PipelineClient). Otherwise it is a fasthttp.Client
-// with one request per connection at a time.
 package httpsink
 
 import (
@@ -47,10 +41,6 @@ const DefaultTimeout = 10 * time.Second
 // connection, and few enough not to flood a struggling receiver.
 const DefaultMaxConns = 32
 
-// MaxPipeline is the most requests Config.Pipeline lets one connection carry
-// at once.
-const MaxPipeline = 128
-
 // Config is what an http sink needs; the router fills it from the sink's YAML.
 type Config struct {
 	// URL is the absolute http or https endpoint. User info in it is sent as
@@ -73,17 +63,8 @@ type Config struct {
 	SignSecret string
 	// Version is hookrouter's version, sent as User-Agent: hookrouter/Version.
 	Version string
-	// MaxConns caps open connections to the host. Zero means DefaultMaxConns,
-	// or with Pipeline above 1 enough connections for DefaultMaxConns
-	// concurrent Sends.
+	// MaxConns caps open connections to the host. Zero means DefaultMaxConns.
 	MaxConns int
-	// Pipeline is how many requests one keep-alive connection carries at
-	// once: 0 or 1 means one at a time (a fasthttp.Client), 2 to MaxPipeline
-	// pipelines them (a fasthttp.PipelineClient). One slow answer then
-	// delays those behind it on its connection, and a connection that
-	// breaks fails every request queued on it (each is re-sent once, so the
-	// receiver may see a request twice).
-	Pipeline int
 
 	// BodyFunc, when set, produces the request body by appending it to dst,
 	// in place of Body; sinks built on this one (slack) use it. Its errors
@@ -114,16 +95,11 @@ type Sink struct {
 	// error: a receiver may echo back the request it refused.
 	secrets []string
 	signing bool
-	macs    sync.Pool                // *signer keyed with the signing secret
-	bufs    sync.Pool                // *[]byte request bodies
-	client  *fasthttp.Client         // when not pipelining
-	pipe    *fasthttp.PipelineClient // when pipelining, with conns and inflight
-	conns   *connSet
-	// inflight counts the Sends under way on a pipelining sink: the last one
-	// to end after Close closes the connections.
-	inflight atomic.Int64
-	closed   atomic.Bool
-	log      *slog.Logger
+	macs    sync.Pool // *signer keyed with the signing secret
+	bufs    sync.Pool // *[]byte request bodies
+	client  *fasthttp.Client
+	closed  atomic.Bool
+	log     *slog.Logger
 }
 
 type header struct{ name, value string }
@@ -141,7 +117,7 @@ var reserved = []string{
 
 // New checks cfg and builds the sink. It does no I/O: connections are made by
 // the first Send. Errors name the offending field (url, method, headers.NAME,
-// body, timeout, sign.secret, pipeline).
+// body, timeout, sign.secret).
 func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -190,15 +166,9 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	case s.timeout < 0:
 		return nil, errors.New("timeout: must be positive")
 	}
-	if cfg.Pipeline < 0 || cfg.Pipeline > MaxPipeline {
-		return nil, fmt.Errorf("pipeline: must be from 1 to %d, got %d", MaxPipeline, cfg.Pipeline)
-	}
 	maxConns := cfg.MaxConns
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConns
-		if cfg.Pipeline > 1 {
-			maxConns = (DefaultMaxConns + cfg.Pipeline - 1) / cfg.Pipeline
-		}
 	}
 
 	// Sorted so that requests and errors do not depend on map order.
@@ -256,10 +226,6 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	s.secrets = slices.DeleteFunc(s.secrets, func(v string) bool { return len(v) < 4 })
 	s.bufs.New = func() any { return new([]byte) }
 
-	if cfg.Pipeline > 1 {
-		s.newPipeline(u, maxConns, cfg.Pipeline)
-		return s, nil
-	}
 	s.client = &fasthttp.Client{
 		NoDefaultUserAgentHeader: true,
 		MaxConnsPerHost:          maxConns,
@@ -306,11 +272,6 @@ func checkURL(raw string) (*url.URL, error) {
 // waits at most Timeout, and never past ctx's deadline; a ctx cancelled while
 // the request is in flight is noticed when the request ends.
 func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
-	if s.pipe != nil {
-		// Counted before closed is read, which Close relies on.
-		s.inflight.Add(1)
-		defer s.leave()
-	}
 	if s.closed.Load() {
 		return s.fail(sinks.ErrClosed)
 	}
@@ -339,7 +300,7 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline, ctxDeadline = d, true
 	}
-	if err := s.do(req, resp, deadline); err != nil {
+	if err := s.client.DoDeadline(req, resp, deadline); err != nil {
 		cerr := ctx.Err()
 		if cerr == nil && ctxDeadline && isTimeout(err) {
 			// fasthttp's clock may fire a hair before the context's.
@@ -348,13 +309,6 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 		if cerr != nil {
 			return s.fail(fmt.Errorf("%w: %w", err, cerr))
 		}
-		if s.pipe != nil && errors.Is(err, fasthttp.ErrTimeout) {
-			// The pipeline client does not tell its callers why it could
-			// not connect: they time out. Say what the last dial said.
-			if derr := s.conns.dialErr(); derr != nil {
-				return s.fail(fmt.Errorf("%w (connecting: %w)", err, derr))
-			}
-		}
 		return s.fail(err)
 	}
 	code := resp.StatusCode()
@@ -362,14 +316,6 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 		return nil
 	}
 	return s.fail(sinks.CheckStatus(code, string(resp.Header.Peek(fasthttp.HeaderRetryAfter)), s.scrub(resp.Body())))
-}
-
-// do makes the request with whichever client the sink has.
-func (s *Sink) do(req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
-	if s.pipe != nil {
-		return s.doPipelined(req, resp, deadline)
-	}
-	return s.client.DoDeadline(req, resp, deadline)
 }
 
 func isTimeout(err error) bool {
@@ -491,25 +437,12 @@ func (s *Sink) Render(ev *sinks.Event) ([]byte, error) {
 }
 
 // Close makes later Sends fail with sinks.ErrClosed and closes idle
-// connections; requests in flight finish. A pipelining sink closes all its
-// connections once the last Send in flight ends (the pipeline client's
-// goroutines of an idle connection notice only when their 30s idle timer
-// fires, and then end). It is idempotent.
+// connections; requests in flight finish. It is idempotent.
 func (s *Sink) Close(ctx context.Context) error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	if s.pipe != nil {
-		// Send adds itself to inflight before reading closed, and Close sets
-		// closed before reading inflight: either Close sees the Send, which
-		// then sees closed when it leaves and closes, or the Send sees
-		// closed and fails. Closing twice is harmless.
-		if s.inflight.Load() == 0 {
-			s.conns.closeAll()
-		}
-	} else {
-		s.client.CloseIdleConnections()
-	}
+	s.client.CloseIdleConnections()
 	s.log.DebugContext(ctx, "http sink closed", "url", s.shown)
 	return nil
 }

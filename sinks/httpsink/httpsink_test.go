@@ -12,11 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -470,8 +468,6 @@ func TestConfigErrors(t *testing.T) {
 		{"body", Config{URL: "http://h/", Body: `{"a": `}, "body: "},
 		{"sign secret", Config{URL: "http://h/", SignSecret: "whsec_" + secret + "!!"}, "sign.secret: "},
 		{"timeout", Config{URL: "http://h/", Timeout: -time.Second}, "timeout: "},
-		{"pipeline negative", Config{URL: "http://h/", Pipeline: -1}, "pipeline: must be from 1 to 128, got -1"},
-		{"pipeline too deep", Config{URL: "http://h/", Pipeline: 129}, "pipeline: must be from 1 to 128, got 129"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -529,62 +525,6 @@ func BenchmarkSend(b *testing.B) {
 			benchSend(b, bc.cfg, "http://"+ln.Addr().String())
 		})
 	}
-}
-
-// BenchmarkSendParallel sends from 64 goroutines, as 64 dispatcher
-// workers would, to a local fasthttp server, without and with pipelining.
-// cpu-ns/op is the process's CPU time (sink and server both) per Send.
-func BenchmarkSendParallel(b *testing.B) {
-	for _, depth := range []int{1, 8, 64} {
-		b.Run(fmt.Sprintf("pipeline %d", depth), func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv := &fasthttp.Server{Handler: func(*fasthttp.RequestCtx) {}}
-			go srv.Serve(ln)
-			defer srv.Shutdown()
-			// As the router sizes the pool (router.httpMaxConns).
-			const workers = 64
-			maxConns := workers * 2
-			if depth > 1 {
-				maxConns = workers / depth
-			}
-			s, err := New(Config{
-				URL: "http://" + ln.Addr().String() + "/hook", Headers: map[string]string{"X-Api-Key": "k"},
-				Pipeline: depth, MaxConns: maxConns,
-			}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close(context.Background())
-			ev := sinktest.Event("ev_bench", sinktest.Samples()["channel.message_in.json"])
-			ctx := b.Context()
-			b.ReportAllocs()
-			b.SetParallelism((workers + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
-			cpu0 := cpuTime()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := s.Send(ctx, ev); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.StopTimer()
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
-		})
-	}
-}
-
-// cpuTime returns the process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func benchSend(b *testing.B, cfg Config, base string) {
