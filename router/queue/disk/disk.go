@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,17 +45,13 @@ import (
 const FileName = "queue.db"
 
 const (
-	// commitLinger and lingerBelow make group commits larger under
-	// concurrent load: the committer waits up to commitLinger before logging
-	// a batch of fewer than lingerBelow Puts when the previous batch had more
-	// than one. A sync costs far more than the records it writes (here ~55 µs
-	// of CPU and a virtio doorbell per fdatasync); without the wait, 64
-	// concurrent senders made batches of ~15 Puts and 2,700 syncs/s; with it,
-	// ~26 Puts and 1,650 syncs/s, and ~10% more events/s
-	// (benchmarks/run.sh disk mode). A longer
-	// wait (300 µs) made it lower again: the senders then sit idle.
-	commitLinger = 150 * time.Microsecond
-	lingerBelow  = 32
+	// lingerBelow and maxYields make group commits larger under concurrent
+	// load: when the previous batch had more than one Put, the committer
+	// first lets the Puts about to arrive join (gather) while fewer than
+	// lingerBelow wait. A sync costs far more than the records it writes
+	// (here ~55 µs of CPU and a virtio doorbell per fdatasync).
+	lingerBelow = 32
+	maxYields   = 8
 	// flushDelay bounds how long a logged Put, a Done or a Retry waits
 	// before the applier writes it into bbolt. An event delivered within it
 	// never reaches bbolt at all (applyOnce skips a Put whose last Done is
@@ -720,8 +717,7 @@ func (q *Queue) armApplier() {
 // with one write and one sync. While a sync is in progress, new Puts pile
 // up and form the next batch, so the batch size follows the load. When the
 // previous batch shows concurrent senders and few Puts are waiting, it
-// lingers up to commitLinger for more (see lingerBelow); a lone Put is not
-// delayed.
+// gathers the ones about to arrive first; a lone Put is not delayed.
 func (q *Queue) run() {
 	defer close(q.stopped)
 	var spare []*putReq
@@ -734,12 +730,7 @@ func (q *Queue) run() {
 			final = true
 		}
 		if last > 1 && !final {
-			q.mu.Lock()
-			n := len(q.puts)
-			q.mu.Unlock()
-			if n < lingerBelow {
-				time.Sleep(commitLinger)
-			}
+			q.gather()
 		}
 		q.mu.Lock()
 		puts := q.puts
@@ -754,6 +745,28 @@ func (q *Queue) run() {
 		if final {
 			return
 		}
+	}
+}
+
+// gather lets the Puts that are about to arrive join the batch: it yields
+// to the other goroutines (the requests being handled) until no new Put
+// arrived during a yield, lingerBelow are waiting, or after maxYields
+// yields. A timer would not do: here a 150 µs sleep takes over 1 ms. With
+// nothing else runnable a yield returns at once, so a quiet queue is not
+// delayed.
+func (q *Queue) gather() {
+	q.mu.Lock()
+	n := len(q.puts)
+	q.mu.Unlock()
+	for i := 0; i < maxYields && n < lingerBelow; i++ {
+		runtime.Gosched()
+		q.mu.Lock()
+		m := len(q.puts)
+		q.mu.Unlock()
+		if m == n {
+			return
+		}
+		n = m
 	}
 }
 
