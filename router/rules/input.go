@@ -142,7 +142,7 @@ func (in *Input) header(name string) string {
 
 func (in *Input) sourceName() string { return in.source }
 
-// Parse validates body as a JSON object and extracts the fields the Set's
+// Parse validates body as a JSON object (RFC 8259) and extracts the fields the Set's
 // expressions read. body must stay unmodified until Release.
 //
 // Strings in the env alias the parser's copy of the body (see toValue): they
@@ -151,6 +151,13 @@ func (in *Input) sourceName() string { return in.source }
 // result, and rule errors, which may quote the payload, are only valid until
 // Release, like the rest of Result.
 func (in *Input) Parse(body []byte) error {
+	// fastjson's parser is lenient where its validator is not: it takes raw
+	// control characters in strings, unknown escapes and malformed numbers.
+	// Such a body is not JSON; accepted, it would reach every sink (a file
+	// sink's line that readers cannot parse) or fail only at delivery.
+	if err := fastjson.ValidateBytes(body); err != nil {
+		return err
+	}
 	v, err := in.parser.ParseBytes(body)
 	if err != nil {
 		return err

@@ -1,12 +1,16 @@
 package rules
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 
@@ -160,7 +164,9 @@ func TestMissingFieldsAndTypes(t *testing.T) {
 
 func TestParseRejects(t *testing.T) {
 	s := compileYAML(t, `  - {name: a, when: "true", to: [a]}`, "a")
-	for _, body := range []string{``, `[1,2]`, `"x"`, `{"a":`, `{"a":1}x`, `nul`} {
+	for _, body := range []string{``, `[1,2]`, `"x"`, `{"a":`, `{"a":1}x`, `nul`,
+		// Not JSON, though fastjson's parser alone takes them.
+		"{\"a\":\"\x1e\"}", "{\"a\x01\":1}", `{"a":"\q"}`, `{"a":"\u12"}`, `{"a":nan}`, `{"a":1-2}`, `{"a":-inf}`} {
 		in := s.Acquire("platform", nil)
 		if err := in.Parse([]byte(body)); err == nil {
 			t.Errorf("Parse(%q) = nil, want error", body)
@@ -401,47 +407,7 @@ func TestFieldsExtractedOnlyAsNeeded(t *testing.T) {
 // router's (flattened, extracted fields) and expr's own (whole payload
 // decoded to maps), and requires the same result, error or not.
 func TestFlatteningKeepsExprSemantics(t *testing.T) {
-	exprs := []string{
-		`message.channel.engine == "wa"`,
-		`message?.channel?.engine == "wa"`,
-		`message?.channel.engine == "wa"`,
-		`message.channel?.engine == "wa"`,
-		`message.content.text contains "Halo"`,
-		`device.id == "dev_wa_01"`,
-		`device?.id == "dev_wa_01"`,
-		`message.id.x == nil`,
-		`message?.id?.x == nil`,
-		`message.content.attachments[0].type == "image"`,
-		`any(message?.content?.attachments ?? [], .mime_type == "image/jpeg")`,
-		`let m = message; m?.channel?.engine == "ig"`,
-		`message.bisnis == nil`,
-		`len(message?.channel ?? {}) == 3`,
-		`"engine" in message.channel`,
-		`message.channel["engine"] == "wa"`,
-		`event == "device.connected" || message.content.type == "image"`,
-		`(message?.sender_name ?? "") matches "^R"`,
-		`need_human == 1 && message.content.type == "image"`,
-		`timestamp > 1738056000 ? message.id != "" : device.id != ""`,
-		`source() == "platform" && header("X-A") == ""`,
-		`$env.event == "channel.message_in"`,
-		`nested.a.b.c == 1`,
-		`nested?.a?.b?.c == 1`,
-		`$env.need_human == 1 || "timestamp" in $env`,
-		`lower(message?.content?.text ?? "") contains "komplain"`,
-		`lower(message?.content?.text ?? "") contains "refund" || lower(message?.content?.text ?? "") contains "butuh"`,
-		`lower(message.content.text) contains "halo"`,
-		`lower(message?.content?.text) contains ""`,
-		`lower(message?.content?.text ?? "") contains "i̇stanbul"`,
-		`lower(message?.content?.text ?? "") contains "straße"`,
-		`lower(message?.content?.text ?? "") contains "ⱥ"`,
-		`lower(message?.content?.text ?? "") contains "\ufffd"`,
-		`lower(message?.content?.text ?? "") contains "Halo"`,
-		`not (lower(message?.content?.text ?? "") contains "halo")`,
-		`lower(message?.content?.text ?? "") startsWith "halo"`,
-		`lower(message?.content?.text ?? "") endsWith "bantuan"`,
-		`lower(message?.content?.text ?? "") endsWith "😀 ⱥ"`,
-		`lower(message?.sender_name ?? "") == "test user"`,
-	}
+	exprs := semanticsExprs
 	var bodies [][]byte
 	for _, p := range []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"} {
 		bodies = append(bodies, payload(t, p))
@@ -462,26 +428,159 @@ func TestFlatteningKeepsExprSemantics(t *testing.T) {
 			if err := in.Parse(body); err != nil {
 				t.Fatal(err)
 			}
-			// Match evaluates the rule only if the event index lets it,
-			// with what Parse computed for this event; Trace always, with
-			// everything computed.
-			r := in.Match()
-			matched, matchErr := len(r.Matched) > 0, len(r.Errors) > 0
-			tr := in.Trace()[0]
-			got, gotErr := tr.Result, tr.Err
-
-			env, _ := sinks.DecodePayload(body)
-			env["header"] = func(string) string { return "" }
-			env["source"] = func() string { return "platform" }
-			want, wantErr := expr.Eval(e, env)
-			if (gotErr != nil) != (wantErr != nil) || (wantErr == nil && got != want) {
-				t.Errorf("expr %d %q on %s: router (%v, %v), expr (%v, %v)", i, e, body, got, gotErr, want, wantErr)
-			}
-			if matched != (gotErr == nil && got) || matchErr != (gotErr != nil) {
-				t.Errorf("expr %d %q on %s: Match (%v, error %v), Trace (%v, %v)", i, e, body, matched, matchErr, got, gotErr)
-			}
+			checkAgainstExpr(t, in, i, e, body)
 		}
 		s.Release(in)
+	}
+}
+
+// semanticsExprs are the expressions TestFlatteningKeepsExprSemantics and
+// FuzzFlatteningKeepsExprSemantics evaluate both ways.
+var semanticsExprs = []string{
+	`message.channel.engine == "wa"`,
+	`message?.channel?.engine == "wa"`,
+	`message?.channel.engine == "wa"`,
+	`message.channel?.engine == "wa"`,
+	`message.content.text contains "Halo"`,
+	`device.id == "dev_wa_01"`,
+	`device?.id == "dev_wa_01"`,
+	`message.id.x == nil`,
+	`message?.id?.x == nil`,
+	`message.content.attachments[0].type == "image"`,
+	`any(message?.content?.attachments ?? [], .mime_type == "image/jpeg")`,
+	`let m = message; m?.channel?.engine == "ig"`,
+	`message.bisnis == nil`,
+	`len(message?.channel ?? {}) == 3`,
+	`"engine" in message.channel`,
+	`message.channel["engine"] == "wa"`,
+	`event == "device.connected" || message.content.type == "image"`,
+	`(message?.sender_name ?? "") matches "^R"`,
+	`need_human == 1 && message.content.type == "image"`,
+	`timestamp > 1738056000 ? message.id != "" : device.id != ""`,
+	`source() == "platform" && header("X-A") == ""`,
+	`$env.event == "channel.message_in"`,
+	`nested.a.b.c == 1`,
+	`nested?.a?.b?.c == 1`,
+	`$env.need_human == 1 || "timestamp" in $env`,
+	`lower(message?.content?.text ?? "") contains "komplain"`,
+	`lower(message?.content?.text ?? "") contains "refund" || lower(message?.content?.text ?? "") contains "butuh"`,
+	`lower(message.content.text) contains "halo"`,
+	`lower(message?.content?.text) contains ""`,
+	`lower(message?.content?.text ?? "") contains "i̇stanbul"`,
+	`lower(message?.content?.text ?? "") contains "straße"`,
+	`lower(message?.content?.text ?? "") contains "ⱥ"`,
+	`lower(message?.content?.text ?? "") contains "\ufffd"`,
+	`lower(message?.content?.text ?? "") contains "Halo"`,
+	`not (lower(message?.content?.text ?? "") contains "halo")`,
+	`lower(message?.content?.text ?? "") startsWith "halo"`,
+	`lower(message?.content?.text ?? "") endsWith "bantuan"`,
+	`lower(message?.content?.text ?? "") endsWith "😀 ⱥ"`,
+	`lower(message?.sender_name ?? "") == "test user"`,
+}
+
+// checkAgainstExpr compares, for the one-rule set behind in (already parsed
+// with body), Match and Trace with expr's own evaluation of e on the whole
+// payload decoded to maps.
+func checkAgainstExpr(t *testing.T, in *Input, i int, e string, body []byte) {
+	t.Helper()
+	// Match evaluates the rule only if the event index lets it, with what
+	// Parse computed for this event; Trace always, with everything computed.
+	r := in.Match()
+	matched, matchErr := len(r.Matched) > 0, len(r.Errors) > 0
+	tr := in.Trace()[0]
+	got, gotErr := tr.Result, tr.Err
+
+	env, err := sinks.DecodePayload(body)
+	if err != nil {
+		t.Fatalf("fastjson accepted what encoding/json did not: %v\n%q", err, body)
+	}
+	env["header"] = func(string) string { return "" }
+	env["source"] = func() string { return "platform" }
+	want, wantErr := expr.Eval(e, env)
+	if (gotErr != nil) != (wantErr != nil) || (wantErr == nil && got != want) {
+		t.Errorf("expr %d %q on %s: router (%v, %v), expr (%v, %v)", i, e, body, got, gotErr, want, wantErr)
+	}
+	if matched != (gotErr == nil && got) || matchErr != (gotErr != nil) {
+		t.Errorf("expr %d %q on %s: Match (%v, error %v), Trace (%v, %v)", i, e, body, matched, matchErr, got, gotErr)
+	}
+}
+
+// FuzzFlatteningKeepsExprSemantics is TestFlatteningKeepsExprSemantics on
+// any payload: each expression's set keeps one Input across inputs, so a
+// value left over from the previous event would show. Payloads on which the
+// two JSON decoders are known to differ are skipped: a duplicate key
+// (fastjson keeps the first, encoding/json the last), invalid UTF-8 and
+// surrogate escapes (encoding/json turns invalid ones into U+FFFD, fastjson
+// keeps a lone "\ud800" as those six characters).
+func FuzzFlatteningKeepsExprSemantics(f *testing.F) {
+	for _, p := range []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"} {
+		f.Add(payload(f, p))
+	}
+	for _, b := range odd {
+		f.Add([]byte(b))
+	}
+	sets := make([]*Set, len(semanticsExprs))
+	ins := make([]*Input, len(semanticsExprs))
+	for i, e := range semanticsExprs {
+		sets[i] = compileYAML(f, fmt.Sprintf("  - {name: r, when: %q, to: [a]}\n", e), "a")
+		ins[i] = sets[i].Acquire("platform", hdr{})
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !utf8.Valid(body) || surrogateEscape.Match(body) || hasDuplicateKey(body) {
+			return
+		}
+		for i, e := range semanticsExprs {
+			if ins[i].Parse(body) != nil {
+				return
+			}
+			checkAgainstExpr(t, ins[i], i, e, body)
+		}
+	})
+}
+
+var surrogateEscape = regexp.MustCompile(`\\u[dD][89a-fA-F]`)
+
+// hasDuplicateKey reports whether some JSON object in body (valid JSON)
+// repeats a key.
+func hasDuplicateKey(body []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type frame struct {
+		keys   map[string]bool
+		object bool
+		key    bool // the next string token is a key
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		top := len(stack) - 1
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{', '[':
+				if top >= 0 && stack[top].object {
+					stack[top].key = true
+				}
+				stack = append(stack, frame{keys: map[string]bool{}, object: v == '{', key: v == '{'})
+			default:
+				stack = stack[:top]
+			}
+			continue
+		case string:
+			if top >= 0 && stack[top].object && stack[top].key {
+				if stack[top].keys[v] {
+					return true
+				}
+				stack[top].keys[v] = true
+				stack[top].key = false
+				continue
+			}
+		}
+		if top >= 0 && stack[top].object {
+			stack[top].key = true
+		}
 	}
 }
 
