@@ -777,6 +777,12 @@ func (q *Queue) commit(puts []*putReq) {
 		return
 	}
 	err := q.waitApplier()
+	if err != nil {
+		// These Puts were numbered and will not be logged: the records
+		// after them must not follow a gap in the active segment, which
+		// replay would take for a torn write (see wal.abandon).
+		q.wal.abandon(puts[len(puts)-1].seq)
+	}
 	var buf []byte
 	logged := make([]walPut, len(puts))
 	if err == nil {

@@ -193,8 +193,8 @@ func parseWALRecord(b []byte) (walRecord, int, bool) {
 	return rec, walHeader + n, true
 }
 
-// wal is the writing side of the log. append is called by the committer
-// only; dropApplied and prepareSpare by the applier only.
+// wal is the writing side of the log. append and abandon are called by
+// the committer only; dropApplied and prepareSpare by the applier only.
 //
 // Segments are preallocated: a new segment is a spare file, zero-filled
 // once (prepareSpare) or a fully applied segment renamed for reuse instead
@@ -326,6 +326,20 @@ func (w *wal) append(buf []byte, first, last uint64) error {
 	w.off += int64(len(buf))
 	w.lastSeq = last
 	return nil
+}
+
+// abandon ends the active segment, if any, as a failed append does: the
+// Puts up to last were numbered but are not logged (the committer failed
+// them before the append), and the next append starts a new segment named
+// after its own first seq, which keeps every segment's seqs free of gaps.
+// Replay stops at a gap with a warning: left in place, it would hide the
+// acknowledged records after it.
+func (w *wal) abandon(last uint64) {
+	if w.f != nil {
+		_ = w.f.Close()
+		w.f = nil
+	}
+	w.lastSeq = last
 }
 
 func (w *wal) spareReady() bool {

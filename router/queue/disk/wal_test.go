@@ -514,3 +514,113 @@ func TestWALSegmentsDeleted(t *testing.T) {
 		t.Fatalf("Close left spares %v, want %d", spares, maxSpares)
 	}
 }
+
+// TestWALPutsFailedBeforeAppend: while the applier cannot write bbolt (a
+// full disk) and maxUnapplied bytes are logged, the committer fails Puts
+// without logging them, though they were numbered. The Puts acknowledged
+// once the disk has room again must survive a crash all the same: their
+// records must not follow a gap in seqs, which replay takes for a torn
+// write. The disk is a tmpfs that a filler file fills while the active
+// segment and the spare, preallocated (48 MiB each here), still take
+// records.
+func TestWALPutsFailedBeforeAppend(t *testing.T) {
+	if testing.Short() {
+		t.Skip("logs maxUnapplied bytes")
+	}
+	dir := filepath.Join(t.TempDir(), "fs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v: %s)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	// The applier runs at flushBytes, or applyDelay after a Put or a failure.
+	const applyDelay = 5 * time.Second
+	q, err := openWith(dir, 1<<30, 1<<20, applyDelay, 48<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var acked []string
+	n := 0
+	try := func() error {
+		n++
+		id := fmt.Sprint("e", n)
+		err := q.Put(t.Context(), event(id, 32<<10), []string{"a"})
+		if err == nil {
+			acked = append(acked, id)
+		}
+		return err
+	}
+	// Past flushBytes: the applier applies and zero-fills the next spare.
+	for range 320 {
+		if err := try(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); !q.wal.spareReady(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no spare segment prepared")
+		}
+	}
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for chunk := make([]byte, 1<<20); err == nil; {
+		_, err = filler.Write(chunk)
+	}
+	filler.Close()
+	// Log until the committer refuses Puts for the applier's failure (a
+	// write past the preallocated segment fails before that).
+	for {
+		err := try()
+		if err != nil && strings.Contains(err.Error(), "apply to") {
+			break
+		}
+		if n > 10000 {
+			t.Fatalf("no Put failed for the applier: %v", err)
+		}
+	}
+	for range 3 {
+		if err := try(); err == nil {
+			t.Fatal("Put acknowledged with maxUnapplied logged and the applier failing")
+		}
+	}
+	if err := os.Remove(filler.Name()); err != nil {
+		t.Fatal(err)
+	}
+	// The applier's retry applies everything logged; then Puts succeed.
+	for deadline := time.Now().Add(3 * applyDelay); try() != nil; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Puts still failing after the disk has room")
+		}
+	}
+	for range 20 {
+		if err := try(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A crash now: these last Puts are in the log only.
+	snap := snapshot(t, dir)
+	var logs logBuf
+	q2, err := Open(snap, 1<<30, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q2.Close()
+	got := map[string]bool{}
+	for _, ev := range q2.Recovered() {
+		got[ev.ID] = true
+	}
+	var lost []string
+	for _, id := range acked {
+		if !got[id] {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged events lost after the crash: %v\n%s", len(lost), len(acked), lost, logs.String())
+	}
+}
