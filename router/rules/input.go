@@ -25,6 +25,7 @@ var ErrNotObject = errors.New("payload is not a JSON object")
 type Input struct {
 	set    *Set
 	parser fastjson.Parser
+	numBuf []byte // scratch for strict
 	root   *fastjson.Value
 	body   []byte
 	env    map[string]any
@@ -151,15 +152,15 @@ func (in *Input) sourceName() string { return in.source }
 // result, and rule errors, which may quote the payload, are only valid until
 // Release, like the rest of Result.
 func (in *Input) Parse(body []byte) error {
+	v, err := in.parser.ParseBytes(body)
+	if err != nil {
+		return err
+	}
 	// fastjson's parser is lenient where its validator is not: it takes raw
 	// control characters in strings, unknown escapes and malformed numbers.
 	// Such a body is not JSON; accepted, it would reach every sink (a file
 	// sink's line that readers cannot parse) or fail only at delivery.
-	if err := fastjson.ValidateBytes(body); err != nil {
-		return err
-	}
-	v, err := in.parser.ParseBytes(body)
-	if err != nil {
+	if err := strict(body, v, &in.numBuf); err != nil {
 		return err
 	}
 	obj, err := v.Object()

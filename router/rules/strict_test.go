@@ -1,0 +1,99 @@
+package rules
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/valyala/fastjson"
+)
+
+// FuzzStrictMatchesValidate: whatever fastjson's parser takes, strict
+// accepts exactly what fastjson.ValidateBytes accepts.
+func FuzzStrictMatchesValidate(f *testing.F) {
+	for _, p := range []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"} {
+		f.Add(payload(f, p))
+	}
+	for _, b := range odd {
+		f.Add([]byte(b))
+	}
+	for _, b := range []string{"{\"a\":\"\x1e\"}", "{\"a\x01\":1}", `{"a":"\q"}`, `{"a":"\u12"}`, `{"a":nan}`,
+		`{"a":1-2}`, `{"a":-inf}`, `{"a":[1,2.5e3,-0,01]}`, "{\"a\":\n1}", `{"a":1.}`, `{"a":"\u00e9"}`} {
+		f.Add([]byte(b))
+	}
+	var p fastjson.Parser
+	var buf []byte
+	f.Fuzz(func(t *testing.T, body []byte) {
+		v, err := p.ParseBytes(body)
+		if err != nil {
+			return
+		}
+		got, want := strict(body, v, &buf), fastjson.ValidateBytes(body)
+		if (got == nil) != (want == nil) {
+			t.Fatalf("strict(%q) = %v, ValidateBytes = %v", body, got, want)
+		}
+	})
+}
+
+func TestHasControlByte(t *testing.T) {
+	base := bytes.Repeat([]byte("ab\x7f\x80\xa0\xff \x20"), 3)
+	if hasControlByte(base) {
+		t.Fatalf("hasControlByte(%q) = true", base)
+	}
+	for i := range base {
+		for _, c := range []byte{0x00, 0x01, 0x09, 0x0a, 0x1f} {
+			b := bytes.Clone(base)
+			b[i] = c
+			if !hasControlByte(b) {
+				t.Errorf("hasControlByte(%q) = false", b)
+			}
+		}
+	}
+}
+
+// BenchmarkStrict compares strict with a second, full validation, on the
+// samples as the platform sends them (compact) and indented.
+func BenchmarkStrict(b *testing.B) {
+	for _, form := range []string{"compact", "indented"} {
+		var bodies [][]byte
+		for _, p := range []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"} {
+			body := payload(b, p)
+			if form == "compact" {
+				var c bytes.Buffer
+				if err := json.Compact(&c, body); err != nil {
+					b.Fatal(err)
+				}
+				body = c.Bytes()
+			}
+			bodies = append(bodies, body)
+		}
+		var parsers [4]fastjson.Parser
+		roots := make([]*fastjson.Value, len(bodies))
+		for i, body := range bodies {
+			v, err := parsers[i].ParseBytes(body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			roots[i] = v
+		}
+		var buf []byte
+		b.Run(form+"/strict", func(b *testing.B) {
+			for b.Loop() {
+				for i, body := range bodies {
+					if err := strict(body, roots[i], &buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+		b.Run(form+"/ValidateBytes", func(b *testing.B) {
+			for b.Loop() {
+				for _, body := range bodies {
+					if err := fastjson.ValidateBytes(body); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
