@@ -89,13 +89,18 @@ if [[ $PIN == 1 ]]; then
 	loadgen_cpu=(taskset -c 1)
 fi
 
-# free_port prints a TCP port nobody on this machine listens on. Racy by
-# nature; a server that then fails to bind is reported as not coming up.
+# free_port prints a TCP port no socket on this machine uses, below the
+# kernel's ephemeral range: the load's own connections take their local
+# ports from that range, and a port one of them holds cannot be listened on.
+# Racy by nature; a server that then fails to bind is reported as not
+# coming up.
 free_port() {
-	local p i
+	local p i lo=32768 hi base
+	read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
+	base=$((lo > 12000 ? 10000 : 1024))
 	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 40000))
-		if [[ -z $(ss -Htln "sport = :$p" 2>/dev/null) ]]; then
+		p=$((base + RANDOM % (lo - base)))
+		if [[ -z $(ss -Htan "sport = :$p" 2>/dev/null) ]]; then
 			echo "$p"
 			return 0
 		fi
