@@ -317,7 +317,7 @@ run_one() {
 
 	log "$name: loading $srv_url for ${DURATION}s (c=$CONC, rate=$rate)"
 	"${loadgen_cpu[@]}" "$bin/loadgen" -url "$srv_url" -secret "$SECRET" -c "$CONC" -d "${DURATION}s" \
-		-warmup "${WARMUP}s" -dup "$DUP" -rate "$rate" -seed "$round" -json "${sinks[@]}" \
+		-warmup "${WARMUP}s" -dup "$DUP" -rate "$rate" -seed "$round" -json -server-pid "$srv_pid" "${sinks[@]}" \
 		>"$out" 2>"$dir/loadgen.log"
 	rc=$?
 	local rss hwm
@@ -367,6 +367,7 @@ missing() { [[ -z $1 || $1 == null ]]; }
 fmt_num() { if missing "$1"; then echo "-"; else printf '%.0f' "$1"; fi; }
 fmt_ms() { if missing "$1"; then echo "-"; else awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; fi; }
 fmt_ratio() { if missing "$1" || missing "$2" || [[ $2 == 0 ]]; then echo "-"; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi; }
+fmt_us() { if missing "$1"; then echo "-"; else printf '%.1f' "$1"; fi; }
 fmt_mib() { if missing "$1" || [[ $1 == 0 ]]; then echo "-"; else awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; fi; }
 
 bare_tp=$(median bare '.accepted_per_s')
@@ -394,7 +395,7 @@ fi
 {
 	echo
 	echo "hookrouter benchmark: $(nproc) CPUs, $ROUNDS round(s) x ${DURATION}s, c=$CONC, dup=$DUP, $(go version | awk '{print $3}'), medians over rounds"
-	printf '%-8s %12s %9s %9s %8s %7s %13s %9s %8s\n' mode "accepted/s" "p50 ms" "p99 ms" non-2xx errors "delivered/s" "vs bare" "RSS MiB"
+	printf '%-8s %12s %9s %9s %8s %7s %13s %9s %8s %8s %8s\n' mode "accepted/s" "p50 ms" "p99 ms" non-2xx errors "delivered/s" "vs bare" "RSS MiB" "srv us" "gen us"
 	for mode in $MODES; do
 		[[ -e $res/$mode.1.json ]] || { printf '%-8s %12s\n' "$mode" "(no result)"; continue; }
 		tp=$(median "$mode" '.accepted_per_s')
@@ -405,15 +406,18 @@ fi
 			deliv=$(fmt_num "$d")
 			ratio=$(fmt_ratio "$d" "$bare_tp")
 		fi
-		printf '%-8s %12s %9s %9s %8s %7s %13s %9s %8s\n' "$mode" "$(fmt_num "$tp")" \
+		printf '%-8s %12s %9s %9s %8s %7s %13s %9s %8s %8s %8s\n' "$mode" "$(fmt_num "$tp")" \
 			"$(fmt_ms "$(median "$mode" '.latency_us.p50')")" "$(fmt_ms "$(median "$mode" '.latency_us.p99')")" \
 			"$(jq -s 'map(.non2xx_total) | add' "$res/$mode".[0-9]*.json)" \
 			"$(jq -s 'map(.errors_total) | add' "$res/$mode".[0-9]*.json)" \
-			"$deliv" "$ratio" "$(fmt_mib "$(median "$mode" '.server_rss_kib')")"
+			"$deliv" "$ratio" "$(fmt_mib "$(median "$mode" '.server_rss_kib')")" \
+			"$(fmt_us "$(median "$mode" '.cpu_us_per_request.server')")" "$(fmt_us "$(median "$mode" '.cpu_us_per_request.loadgen')")"
 	done
 	echo "  accepted/s: 2xx answers per second; vs bare: accepted/s (e2e: delivered/s) over bare's accepted/s;"
 	echo "  delivered/s: events the capture sink acknowledged / time from load start to the last delivery;"
-	echo "  non-2xx, errors: totals over all rounds; RSS: server's resident memory at the end of the run."
+	echo "  non-2xx, errors: totals over all rounds; RSS: server's resident memory at the end of the run;"
+	echo "  srv us, gen us: CPU time (µs) of the server (e2e: hookrouter, not the capture sink) and of loadgen"
+	echo "  per request of the measured phase: what each request costs, which the ratios blur on shared cores."
 	if [[ $rate != 0 ]]; then
 		echo
 		echo "fixed rate, open loop, latency from the intended send time (ms); rate = ${RATE_FRACTION} x bare's, or x the mode's own (own):"

@@ -296,6 +296,8 @@ type Result struct {
 	// rate or the server fell behind.
 	OnSchedule float64       `json:"on_schedule,omitempty"`
 	Sinks      []*SinkResult `json:"sinks,omitempty"`
+	// CPUUS is the CPU time per request of the measured phase (µs).
+	CPUUS *CPUPerRequest `json:"cpu_us_per_request,omitempty"`
 	// CutShort is true when -max-time or an interrupt ended the phase before
 	// its requests were all sent; Unsent counts those never sent (-n, or -rate
 	// with -d).
@@ -366,9 +368,12 @@ func execute(ctx context.Context, o *options, gen *generator, log io.Writer) (*R
 	}
 
 	p := &phase{count: o.count, duration: o.duration, rate: o.rate, maxTime: o.maxTime}
+	cpu0 := sampleCPU(o.serverPID)
 	r := runPhase(ctx, s, p, o.seed)
+	cpu1 := sampleCPU(o.serverPID)
 	res := &Result{
-		URL: o.url, Mode: "closed", Concurrency: o.conc, Rate: o.rate, Dup: o.dup, Seed: o.seed, Tag: o.tag,
+		CPUUS: perRequest(cpu0, cpu1, r.requests),
+		URL:   o.url, Mode: "closed", Concurrency: o.conc, Rate: o.rate, Dup: o.dup, Seed: o.seed, Tag: o.tag,
 		ElapsedS:         r.elapsed.Seconds(),
 		Requests:         r.requests,
 		RequestsPS:       float64(r.requests) / r.elapsed.Seconds(),
@@ -449,6 +454,13 @@ func (r *Result) print(w io.Writer) {
 		pr("service", *r.ServiceUS)
 		pr("timer slop", *r.PacingSlopUS)
 		fmt.Fprintf(w, "on schedule %.1f%% of requests (the rest waited for a free connection)\n", 100*r.OnSchedule)
+	}
+	if c := r.CPUUS; c != nil {
+		fmt.Fprintf(w, "cpu         loadgen %.2f µs/request", c.Loadgen)
+		if c.Server != nil {
+			fmt.Fprintf(w, ", server %.2f µs/request", *c.Server)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, s := range r.Sinks {
 		fmt.Fprintf(w, "sink        %s: delivered %d (%.0f/s over %.2fs), received %d, duplicates %d, invalid %d, failed %d, settled %v\n",

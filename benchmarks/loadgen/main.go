@@ -52,6 +52,7 @@ type options struct {
 	contentType string
 	dump        int
 	maxTime     time.Duration
+	serverPID   int
 }
 
 // Exit codes: 0 all requests got a 2xx; 1 bad usage or setup; 3 the run
@@ -86,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write loadgen's own CPU profile here")
 	fs.StringVar(&o.contentType, "content-type", "application/json", "Content-Type header")
 	fs.DurationVar(&o.maxTime, "max-time", 0, "hard bound on the measured phase (0 = 2×-d+30s, or 1h with -n)")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "also report this process's CPU time per request of the measured phase (Linux /proc)")
 	fs.IntVar(&o.dump, "dump", 0, "print this many generated events as JSON lines (with -dup, duplicates too) and exit; no requests are sent")
 	if err := fs.Parse(args); err != nil {
 		return exitSetup
