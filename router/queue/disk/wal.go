@@ -318,9 +318,7 @@ func (w *wal) append(buf []byte, first, last uint64) error {
 		if terr := w.f.Truncate(w.off); terr == nil {
 			_ = datasync(w.f)
 		}
-		_ = w.f.Close()
-		w.f = nil
-		w.lastSeq = last // if the cut failed, the file may hold them
+		w.abandon(last) // if the cut failed, the file may hold them
 		return fmt.Errorf("wal append: %w", err)
 	}
 	w.off += int64(len(buf))
@@ -328,12 +326,12 @@ func (w *wal) append(buf []byte, first, last uint64) error {
 	return nil
 }
 
-// abandon ends the active segment, if any, as a failed append does: the
-// Puts up to last were numbered but are not logged (the committer failed
-// them before the append), and the next append starts a new segment named
-// after its own first seq, which keeps every segment's seqs free of gaps.
-// Replay stops at a gap with a warning: left in place, it would hide the
-// acknowledged records after it.
+// abandon ends the active segment, if any, after Puts up to last were
+// numbered but not logged (an append failed, or the committer failed them
+// before it): the next append starts a new segment named after its own
+// first seq, which keeps every segment's seqs free of gaps. Replay stops at
+// a gap with a warning: left in place, it would hide the acknowledged
+// records after it.
 func (w *wal) abandon(last uint64) {
 	if w.f != nil {
 		_ = w.f.Close()
