@@ -28,9 +28,15 @@ func compileYAML(t testing.TB, rulesYAML string, sinkNames ...string) *Set {
 	}
 	b.WriteString("rules:\n")
 	b.WriteString(rulesYAML)
-	f, err := config.Parse("rules.yaml", []byte(b.String()), func(string) (string, bool) { return "", false })
+	return compileConfig(t, b.String())
+}
+
+// compileConfig builds a Set from a whole config file.
+func compileConfig(t testing.TB, yaml string) *Set {
+	t.Helper()
+	f, err := config.Parse("rules.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
-		t.Fatalf("config: %v\n%s", err, b.String())
+		t.Fatalf("config: %v\n%s", err, yaml)
 	}
 	s, problems := Compile(f)
 	if problems != nil {
@@ -38,6 +44,9 @@ func compileYAML(t testing.TB, rulesYAML string, sinkNames ...string) *Set {
 	}
 	return s
 }
+
+// sampleFiles are the sample payloads the semantics tests parse.
+var sampleFiles = []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"}
 
 type hdr map[string]string
 
@@ -212,19 +221,12 @@ func TestDedupKeyDefault(t *testing.T) {
 }
 
 func TestDedupKeyCustom(t *testing.T) {
-	f, err := config.Parse("rules.yaml", []byte(`
+	s := compileConfig(t, `
 sources:
   - {name: platform, path: /webhook, auth: {type: none}, dedup: {key: 'conversation_id + ":" + message?.id'}}
 sinks: {a: {type: stdout}}
 rules: [{name: a, when: "true", to: [a]}]
-`), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, problems := Compile(f)
-	if problems != nil {
-		t.Fatal(problems)
-	}
+`)
 	in := s.Acquire("platform", nil)
 	defer s.Release(in)
 	if err := in.Parse(payload(t, "channel.message_in.json")); err != nil {
@@ -409,7 +411,7 @@ func TestFieldsExtractedOnlyAsNeeded(t *testing.T) {
 func TestFlatteningKeepsExprSemantics(t *testing.T) {
 	exprs := semanticsExprs
 	var bodies [][]byte
-	for _, p := range []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"} {
+	for _, p := range sampleFiles {
 		bodies = append(bodies, payload(t, p))
 	}
 	for _, b := range odd {
@@ -513,7 +515,7 @@ func checkAgainstExpr(t *testing.T, in *Input, i int, e string, body []byte) {
 // surrogate escapes (encoding/json turns invalid ones into U+FFFD, fastjson
 // keeps a lone "\ud800" as those six characters).
 func FuzzFlatteningKeepsExprSemantics(f *testing.F) {
-	for _, p := range []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"} {
+	for _, p := range sampleFiles {
 		f.Add(payload(f, p))
 	}
 	for _, b := range odd {
@@ -600,19 +602,12 @@ var odd = []string{
 // string is a copy: the env's strings alias the parser's buffer, which the
 // next Parse overwrites.
 func TestDedupKeyOutlivesRelease(t *testing.T) {
-	f, err := config.Parse("rules.yaml", []byte(`
+	s := compileConfig(t, `
 sources:
   - {name: platform, path: /webhook, auth: {type: none}, dedup: {key: 'message.content.text'}}
 sinks: {a: {type: stdout}}
 rules: [{name: a, when: "true", to: [a]}]
-`), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, problems := Compile(f)
-	if problems != nil {
-		t.Fatal(problems)
-	}
+`)
 	in := s.Acquire("platform", nil)
 	defer s.Release(in)
 	if err := in.Parse([]byte(`{"message":{"content":{"text":"first key"}}}`)); err != nil {

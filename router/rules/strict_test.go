@@ -11,7 +11,7 @@ import (
 // FuzzStrictMatchesValidate: whatever fastjson's parser takes, strict
 // accepts exactly what fastjson.ValidateBytes accepts.
 func FuzzStrictMatchesValidate(f *testing.F) {
-	for _, p := range []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"} {
+	for _, p := range sampleFiles {
 		f.Add(payload(f, p))
 	}
 	for _, b := range odd {
@@ -56,7 +56,7 @@ func TestHasControlByte(t *testing.T) {
 func BenchmarkStrict(b *testing.B) {
 	for _, form := range []string{"compact", "indented"} {
 		var bodies [][]byte
-		for _, p := range []string{"channel.message_in.json", "channel.message_in.image.json", "device.connected.json", "agent.message_out.json"} {
+		for _, p := range sampleFiles {
 			body := payload(b, p)
 			if form == "compact" {
 				var c bytes.Buffer
