@@ -6,19 +6,16 @@
 package main
 
 import (
-	"context"
 	"crypto/subtle"
-	"errors"
 	"flag"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/hookrouter/hookrouter/benchmarks/internal/serve"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -35,43 +32,15 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 
-	ln, err := net.Listen("tcp4", *addr)
+	ln, err := serve.Listen(*addr, *addrFile)
 	if err != nil {
 		log.Error("listen failed", "err", err)
 		return 1
 	}
-	srv := newServer(*secret, *path)
-	if *addrFile != "" {
-		if err := os.WriteFile(*addrFile, []byte(ln.Addr().String()), 0o644); err != nil {
-			log.Error("write addr file failed", "err", err)
-			return 1
-		}
-	}
 	log.Info("listening", "addr", ln.Addr().String())
-
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case s := <-sig:
+	return serve.UntilSignal(newServer(*secret, *path), ln, log, func(s os.Signal) {
 		log.Info("shutting down", "signal", s.String())
-		// Bound the graceful shutdown: a load generator's keep-alive
-		// connections must not hold the process forever.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.ShutdownWithContext(ctx); err != nil {
-			log.Error("shutdown failed", "err", err)
-			return 1
-		}
-		return 0
-	case err := <-errc:
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			log.Error("serve failed", "err", err)
-			return 1
-		}
-		return 0
-	}
+	})
 }
 
 // newServer returns the reference server. Its settings are the ones a

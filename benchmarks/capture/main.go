@@ -8,18 +8,15 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/hookrouter/hookrouter/benchmarks/internal/serve"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -44,7 +41,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 
-	ln, err := net.Listen("tcp4", *addr)
+	ln, err := serve.Listen(*addr, *addrFile)
 	if err != nil {
 		log.Error("listen failed", "err", err)
 		return 1
@@ -59,37 +56,10 @@ func run(args []string, stderr io.Writer) int {
 		IdleTimeout:           2 * time.Minute,
 		MaxRequestBodySize:    8 << 20,
 	}
-	if *addrFile != "" {
-		if err := os.WriteFile(*addrFile, []byte(ln.Addr().String()), 0o644); err != nil {
-			log.Error("write addr file failed", "err", err)
-			return 1
-		}
-	}
 	log.Info("listening", "addr", ln.Addr().String(), "status", o.status, "delay", o.delay, "fail_ratio", o.failRatio)
-
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case s := <-sig:
+	return serve.UntilSignal(srv, ln, log, func(s os.Signal) {
 		st := c.snapshot()
 		log.Info("shutting down", "signal", s.String(), "received", st.Received, "unique", st.Unique,
 			"duplicates", st.Duplicates, "invalid", st.Invalid, "failed", st.Failed)
-		// Bound the graceful shutdown: a sender's keep-alive connections
-		// must not hold the process forever.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.ShutdownWithContext(ctx); err != nil {
-			log.Error("shutdown failed", "err", err)
-			return 1
-		}
-		return 0
-	case err := <-errc:
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			log.Error("serve failed", "err", err)
-			return 1
-		}
-		return 0
-	}
+	})
 }
