@@ -14,15 +14,52 @@ import (
 // The parser checks the structure, the literals and the whitespace, but
 // not three things: control characters in strings, escape sequences, and
 // the number grammar (it takes "nan", "1-2"). A body with no byte below 0x20
-// and no backslash anywhere has no string with either of the first two, so
-// only its numbers remain, checked one by one on the parsed tree; any other
-// body is validated whole. FuzzStrictMatchesValidate holds this to
+// has no string with a control character; one whose escapes are all valid
+// (escapesValid) has no bad escape; then only its numbers remain, checked
+// one by one on the parsed tree. Any other body is validated whole, which
+// also gives the error. FuzzStrictMatchesValidate holds this to
 // ValidateBytes's verdict.
 func strict(body []byte, root *fastjson.Value, buf *[]byte) error {
-	if bytes.IndexByte(body, '\\') < 0 && !hasControlByte(body) && numbersValid(root, buf) {
+	if !hasControlByte(body) && escapesValid(body) && numbersValid(root, buf) {
 		return nil
 	}
 	return fastjson.ValidateBytes(body)
+}
+
+// escapesValid reports whether every backslash in body, a document the
+// parser took, begins one of JSON's escapes: \" \\ \/ \b \f \n \r \t or
+// \u and four hex digits.
+//
+// It scans the bytes without tracking strings, which is sound because the
+// parser took the body: a backslash outside a string is a syntax error, so
+// every backslash is inside a string; the first one met in a string begins
+// an escape, and the scan resumes after that escape, so each backslash it
+// stops at begins one too (the second of \\ is skipped as part of the first).
+func escapesValid(body []byte) bool {
+	for {
+		i := bytes.IndexByte(body, '\\')
+		if i < 0 {
+			return true
+		}
+		if i+1 >= len(body) {
+			return false
+		}
+		switch body[i+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			body = body[i+2:]
+		case 'u':
+			if i+6 > len(body) || !isHex(body[i+2]) || !isHex(body[i+3]) || !isHex(body[i+4]) || !isHex(body[i+5]) {
+				return false
+			}
+			body = body[i+6:]
+		default:
+			return false
+		}
+	}
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // numbersValid reports whether every number under v follows the JSON

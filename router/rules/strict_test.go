@@ -18,7 +18,8 @@ func FuzzStrictMatchesValidate(f *testing.F) {
 		f.Add([]byte(b))
 	}
 	for _, b := range []string{"{\"a\":\"\x1e\"}", "{\"a\x01\":1}", `{"a":"\q"}`, `{"a":"\u12"}`, `{"a":nan}`,
-		`{"a":1-2}`, `{"a":-inf}`, `{"a":[1,2.5e3,-0,01]}`, "{\"a\":\n1}", `{"a":1.}`, `{"a":"\u00e9"}`} {
+		`{"a":1-2}`, `{"a":-inf}`, `{"a":[1,2.5e3,-0,01]}`, "{\"a\":\n1}", `{"a":1.}`, `{"a":"\u00e9"}`,
+		`{"a":"x\"y\\"}`, `{"a\n":"\\\\"}`, `{"a":"\\u12"}`, `{"a":"\u00g0"}`, `{"a":"\uABCD\/\b\f\r\t"}`, `{"a":"\\\q"}`} {
 		f.Add([]byte(b))
 	}
 	var p fastjson.Parser
@@ -33,6 +34,35 @@ func FuzzStrictMatchesValidate(f *testing.F) {
 			t.Fatalf("strict(%q) = %v, ValidateBytes = %v", body, got, want)
 		}
 	})
+}
+
+// TestEscapesValid pins escapesValid on bodies the parser takes; the fuzz
+// target above checks it against ValidateBytes on any input.
+func TestEscapesValid(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"a":"plain"}`:              true,
+		`{"a":"x\"y","b":"\\"}`:      true,
+		`{"a":"\\\\n"}`:              true, // two escaped backslashes, then n
+		`{"a":"\u00e9\/\b\f\n\r\t"}`: true,
+		`{"a":"\uABCD\uabcd"}`:       true,
+		`{"a":"\\q"}`:                true, // escaped backslash, then q
+		`{"a":"\q"}`:                 false,
+		`{"a":"\\\q"}`:               false, // escaped backslash, then \q
+		`{"a":"\u12"}`:               false,
+		`{"a":"\u00g0"}`:             false,
+		`{"a\x":1}`:                  false, // keys too
+	} {
+		if got := escapesValid([]byte(body)); got != want {
+			t.Errorf("escapesValid(%s) = %v, want %v", body, got, want)
+		}
+		var p fastjson.Parser
+		if _, err := p.Parse(body); err != nil {
+			t.Errorf("%s: the parser does not take it (%v): not a case strict sees", body, err)
+		}
+		if got := fastjson.Validate(body) == nil; got != want {
+			t.Errorf("%s: ValidateBytes says %v, the table %v", body, got, want)
+		}
+	}
 }
 
 func TestHasControlByte(t *testing.T) {
