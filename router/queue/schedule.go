@@ -74,14 +74,16 @@ func (l *schedLane) wake() {
 func (s *Scheduler) Push(d *Delivery) {
 	s.mu.Lock()
 	l := s.lane(d.Sink)
-	delete(l.inflight, d)
 	if d.seq == 0 {
+		// New: never handed out, so not in the in-flight set (a delete of
+		// an absent key still hashes and probes, on every event).
 		s.seq++
 		d.seq = s.seq
 		l.fresh.push(d)
 	} else {
 		// Seen before (a retry made due at once): it goes back among the due
 		// ones in its acceptance place, ahead of later events.
+		delete(l.inflight, d)
 		l.retried.push(d)
 	}
 	l.wake()
