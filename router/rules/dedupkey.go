@@ -38,6 +38,7 @@ func compileDedupKey(src string) (*dedupKey, error) {
 func (in *Input) DedupKey() (string, error) {
 	dk := in.set.dedup[in.source]
 	if dk != nil && dk.program != nil {
+		in.ensureEnv()
 		out, err := in.vm.Run(dk.program, in.env)
 		if err == nil {
 			switch v := out.(type) {

@@ -35,13 +35,22 @@ type Input struct {
 	keyBuf []byte
 	bits   []uint64
 
-	obj    *fastjson.Object // the body's top level
-	cands  *candidates      // the rules this event can match
-	filled *plan            // what the env holds for this event
+	obj   *fastjson.Object // the body's top level
+	cands *candidates      // the rules this event can match
+	// filled is the plan the env holds this event's values for, nil until
+	// something reads the env (see Parse).
+	filled *plan
 	// okState caches, per chain (flatPath.id), the #ok value in the env:
 	// a chain that succeeded last time usually does again, and a map write
 	// is the dearest part of flattening.
 	okState []okState
+
+	// lowerBuf holds the results of lower() in native evaluation.
+	lowerBuf []byte
+	// roots holds the payload's top-level fields that native forms read,
+	// by number (Set.nRoots), where rootRead is set: looked up this event.
+	roots    []*fastjson.Value
+	rootRead []bool
 
 	// Made once per Input: a method value or a string stored in an
 	// interface allocates each time it is made.
@@ -72,7 +81,8 @@ type RuleError struct {
 }
 
 func newInput(s *Set) *Input {
-	in := &Input{set: s, env: make(map[string]any, 16), bits: make([]uint64, (len(s.Sinks)+63)/64), okState: make([]okState, s.nPaths)}
+	in := &Input{set: s, env: make(map[string]any, 16), bits: make([]uint64, (len(s.Sinks)+63)/64), okState: make([]okState, s.nPaths),
+		roots: make([]*fastjson.Value, s.nRoots), rootRead: make([]bool, s.nRoots)}
 	in.headerFn, in.sourceFn = in.header, in.sourceName
 	in.resetEnv()
 	return in
@@ -90,9 +100,13 @@ func (s *Set) Acquire(source string, h Headers) *Input {
 
 // Release returns in to its pool. Nothing obtained from it may be used after.
 //
-// The env is not cleared: unless the Set reads $env, every Parse writes the
-// same keys (absent fields as nil, which expr cannot tell from a missing
-// key), so the previous event's values are overwritten, not left behind.
+// The env is not cleared: unless the Set reads $env, every fill of a plan
+// writes the same keys (absent fields as nil, which expr cannot tell from a
+// missing key), so the previous event's values are overwritten, not left
+// behind. An event whose rules are all decided natively fills nothing, and
+// leaves an older event's values, which nothing reads: every reader of the
+// env (the VM in Match, DedupKey, Trace) first fills it for this event with
+// a plan covering what it reads.
 func (s *Set) Release(in *Input) {
 	in.hdr, in.body, in.root, in.obj, in.cands, in.filled = nil, nil, nil, nil, nil, nil
 	s.pool.Put(in)
@@ -143,8 +157,9 @@ func (in *Input) header(name string) string {
 
 func (in *Input) sourceName() string { return in.source }
 
-// Parse validates body as a JSON object (RFC 8259) and extracts the fields the Set's
-// expressions read. body must stay unmodified until Release.
+// Parse validates body as a JSON object (RFC 8259) and picks the rules its
+// event can match; the fields their expressions read are extracted when the
+// VM first needs them. body must stay unmodified until Release.
 //
 // Strings in the env alias the parser's copy of the body (see toValue): they
 // are valid until the next Parse of this Input, hence until Release. Nothing
@@ -167,7 +182,8 @@ func (in *Input) Parse(body []byte) error {
 	if err != nil {
 		return ErrNotObject
 	}
-	in.root, in.body, in.obj = v, body, obj
+	in.root, in.body, in.obj, in.filled = v, body, obj, nil
+	clear(in.rootRead)
 	s := in.set
 	in.cands = s.anyEvent
 	if ev := obj.Get("event"); ev != nil && ev.Type() == fastjson.TypeString {
@@ -176,8 +192,22 @@ func (in *Input) Parse(body []byte) error {
 			in.cands = c
 		}
 	}
-	in.fill(in.cands.plan)
+	// The env is filled when first read (ensureEnv), so that an event
+	// whose rules are all decided natively never builds it. When some
+	// candidate rule has no native form, the VM will read it anyway:
+	// filling now costs the same.
+	if in.cands.vm {
+		in.fill(in.cands.plan)
+	}
 	return nil
+}
+
+// ensureEnv fills the env for this event's candidate rules and dedup key,
+// unless it already holds this event's values (for them, or for all rules).
+func (in *Input) ensureEnv() {
+	if in.filled == nil {
+		in.fill(in.cands.plan)
+	}
 }
 
 // fill computes what p asks for into the env.
@@ -256,7 +286,7 @@ func (in *Input) Match() *Result {
 	candidates := in.cands.rules
 	for _, i := range candidates {
 		rule := &s.Rules[i]
-		ok, err := in.eval(rule)
+		ok, err := in.evalRule(rule)
 		if err != nil {
 			r.Errors = append(r.Errors, RuleError{Rule: int(i), Err: err})
 			continue
@@ -282,6 +312,19 @@ func (in *Input) Match() *Result {
 	return r
 }
 
+// evalRule decides a rule natively if it can, else with the VM.
+func (in *Input) evalRule(rule *Rule) (bool, error) {
+	if rule.native != nil {
+		if ok, decided := in.evalNative(rule.native); decided {
+			return ok, nil
+		}
+	}
+	in.ensureEnv()
+	return in.eval(rule)
+}
+
+// eval runs a rule's program on the env, which must hold this event's
+// values.
 func (in *Input) eval(rule *Rule) (bool, error) {
 	out, err := in.vm.Run(rule.program, in.env)
 	if err != nil {

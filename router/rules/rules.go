@@ -5,7 +5,11 @@
 // time. The Set also knows which rules can only match a given `event` value,
 // so an event is evaluated against the rules that could match it and not the
 // thousand others, and which payload paths those rules read, so the ingress
-// extracts only those fields from the body (Input.Parse).
+// extracts only those fields from the body (Input.Parse). Rules made of
+// common predicates (comparisons of payload paths, headers and literals,
+// joined by && and ||) also get a native form that reads the parsed JSON
+// directly; the VM evaluates the others, and whatever the native form cannot
+// decide (native.go).
 package rules
 
 import (
@@ -31,6 +35,7 @@ type Rule struct {
 	Shadow bool
 
 	program *vm.Program
+	native  nexpr // nil: the VM evaluates every event (see native.go)
 	to      []int // indexes into Set.Sinks
 }
 
@@ -46,18 +51,22 @@ type Set struct {
 	anyEvent *candidates            // for event values outside byEvent
 	full     *plan                  // every expression's reads, for Trace
 	nPaths   int                    // flattened chains, all plans together
+	nRoots   int                    // payload variables native forms read
 	dedup    map[string]*dedupKey   // by source name
 	pool     sync.Pool
 }
 
 // candidates are the rules that can match an event value, in order, and the
-// plan of what Parse computes for them.
+// plan of what the env holds for them.
 type candidates struct {
 	rules []int32
 	plan  *plan
+	// vm is set when some rule of the list has no native form: the VM
+	// will read the env, so Parse fills it right away (see Input.Parse).
+	vm bool
 }
 
-// plan is what Parse extracts from an event: the reads of the candidate
+// plan is what the env is filled with for an event: the reads of the candidate
 // rules and of every dedup key. An expression reads only variables its plan
 // computes; the others keep an older event's values, which nothing reads.
 type plan struct {
@@ -78,6 +87,7 @@ func Compile(f *config.File) (*Set, config.Problems) {
 	paths := map[string]*flatPath{}
 	var ruleReads []*reads
 	dedupReads := newReads()
+	natives := &nativeBuilder{roots: map[string]int{}}
 
 	for i, r := range f.Rules {
 		path := fmt.Sprintf("rules[%d]", i)
@@ -87,6 +97,7 @@ func Compile(f *config.File) (*Set, config.Problems) {
 			problems = append(problems, f.Problemf(path+".when", "%s", exprError(err)))
 		} else {
 			rule.program = prog
+			rule.native = natives.build(r.When)
 		}
 		rr := newReads()
 		collectReads(rr, paths, r.When)
@@ -128,6 +139,7 @@ func Compile(f *config.File) (*Set, config.Problems) {
 		return nil, problems
 	}
 	s.nPaths = len(paths)
+	s.nRoots = len(natives.roots)
 	s.buildIndex(constrained, ruleReads, dedupReads)
 	s.pool.New = func() any { return newInput(s) }
 	return s, nil
@@ -166,11 +178,18 @@ func (s *Set) buildIndex(constrained [][]string, ruleReads []*reads, dedupReads 
 		}
 		return r.plan()
 	}
+	candidatesOf := func(list []int32) *candidates {
+		c := &candidates{rules: list, plan: planOf(list)}
+		for _, i := range list {
+			c.vm = c.vm || s.Rules[i].native == nil
+		}
+		return c
+	}
 	s.byEvent = make(map[string]*candidates, len(byEvent))
 	for ev, list := range byEvent {
-		s.byEvent[ev] = &candidates{rules: list, plan: planOf(list)}
+		s.byEvent[ev] = candidatesOf(list)
 	}
-	s.anyEvent = &candidates{rules: anyEvent, plan: planOf(anyEvent)}
+	s.anyEvent = candidatesOf(anyEvent)
 	all := make([]int32, len(ruleReads))
 	for i := range all {
 		all[i] = int32(i)
