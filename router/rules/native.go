@@ -92,11 +92,19 @@ func (b *nativeBuilder) build(src string) nexpr {
 	return f
 }
 
+// maxLowerBuf is the largest Input.lowerBuf kept between evaluations.
+const maxLowerBuf = 64 << 10
+
 // evalNative runs a rule's native form: (result, true), or (_, false) when
 // the VM must decide.
 func (in *Input) evalNative(f nexpr) (result, decided bool) {
 	in.lowerBuf = in.lowerBuf[:0]
 	v, ok := f(in)
+	if cap(in.lowerBuf) > maxLowerBuf {
+		// Do not keep, in every pooled Input, the size of the longest text
+		// ever lowered.
+		in.lowerBuf = nil
+	}
 	if !ok || v.kind != nBool {
 		// expr fails a rule whose result is not bool.
 		return false, false

@@ -168,6 +168,8 @@ var nativeEdgeBodies = []string{
 	`{"event":"device.connected","device":{"status":"disconnected"},"timestamp":1738056001,"score":0.75}`,
 	`{"event":"","timestamp":"1738056001","score":"0.75"}`,
 	`{"event":"x","s":"aBc","t":"B"}`,
+	`{"event":"\ud800x","s":"\ud800X","t":"\ud800"}`,
+	`{"event":"channel.message_in","message":{"content":{"text":"` + strings.Repeat("Komplain ", 8000) + `"}}}`,
 	`{"event":"x","s":"","t":""}`,
 	`{"event":"a","event":"channel.message_in","need_human":1}`,
 	`{"event":"channel.message_in","message":{"content":{"text":"` + strings.Repeat("KOMPLAIN é ", 60) + `"}}}`,
@@ -289,6 +291,37 @@ func TestNativeFormsOfServeRules(t *testing.T) {
 			}
 			if _, err := in.DedupKey(); err != nil || in.filled != nil {
 				t.Errorf("the default dedup key filled the env (err %v)", err)
+			}
+			s.Release(in)
+		}
+	}
+}
+
+// TestNativeWithEnvReader checks that rules keep their results when the
+// Set reads $env, which fills the env with every payload key, the last of
+// duplicates: native forms read the first.
+func TestNativeWithEnvReader(t *testing.T) {
+	for _, config := range []string{`
+sources: [{name: platform, path: /webhook, auth: {type: none}}]
+sinks: {a: {type: stdout}}
+rules:
+  - {name: env, when: '$env.n == 1', to: [a]}
+  - {name: dup, when: 'event != "first"', to: [a]}
+`, `
+sources: [{name: platform, path: /webhook, auth: {type: none}, dedup: {key: 'string($env.n)'}}]
+sinks: {a: {type: stdout}}
+rules:
+  - {name: dup, when: 'event != "first"', to: [a]}
+`} {
+		s, ref := compileConfig(t, config), vmOnly(compileConfig(t, config))
+		body := []byte(`{"event":"first","n":1,"event":"last"}`)
+		for _, s := range []*Set{s, ref} {
+			in := s.Acquire("platform", nil)
+			if err := in.Parse(body); err != nil {
+				t.Fatal(err)
+			}
+			if r := matchSummary(in.Match()); !strings.Contains(r, "to [a]") {
+				t.Errorf("%s: %s", config, r)
 			}
 			s.Release(in)
 		}
