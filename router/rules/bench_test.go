@@ -39,7 +39,10 @@ func manyRules(n int) string {
 }
 
 func benchMatch(b *testing.B, rules string) {
-	s := compileYAML(b, rules, realisticSinks...)
+	benchMatchSet(b, compileYAML(b, rules, realisticSinks...))
+}
+
+func benchMatchSet(b *testing.B, s *Set) {
 	body := payload(b, "channel.message_in.json")
 	in := s.Acquire("platform", hdr{})
 	if err := in.Parse(body); err != nil {
@@ -62,10 +65,25 @@ func BenchmarkMatch10(b *testing.B) { benchMatch(b, realisticRules) }
 // the event index rules out.
 func BenchmarkMatch1000(b *testing.B) { benchMatch(b, manyRules(1000)) }
 
+// BenchmarkMatch10VM is BenchmarkMatch10 without native forms: every rule
+// evaluated by expr's VM, as before they existed.
+func BenchmarkMatch10VM(b *testing.B) {
+	benchMatchSet(b, vmOnly(compileYAML(b, realisticRules, realisticSinks...)))
+}
+
 // BenchmarkParseMatch10 measures the whole per-request rules stage: parse,
 // extract, dedup key, match.
 func BenchmarkParseMatch10(b *testing.B) {
-	s := compileYAML(b, realisticRules, realisticSinks...)
+	benchParseMatch(b, compileYAML(b, realisticRules, realisticSinks...))
+}
+
+// BenchmarkParseMatch10VM is BenchmarkParseMatch10 without native forms:
+// the env filled and every rule evaluated by the VM.
+func BenchmarkParseMatch10VM(b *testing.B) {
+	benchParseMatch(b, vmOnly(compileYAML(b, realisticRules, realisticSinks...)))
+}
+
+func benchParseMatch(b *testing.B, s *Set) {
 	body := payload(b, "channel.message_in.json")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
@@ -114,7 +132,16 @@ const serveRules = `
 // BenchmarkParseMatchServe is BenchmarkParseMatch10 with the rules of
 // benchmarks/run.sh and every sample payload in turn.
 func BenchmarkParseMatchServe(b *testing.B) {
-	s := compileYAML(b, serveRules, "archive")
+	benchParseMatchServe(b, compileYAML(b, serveRules, "archive"))
+}
+
+// BenchmarkParseMatchServeVM is BenchmarkParseMatchServe without native
+// forms.
+func BenchmarkParseMatchServeVM(b *testing.B) {
+	benchParseMatchServe(b, vmOnly(compileYAML(b, serveRules, "archive")))
+}
+
+func benchParseMatchServe(b *testing.B, s *Set) {
 	var bodies [][]byte
 	for _, name := range []string{"channel.message_in.json", "channel.message_in.image.json", "agent.message_out.json",
 		"ai.message_generated.json", "device.connected.json", "device.disconnected.json"} {
