@@ -59,8 +59,10 @@ func TestHTTPAnswers(t *testing.T) {
 		{"json string", "POST", "/webhook", `"x"`, nil, 400, `"error":"Invalid payload"`},
 		{"empty body", "POST", "/webhook", ``, nil, 400, `"detail":"empty body"`},
 		{"truncated", "POST", "/webhook", `{"event":"x",`, nil, 400, `"error":"Invalid payload"`},
-		// fastjson's parser alone would take these three.
+		// fastjson's parser alone would take these four.
 		{"control char in string", "POST", "/webhook", "{\"event\":\"x\x1e\"}", nil, 400, `string cannot contain control char 0x1E`},
+		// ... and fastjson's validator too: a control char before an escape.
+		{"control char before escape", "POST", "/webhook", "{\"event\":\"x\x1e\\n\"}", nil, 400, `string cannot contain control char 0x1E`},
 		{"unknown escape", "POST", "/webhook", `{"event":"\q"}`, nil, 400, `"error":"Invalid payload"`},
 		{"nan", "POST", "/webhook", `{"n":nan}`, nil, 400, `"error":"Invalid payload"`},
 		{"GET on source", "GET", "/webhook", ``, nil, 405, `{"error":"Method not allowed"}`},
@@ -116,7 +118,7 @@ func TestHTTPAnswers(t *testing.T) {
 		`hookrouter_events_accepted_total{source="platform"} 2`,
 		`hookrouter_events_duplicate_total{source="platform"} 1`,
 		`hookrouter_events_rejected_total{reason="unauthorized",source="platform"} 3`,
-		`hookrouter_events_rejected_total{reason="invalid_payload",source="platform"} 8`,
+		`hookrouter_events_rejected_total{reason="invalid_payload",source="platform"} 9`,
 		`hookrouter_events_unrouted_total{source="platform"} 1`,
 		`hookrouter_rule_matches_total{rule="wa-inbound",shadow="false"} 1`,
 		`hookrouter_rule_matches_total{rule="vip",shadow="true"} 1`,
