@@ -268,18 +268,10 @@ func (b *nativeBuilder) binary(n *ast.BinaryNode) (nexpr, bool) {
 		if lit, ok := literal(n.Left); ok {
 			return b.equalLiteral(n.Right, r, lit, not), true
 		}
-		return func(in *Input) (nval, bool) {
-			a, ok := l(in)
-			if !ok {
-				return undecided, false
-			}
-			c, ok := r(in)
-			if !ok {
-				return undecided, false
-			}
+		return operands(l, r, func(a, c nval) (nval, bool) {
 			eq, ok := equal(a, c)
 			return nval{kind: nBool, b: eq != not}, ok
-		}, true
+		}), true
 	case "<", "<=", ">", ">=":
 		var holds func(c int) bool
 		switch n.Operator {
@@ -292,21 +284,13 @@ func (b *nativeBuilder) binary(n *ast.BinaryNode) (nexpr, bool) {
 		default:
 			holds = func(c int) bool { return c >= 0 }
 		}
-		return func(in *Input) (nval, bool) {
-			a, ok := l(in)
-			if !ok {
-				return undecided, false
-			}
-			c, ok := r(in)
-			if !ok {
-				return undecided, false
-			}
+		return operands(l, r, func(a, c nval) (nval, bool) {
 			cmp, ok := compare(a, c)
 			if !ok {
 				return undecided, false
 			}
 			return nval{kind: nBool, b: holds(cmp)}, true
-		}, true
+		}), true
 	case "contains", "startsWith", "endsWith":
 		var op func(s, x string) bool
 		switch n.Operator {
@@ -317,15 +301,7 @@ func (b *nativeBuilder) binary(n *ast.BinaryNode) (nexpr, bool) {
 		default:
 			op = strings.HasSuffix
 		}
-		return func(in *Input) (nval, bool) {
-			a, ok := l(in)
-			if !ok {
-				return undecided, false
-			}
-			c, ok := r(in)
-			if !ok {
-				return undecided, false
-			}
+		return operands(l, r, func(a, c nval) (nval, bool) {
 			// The VM's OpContains and its kin: false with a nil operand,
 			// else both must be strings.
 			if a.kind == nNil || c.kind == nNil {
@@ -335,9 +311,25 @@ func (b *nativeBuilder) binary(n *ast.BinaryNode) (nexpr, bool) {
 				return undecided, false
 			}
 			return nval{kind: nBool, b: op(a.s, c.s)}, true
-		}, true
+		}), true
 	}
 	return nil, false
+}
+
+// operands evaluates l, then r, as the VM does, and gives both values to
+// op; undecided if either is.
+func operands(l, r nexpr, op func(a, c nval) (nval, bool)) nexpr {
+	return func(in *Input) (nval, bool) {
+		a, ok := l(in)
+		if !ok {
+			return undecided, false
+		}
+		c, ok := r(in)
+		if !ok {
+			return undecided, false
+		}
+		return op(a, c)
+	}
 }
 
 // in builds x in [literals...]. expr's optimizer turns a non-empty
