@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,24 +21,42 @@ import (
 const walHelperEnv = "HOOKROUTER_DISK_QUEUE_WAL_HELPER_DIR"
 
 // snapshot copies every file of dir, as a crash at this moment would
-// leave them (the queue is open and writing meanwhile; the copy is taken
-// between its writes by holding no lock, so the tests only snapshot a
-// quiet queue).
+// leave them. The queue is open meanwhile and the copy holds no lock, so
+// the tests only snapshot a queue that is not taking Puts; its background
+// work may still rename or remove files, and a copy that missed one is
+// taken again.
 func snapshot(t *testing.T, dir string) string {
 	t.Helper()
-	snap := t.TempDir()
+	for attempt := 1; ; attempt++ {
+		snap := t.TempDir()
+		err := copyFiles(dir, snap)
+		if err == nil {
+			return snap
+		}
+		// A file listed was renamed or removed before it was copied: the
+		// applier recycled an applied segment, or a spare was prepared.
+		// Such a copy mixes two moments (queue.db from before the apply,
+		// the segment gone after it), which no crash leaves: take it again.
+		if !errors.Is(err, fs.ErrNotExist) || attempt == 50 {
+			t.Fatal(err)
+		}
+	}
+}
+
+// copyFiles copies the regular files of dir into snap.
+func copyFiles(dir, snap string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	for _, de := range ents {
 		if de.Type().IsRegular() {
 			if err := copyFile(filepath.Join(dir, de.Name()), filepath.Join(snap, de.Name())); err != nil {
-				t.Fatal(err)
+				return err
 			}
 		}
 	}
-	return snap
+	return nil
 }
 
 func walFiles(t *testing.T, dir string) (names []string, size int64) {
