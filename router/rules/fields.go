@@ -131,6 +131,10 @@ func (c *fieldCollector) collect(n ast.Node, slot bool) {
 		c.collect(n.Node, false)
 	case *ast.ChainNode:
 		c.collect(n.Node, false)
+	case *ast.CallNode:
+		// The callee is not a slot: a method call's receiver (a?.b())
+		// is read whole by the VM, never flattened.
+		c.collect(n.Callee, false)
 	}
 	slots(n, func(s *ast.Node) { c.collect(*s, true) })
 }
@@ -139,7 +143,13 @@ func (c *fieldCollector) collect(n ast.Node, slot bool) {
 // ones as nil so that they replace the previous event's values.
 func extract(env map[string]any, obj *fastjson.Object, root *field, all bool) {
 	if all {
-		obj.Visit(func(k []byte, v *fastjson.Value) { env[string(k)] = toValue(v) })
+		// The env was just reset to our functions, which shadow payload
+		// keys of their names anyway: a key already there is skipped.
+		obj.Visit(func(k []byte, v *fastjson.Value) {
+			if _, dup := env[string(k)]; !dup {
+				env[string(k)] = toValue(v)
+			}
+		})
 		return
 	}
 	for _, f := range root.children {
@@ -168,6 +178,8 @@ func pruned(v *fastjson.Value, f *field) any {
 
 // toValue converts a parsed JSON value to the Go values expressions see:
 // map[string]any, []any, string, int (integral numbers), float64, bool, nil.
+// Of duplicate keys, the first is kept, as fastjson's Get, hence flattened
+// chains and native forms, read it.
 //
 // A string value is not copied: it aliases the bytes the fastjson Parser
 // owns, its copy of the body (unescaped in place), which stay unchanged until
@@ -179,7 +191,11 @@ func toValue(v *fastjson.Value) any {
 	case fastjson.TypeObject:
 		obj, _ := v.Object()
 		m := make(map[string]any, obj.Len())
-		obj.Visit(func(k []byte, x *fastjson.Value) { m[string(k)] = toValue(x) })
+		obj.Visit(func(k []byte, x *fastjson.Value) {
+			if _, dup := m[string(k)]; !dup {
+				m[string(k)] = toValue(x)
+			}
+		})
 		return m
 	case fastjson.TypeArray:
 		arr, _ := v.Array()

@@ -313,12 +313,8 @@ func (in *Input) Match() *Result {
 }
 
 // evalRule decides a rule natively if it can, else with the VM.
-//
-// Not when the plan reads $env: the env then holds the payload's keys as
-// obj.Visit gives them, the last of duplicates, where native forms, like
-// flattened chains, read the first (obj.Get).
 func (in *Input) evalRule(rule *Rule) (bool, error) {
-	if rule.native != nil && !in.cands.plan.all {
+	if rule.native != nil {
 		if ok, decided := in.evalNative(rule.native); decided {
 			return ok, nil
 		}

@@ -298,30 +298,30 @@ func TestNativeFormsOfServeRules(t *testing.T) {
 }
 
 // TestNativeWithEnvReader checks that rules keep their results when the
-// Set reads $env, which fills the env with every payload key, the last of
-// duplicates: native forms read the first.
+// Set reads $env, which fills the env with every payload key: with
+// duplicate keys, $env, the VM and native forms all read the first.
 func TestNativeWithEnvReader(t *testing.T) {
-	for _, config := range []string{`
+	for _, tc := range []struct{ config, want string }{{`
 sources: [{name: platform, path: /webhook, auth: {type: none}}]
 sinks: {a: {type: stdout}}
 rules:
-  - {name: env, when: '$env.n == 1', to: [a]}
-  - {name: dup, when: 'event != "first"', to: [a]}
-`, `
+  - {name: env, when: '$env.n == 1 && $env.event == "first"', to: [a]}
+  - {name: dup, when: 'event == "first"', to: [a]}
+`, "matched [0 1] shadow [] to [a]"}, {`
 sources: [{name: platform, path: /webhook, auth: {type: none}, dedup: {key: 'string($env.n)'}}]
 sinks: {a: {type: stdout}}
 rules:
-  - {name: dup, when: 'event != "first"', to: [a]}
-`} {
-		s, ref := compileConfig(t, config), vmOnly(compileConfig(t, config))
+  - {name: dup, when: 'event == "first"', to: [a]}
+`, "matched [0] shadow [] to [a]"}} {
+		s, ref := compileConfig(t, tc.config), vmOnly(compileConfig(t, tc.config))
 		body := []byte(`{"event":"first","n":1,"event":"last"}`)
 		for _, s := range []*Set{s, ref} {
 			in := s.Acquire("platform", nil)
 			if err := in.Parse(body); err != nil {
 				t.Fatal(err)
 			}
-			if r := matchSummary(in.Match()); !strings.Contains(r, "to [a]") {
-				t.Errorf("%s: %s", config, r)
+			if r := matchSummary(in.Match()); r != tc.want {
+				t.Errorf("%s: %s, want %s", tc.config, r, tc.want)
 			}
 			s.Release(in)
 		}

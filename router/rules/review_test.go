@@ -162,3 +162,55 @@ func TestReviewStrict(t *testing.T) {
 		}
 	}
 }
+
+// TestMethodReceiverIsFilled: a method call's receiver (a?.b()) is not a
+// slot, so nothing flattens it and the VM reads it from the env; the plan
+// must fill it, else the VM reads what an earlier event with another plan
+// left in the pooled env (found in review; it predates native forms).
+func TestMethodReceiverIsFilled(t *testing.T) {
+	s := compileYAML(t, `  - {name: r1, when: 'event == "x" && a != nil', to: [a]}
+  - {name: r2, when: 'a?.b() == nil', to: [a]}
+`, "a")
+	run := func(bodies ...string) string {
+		in := s.Acquire("platform", nil)
+		defer s.Release(in)
+		var out string
+		for _, b := range bodies {
+			if err := in.Parse([]byte(b)); err != nil {
+				t.Fatal(err)
+			}
+			out = matchSummary(in.Match())
+		}
+		return out
+	}
+	fresh := run(`{"event":"y"}`)
+	after := run(`{"event":"x","a":{"b":1}}`, `{"event":"y"}`)
+	if fresh != after {
+		t.Errorf("fresh Input: %s; after another event: %s", fresh, after)
+	}
+}
+
+// TestDuplicateKeysReadFirst: a chain that is the whole `when` is read by
+// the VM from its root's value, which toValue builds when another
+// expression reads the root whole; it must keep the first of duplicate
+// keys, as native forms and flattened chains read (found in review).
+func TestDuplicateKeysReadFirst(t *testing.T) {
+	const rules = `
+  - {name: path, when: 'a.b', to: [a]}
+  - {name: whole, when: 'len(a) > 5', to: [a]}
+`
+	nat, ref := compileYAML(t, rules, "a"), vmOnly(compileYAML(t, rules, "a"))
+	body := []byte(`{"a":{"b":false,"b":true}}`)
+	var out [2]string
+	for i, s := range []*Set{nat, ref} {
+		in := s.Acquire("platform", nil)
+		if err := in.Parse(body); err != nil {
+			t.Fatal(err)
+		}
+		out[i] = matchSummary(in.Match())
+		s.Release(in)
+	}
+	if out[0] != out[1] {
+		t.Errorf("on %s: Match %s, without native forms %s", body, out[0], out[1])
+	}
+}

@@ -61,9 +61,8 @@ type Set struct {
 type candidates struct {
 	rules []int32
 	plan  *plan
-	// vm is set when some rule of the list has no native form, or none is
-	// used (see Input.evalRule): the VM will read the env, so Parse fills
-	// it right away (see Input.Parse).
+	// vm is set when some rule of the list has no native form: the VM
+	// will read the env, so Parse fills it right away (see Input.Parse).
 	vm bool
 }
 
@@ -182,7 +181,7 @@ func (s *Set) buildIndex(constrained [][]string, ruleReads []*reads, dedupReads 
 	candidatesOf := func(list []int32) *candidates {
 		c := &candidates{rules: list, plan: planOf(list)}
 		for _, i := range list {
-			c.vm = c.vm || s.Rules[i].native == nil || c.plan.all
+			c.vm = c.vm || s.Rules[i].native == nil
 		}
 		return c
 	}
