@@ -215,48 +215,56 @@ func TestNativeAgreesWithVM(t *testing.T) {
 			if (native != nil) != tc.native {
 				t.Fatalf("native form: %v, want %v", native != nil, tc.native)
 			}
+			// Forwards then backwards, so that a value left over from the
+			// previous event would show.
+			seq := append(slices.Clone(bodies), bodies...)
+			slices.Reverse(seq[len(bodies):])
 			decided := 0
 			for _, h := range []hdr{nil, {"X-Load-Test": "1", "X-A": "é"}} {
-				// One Input each parses every body, forwards then
-				// backwards, so that a value left over from the previous
-				// event would show.
-				in, inRef := nat.Acquire("platform", h), ref.Acquire("platform", h)
-				for k := range 2 * len(bodies) {
-					body := bodies[k%len(bodies)]
-					if k >= len(bodies) {
-						body = bodies[2*len(bodies)-1-k]
-					}
-					if err := in.Parse(body); err != nil {
-						t.Fatalf("parse %s: %v", body, err)
-					}
-					if err := inRef.Parse(body); err != nil {
-						t.Fatal(err)
-					}
-					got, want := matchSummary(in.Match()), matchSummary(inRef.Match())
-					if got != want {
-						t.Errorf("on %s, headers %v: Match %s, without native form %s", body, h, got, want)
-					}
-					if native == nil {
-						continue
-					}
-					v, ok := in.evalNative(native)
-					if !ok {
-						continue
-					}
-					decided++
-					tr := inRef.Trace()[0]
-					if tr.Err != nil || tr.Result != v {
-						t.Errorf("on %s, headers %v: native %v, VM (%v, %v)", body, h, v, tr.Result, tr.Err)
-					}
-				}
-				nat.Release(in)
-				ref.Release(inRef)
+				decided += checkAgainstVM(t, nat, ref, h, seq)
 			}
 			if native != nil && decided == 0 {
 				t.Errorf("the native form decides on no payload")
 			}
 		})
 	}
+}
+
+// checkAgainstVM parses bodies in turn with one Input of nat and one of
+// ref, the same single rule without native forms, and fails t where the
+// Match results, or the native verdict and the VM's, differ. It returns
+// how many verdicts the native form decided.
+func checkAgainstVM(t *testing.T, nat, ref *Set, h hdr, bodies [][]byte) int {
+	t.Helper()
+	native := nat.Rules[0].native
+	in, inRef := nat.Acquire("platform", h), ref.Acquire("platform", h)
+	defer nat.Release(in)
+	defer ref.Release(inRef)
+	decided := 0
+	for _, body := range bodies {
+		if err := in.Parse(body); err != nil {
+			t.Fatalf("parse %s: %v", body, err)
+		}
+		if err := inRef.Parse(body); err != nil {
+			t.Fatal(err)
+		}
+		got, want := matchSummary(in.Match()), matchSummary(inRef.Match())
+		if got != want {
+			t.Errorf("on %s, headers %v: Match %s, without native form %s", body, h, got, want)
+		}
+		if native == nil {
+			continue
+		}
+		v, ok := in.evalNative(native)
+		if !ok {
+			continue
+		}
+		decided++
+		if tr := inRef.Trace()[0]; tr.Err != nil || tr.Result != v {
+			t.Errorf("on %s, headers %v: native %v, VM (%v, %v)", body, h, v, tr.Result, tr.Err)
+		}
+	}
+	return decided
 }
 
 // matchSummary is a Result as text: matched rules, errors with messages.
