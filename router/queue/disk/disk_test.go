@@ -306,10 +306,7 @@ func TestErrFull(t *testing.T) {
 	if got := q.Used(); got != 3*one {
 		t.Fatalf("Used after reopen = %d, want %d", got, 3*one)
 	}
-	var ids []string
-	for _, ev := range q.Recovered() {
-		ids = append(ids, ev.ID)
-	}
+	ids := recoveredIDs(q)
 	if fmt.Sprint(ids) != "[e1 e2 e3]" {
 		t.Fatalf("stored = %v", ids)
 	}

@@ -255,10 +255,7 @@ func TestWALTornTail(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer q.Close()
-			var ids []string
-			for _, ev := range q.Recovered() {
-				ids = append(ids, ev.ID)
-			}
+			ids := recoveredIDs(q)
 			if len(ids) != tc.keep || (tc.keep > 0 && ids[tc.keep-1] != fmt.Sprintf("e%02d", tc.keep-1)) {
 				t.Fatalf("recovered %v, want the first %d", ids, tc.keep)
 			}
@@ -358,10 +355,7 @@ func TestWALRecycledSegment(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	var ids []string
-	for _, ev := range q.Recovered() {
-		ids = append(ids, ev.ID)
-	}
+	ids := recoveredIDs(q)
 	if fmt.Sprint(ids) != "[new21 new22 new23]" {
 		t.Fatalf("recovered %v, want the three new records", ids)
 	}
@@ -392,10 +386,7 @@ func TestWALSeqGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	var ids []string
-	for _, ev := range q.Recovered() {
-		ids = append(ids, ev.ID)
-	}
+	ids := recoveredIDs(q)
 	if fmt.Sprint(ids) != "[e5 e6]" || !strings.Contains(logs.String(), "torn or damaged") {
 		t.Fatalf("recovered %v\n%s", ids, logs.String())
 	}
@@ -440,10 +431,7 @@ func TestWALAppliedSeqSkip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q2.Close()
-	var ids []string
-	for _, ev := range q2.Recovered() {
-		ids = append(ids, ev.ID)
-	}
+	ids := recoveredIDs(q2)
 	if fmt.Sprint(ids) != "[e4 e5]" || q2.Depth("a") != 2 {
 		t.Fatalf("after the crash: %v owed (depth %d), want [e4 e5]\n%s", ids, q2.Depth("a"), logs.String())
 	}
@@ -643,4 +631,13 @@ func TestWALPutsFailedBeforeAppend(t *testing.T) {
 	if len(lost) > 0 {
 		t.Fatalf("%d of %d acknowledged events lost after the crash: %v\n%s", len(lost), len(acked), lost, logs.String())
 	}
+}
+
+// recoveredIDs lists the IDs of q's recovered events, in order.
+func recoveredIDs(q *Queue) []string {
+	var ids []string
+	for _, ev := range q.Recovered() {
+		ids = append(ids, ev.ID)
+	}
+	return ids
 }
