@@ -332,11 +332,6 @@ func (l *lane) awaitBreaker(changed <-chan struct{}, open bool) bool {
 }
 
 func (l *lane) succeeded(dv *queue.Delivery) {
-	// The queue forgets the delivery before it is counted, so that a status
-	// showing it delivered no longer counts it in the sink's depth.
-	if err := l.d.q.Done(dv); err != nil {
-		l.d.log.Error("queue done failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
-	}
 	l.mOK.Inc()
 	l.mDelivered.Inc()
 	l.delivered.Add(1)
@@ -349,6 +344,9 @@ func (l *lane) succeeded(dv *queue.Delivery) {
 		l.failing.Store(false)
 		l.failMu.Unlock()
 		l.d.log.Info("delivery recovered", "sink", l.name, "event_id", dv.Event.ID)
+	}
+	if err := l.d.q.Done(dv); err != nil {
+		l.d.log.Error("queue done failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
 	}
 }
 
@@ -414,14 +412,13 @@ func (l *lane) deadLetter(dv *queue.Delivery, errText string) {
 		}
 		return
 	}
-	// Forgotten before counted, as in succeeded.
-	if err := l.d.q.Done(dv); err != nil {
-		l.d.log.Error("queue done failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
-	}
 	l.failed.Add(1)
 	l.mDeadLetter.Inc()
 	l.mDeadLetters.Inc()
 	l.d.log.Warn("delivery dead-lettered", "sink", l.name, "event_id", dv.Event.ID, "attempts", dv.Attempts, "error", errText)
+	if err := l.d.q.Done(dv); err != nil {
+		l.d.log.Error("queue done failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
+	}
 }
 
 // giveBack returns dv to the queue untouched, for another worker or, after a
