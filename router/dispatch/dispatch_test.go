@@ -38,7 +38,12 @@ func TestBreakerFlapping(t *testing.T) {
 	time.Sleep(4*openFor + openFor/2)                 // several open periods, each ending in a failed probe
 	upAt := time.Now()
 	down.Store(false)
-	eventually(t, 3*time.Second, "all delivered", func() bool { return h.d.Status()["crm"].Delivered == int64(len(ids)) })
+	// A delivery is counted when the sink acknowledges it and leaves the
+	// depth a moment later, when the queue forgets it: wait for both.
+	eventually(t, 3*time.Second, "all delivered", func() bool {
+		st := h.d.Status()["crm"]
+		return st.Delivered == int64(len(ids)) && st.Depth == 0
+	})
 
 	// While the destination was down and the breaker had opened, it saw at
 	// most one request (the half-open probe) per open period.
@@ -103,7 +108,10 @@ func TestRetryAfterHonoured(t *testing.T) {
 	h := newHarness(t)
 	h.d.Apply(map[string]Target{"crm": {Sink: newPostSink(srv.URL, time.Second), Type: "http", Settings: fast}})
 	h.put(t, 1, "crm")
-	eventually(t, 3*time.Second, "delivery", func() bool { return h.d.Status()["crm"].Delivered == 1 })
+	eventually(t, 3*time.Second, "delivery", func() bool {
+		st := h.d.Status()["crm"]
+		return st.Delivered == 1 && st.Depth == 0
+	})
 	reqs := srv.requests()
 	if len(reqs) != 2 {
 		t.Fatalf("server saw %d requests, want 2", len(reqs))
