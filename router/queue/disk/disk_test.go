@@ -550,18 +550,27 @@ func TestOpenErrors(t *testing.T) {
 	})
 }
 
-// TestDiskFull fills a small tmpfs: Put must fail with the write error (not
-// ErrFull, not a crash), and every Put that succeeded must be in the file
-// after a restart, which must not find damage.
-func TestDiskFull(t *testing.T) {
+// mountTmpfs mounts a tmpfs of size (mount's notation, e.g. "3m") in a
+// temporary directory and returns its path, or skips the test where it
+// cannot (not root, no mount).
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "fs")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a small tmpfs (%v: %s)", err, out)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a %s tmpfs (%v: %s)", size, err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	return dir
+}
+
+// TestDiskFull fills a small tmpfs: Put must fail with the write error (not
+// ErrFull, not a crash), and every Put that succeeded must be in the file
+// after a restart, which must not find damage.
+func TestDiskFull(t *testing.T) {
+	dir := mountTmpfs(t, "3m")
 	q := mustOpen(t, dir, 1<<30)
 	var acked []string
 	var putErr error
@@ -589,10 +598,7 @@ func TestDiskFull(t *testing.T) {
 	if strings.Contains(logs.String(), "level=ERROR") {
 		t.Fatalf("reopen after a full disk reports damage:\n%s", logs.String())
 	}
-	var got []string
-	for _, ev := range q.Recovered() {
-		got = append(got, ev.ID)
-	}
+	got := recoveredIDs(q)
 	if fmt.Sprint(got) != fmt.Sprint(acked) {
 		t.Fatalf("after reopen %d events, want the %d acknowledged ones", len(got), len(acked))
 	}

@@ -535,14 +535,7 @@ func TestWALPutsFailedBeforeAppend(t *testing.T) {
 	if testing.Short() {
 		t.Skip("logs maxUnapplied bytes")
 	}
-	dir := filepath.Join(t.TempDir(), "fs")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v: %s)", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	dir := mountTmpfs(t, "400m")
 	// The applier runs at flushBytes, or applyDelay after a Put or a failure.
 	const applyDelay = 5 * time.Second
 	q, err := openWith(dir, 1<<30, 1<<20, applyDelay, 48<<20, nil)
