@@ -2,7 +2,9 @@
 // tests: delivery of sample events exactly as the sink's Render shows them,
 // concurrent Sends arriving intact, prompt failure on a done context, Send
 // after Close, idempotent Close, classification of a failing destination's
-// errors, and no secret in any error text.
+// errors, and no secret in any error text; and, for a sink that implements
+// sinks.BatchSender, the same for SendBatch (one error per event, an event
+// that cannot be encoded failing alone).
 package sinktest
 
 import (
@@ -102,6 +104,20 @@ func Run(t *testing.T, h Harness) {
 	t.Run("close is idempotent", func(t *testing.T) { testCloseTwice(t, h) })
 	for _, f := range h.Failing {
 		t.Run("failing/"+f.Name, func(t *testing.T) { testFailing(t, h, f) })
+	}
+	s, _ := h.Healthy(t)
+	_, batches := s.(sinks.BatchSender)
+	closeSink(t, s)
+	if !batches {
+		return
+	}
+	t.Run("batch/arrives intact", func(t *testing.T) { testBatch(t, h) })
+	t.Run("batch/one bad event fails alone", func(t *testing.T) { testBatchBadEvent(t, h) })
+	t.Run("batch/empty", func(t *testing.T) { testBatchEmpty(t, h) })
+	t.Run("batch/done context", func(t *testing.T) { testBatchDoneContext(t, h) })
+	t.Run("batch/after close", func(t *testing.T) { testBatchAfterClose(t, h) })
+	for _, f := range h.Failing {
+		t.Run("batch/failing/"+f.Name, func(t *testing.T) { testBatchFailing(t, h, f) })
 	}
 }
 
@@ -308,5 +324,178 @@ func checkSecret(t *testing.T, h Harness, err error) {
 	t.Helper()
 	if h.Secret != "" && err != nil && strings.Contains(err.Error(), h.Secret) {
 		t.Errorf("error text carries the secret: %v", err)
+	}
+}
+
+// batchSize is larger than one round trip's worth for most clients, and
+// smaller than the dispatcher's largest batch.
+const batchSize = 40
+
+func batcher(t *testing.T, s sinks.Sink) sinks.BatchSender {
+	t.Helper()
+	b, ok := s.(sinks.BatchSender)
+	if !ok {
+		t.Fatalf("%T does not implement sinks.BatchSender", s)
+	}
+	return b
+}
+
+// lines flattens what arrived: a batch may reach a line-based destination
+// in one write, so each line of a delivery counts as one. (Renders are
+// compact JSON, which holds no newline.)
+func lines(got [][]byte) []string {
+	var out []string
+	for _, b := range got {
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if l != "" {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
+}
+
+// variants returns n distinct events starting at Variant(from), and their renders.
+func variants(t *testing.T, r sinks.Renderer, from, n int) ([]*sinks.Event, []string) {
+	t.Helper()
+	var evs []*sinks.Event
+	var want []string
+	for i := range n {
+		ev := Variant(from + i)
+		b, err := r.Render(ev)
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		evs = append(evs, ev)
+		want = append(want, normalize(b))
+	}
+	return evs, want
+}
+
+func sameSet(t *testing.T, got, want []string) {
+	t.Helper()
+	got, want = slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))
+	if len(got) != len(want) {
+		t.Fatalf("%d deliveries arrived, want %d:\n got  %q\n want %q", len(got), len(want), got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("deliveries differ from renders:\n got  %q\n want %q", got[i], want[i])
+		}
+	}
+}
+
+func testBatch(t *testing.T, h Harness) {
+	s, received := h.Healthy(t)
+	defer closeSink(t, s)
+	evs, want := variants(t, renderer(t, s), 100, batchSize)
+	if errs := batcher(t, s).SendBatch(t.Context(), evs); errs != nil {
+		for _, err := range errs {
+			checkSecret(t, h, err)
+		}
+		t.Fatalf("send batch: %v", errs)
+	}
+	// A second batch after the first: a sink keeping state between batches
+	// (a prepared statement, a pending buffer) must not lose or repeat any.
+	evs2, want2 := variants(t, renderer(t, s), 200, 3)
+	if errs := batcher(t, s).SendBatch(t.Context(), evs2); errs != nil {
+		t.Fatalf("second batch: %v", errs)
+	}
+	sameSet(t, lines(received()), append(want, want2...))
+}
+
+func testBatchBadEvent(t *testing.T, h Harness) {
+	s, received := h.Healthy(t)
+	defer closeSink(t, s)
+	evs, want := variants(t, renderer(t, s), 300, 4)
+	bad := Event("ev_bad", []byte(`{"event": not json`))
+	evs = slices.Insert(evs, 2, bad)
+	errs := batcher(t, s).SendBatch(t.Context(), evs)
+	if len(errs) != len(evs) {
+		t.Fatalf("send batch returned %d errors for %d events: %v", len(errs), len(evs), errs)
+	}
+	for i, err := range errs {
+		checkSecret(t, h, err)
+		switch {
+		case i == 2 && (err == nil || !sinks.IsPermanent(err)):
+			t.Errorf("event with a body that is not JSON: error %v, want a permanent one", err)
+		case i != 2 && err != nil:
+			t.Errorf("event %d failed with the bad one: %v", i, err)
+		}
+	}
+	sameSet(t, lines(received()), want)
+}
+
+func testBatchEmpty(t *testing.T, h Harness) {
+	s, received := h.Healthy(t)
+	defer closeSink(t, s)
+	if errs := batcher(t, s).SendBatch(t.Context(), nil); errs != nil {
+		t.Fatalf("empty batch: %v", errs)
+	}
+	if n := len(received()); n != 0 {
+		t.Errorf("%d deliveries arrived for an empty batch", n)
+	}
+}
+
+func testBatchDoneContext(t *testing.T, h Harness) {
+	s, received := h.Healthy(t)
+	defer closeSink(t, s)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	evs, _ := variants(t, renderer(t, s), 400, 3)
+	start := time.Now()
+	errs := batcher(t, s).SendBatch(ctx, evs)
+	if elapsed := time.Since(start); elapsed > time.Second {
+		t.Errorf("send batch took %v", elapsed)
+	}
+	if len(errs) != len(evs) {
+		t.Fatalf("send batch returned %d errors for %d events: %v", len(errs), len(evs), errs)
+	}
+	for _, err := range errs {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("error %v, want one wrapping %v", err, context.Canceled)
+		}
+		checkSecret(t, h, err)
+	}
+	if n := len(received()); n != 0 {
+		t.Errorf("%d deliveries arrived for a refused batch", n)
+	}
+}
+
+func testBatchAfterClose(t *testing.T, h Harness) {
+	s, received := h.Healthy(t)
+	closeSink(t, s)
+	evs, _ := variants(t, renderer(t, s), 500, 3)
+	errs := batcher(t, s).SendBatch(t.Context(), evs)
+	if len(errs) != len(evs) {
+		t.Fatalf("send batch returned %d errors for %d events: %v", len(errs), len(evs), errs)
+	}
+	for _, err := range errs {
+		if !errors.Is(err, sinks.ErrClosed) || sinks.IsPermanent(err) {
+			t.Errorf("error %v, want a retryable one wrapping sinks.ErrClosed", err)
+		}
+		checkSecret(t, h, err)
+	}
+	if n := len(received()); n != 0 {
+		t.Errorf("%d deliveries arrived after close", n)
+	}
+}
+
+func testBatchFailing(t *testing.T, h Harness, f Failing) {
+	s := f.New(t)
+	defer closeSink(t, s)
+	evs := []*sinks.Event{Variant(600), Variant(601), Variant(602)}
+	errs := batcher(t, s).SendBatch(t.Context(), evs)
+	if len(errs) != len(evs) {
+		t.Fatalf("send batch returned %d errors for %d events: %v", len(errs), len(evs), errs)
+	}
+	for _, err := range errs {
+		if err == nil {
+			t.Fatal("an event of a batch to a failing destination was delivered")
+		}
+		checkSecret(t, h, err)
+		if got := sinks.IsPermanent(err); got != f.Permanent {
+			t.Errorf("IsPermanent(%v) = %v, want %v", err, got, f.Permanent)
+		}
 	}
 }
