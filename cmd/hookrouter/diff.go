@@ -13,6 +13,7 @@ import (
 
 	"github.com/hookrouter/hookrouter/router"
 	"github.com/hookrouter/hookrouter/router/config"
+	"github.com/hookrouter/hookrouter/router/dryrun"
 )
 
 // diff is `hookrouter diff`: recorded events (payload or envelope lines, as
@@ -150,7 +151,7 @@ func sourceFor(rt *router.Runtime, name string) string {
 	return rt.File.Sources[0].Name
 }
 
-func sinksOf(rep *report) []string {
+func sinksOf(rep *dryrun.Report) []string {
 	out := make([]string, len(rep.Deliveries))
 	for i, d := range rep.Deliveries {
 		out[i] = d.Sink

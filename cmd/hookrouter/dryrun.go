@@ -1,24 +1,21 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/hookrouter/hookrouter/router"
 	"github.com/hookrouter/hookrouter/router/config"
-	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/router/dryrun"
 )
 
 // headerFlags collects repeated -H 'Name: value' flags; lookups are
 // case-insensitive, as HTTP header names are.
-type headerFlags map[string]string
+type headerFlags dryrun.Headers
 
 func (h headerFlags) String() string { return "" }
 
@@ -27,37 +24,8 @@ func (h headerFlags) Set(v string) error {
 	if !ok || strings.TrimSpace(name) == "" {
 		return fmt.Errorf("want 'Name: value', got %q", v)
 	}
-	h[strings.ToLower(strings.TrimSpace(name))] = strings.TrimSpace(value)
+	dryrun.Headers(h).Set(strings.TrimSpace(name), strings.TrimSpace(value))
 	return nil
-}
-
-func (h headerFlags) Peek(name string) []byte {
-	if v, ok := h[strings.ToLower(name)]; ok {
-		return []byte(v)
-	}
-	return nil
-}
-
-// report is the JSON `hookrouter test` prints.
-type report struct {
-	Source     string       `json:"source"`
-	DedupKey   string       `json:"dedup_key"`
-	Matched    []string     `json:"matched"`
-	Shadow     []string     `json:"shadow"`
-	Rules      []ruleResult `json:"rules"`
-	Deliveries []delivery   `json:"deliveries"`
-	Warnings   []string     `json:"warnings,omitempty"`
-}
-
-type ruleResult struct {
-	Name   string `json:"name"`
-	Result any    `json:"result"` // true, false or "error: …"
-}
-
-type delivery struct {
-	Sink string          `json:"sink"`
-	Type string          `json:"type"`
-	Body json.RawMessage `json:"body"`
 }
 
 // dryRun is `hookrouter test`: one event through the rules and renderers,
@@ -123,67 +91,6 @@ func dryRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func evaluate(rt *router.Runtime, src string, headers headerFlags, body []byte) (*report, error) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, errors.New("invalid payload: empty")
-	}
-	in := rt.Rules.Acquire(src, headers)
-	defer rt.Rules.Release(in)
-	if err := in.Parse(body); err != nil {
-		return nil, fmt.Errorf("invalid payload: %w", err)
-	}
-	rep := &report{Source: src, Matched: []string{}, Shadow: []string{}, Deliveries: []delivery{}}
-	key, err := in.DedupKey()
-	rep.DedupKey = key
-	if err != nil {
-		rep.Warnings = append(rep.Warnings, err.Error())
-	}
-	for _, e := range in.Trace() {
-		var res any = e.Result
-		if e.Err != nil {
-			res = "error: " + oneLine(e.Err.Error())
-		}
-		rep.Rules = append(rep.Rules, ruleResult{Name: rt.Rules.Rules[e.Rule].Name, Result: res})
-	}
-	r := in.Match()
-	for _, i := range r.Matched {
-		rule := rt.Rules.Rules[i]
-		rep.Matched = append(rep.Matched, rule.Name)
-		if rule.Stop && i < len(rt.Rules.Rules)-1 {
-			// The trace shows every rule's result; say which ones did not count.
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("rule %q matched and has stop: true, so the rules after it were not applied", rule.Name))
-		}
-	}
-	for _, i := range r.Shadow {
-		rep.Shadow = append(rep.Shadow, rt.Rules.Rules[i].Name)
-	}
-	ev := &sinks.Event{ID: "dry-run", Source: src, ReceivedAt: time.Now().UTC(), Body: body}
-	for _, name := range r.To {
-		s := rt.Sinks[name]
-		d := delivery{Sink: name, Type: s.Type}
-		rend, ok := s.Sink.(sinks.Renderer)
-		var out []byte
-		if ok {
-			out, err = rend.Render(ev)
-		}
-		switch {
-		case !ok:
-			d.Body = json.RawMessage(`null`)
-		case err != nil:
-			d.Body, _ = json.Marshal("error: " + err.Error())
-		case json.Valid(out):
-			d.Body = out
-		default:
-			d.Body, _ = json.Marshal(string(out))
-		}
-		rep.Deliveries = append(rep.Deliveries, d)
-	}
-	return rep, nil
-}
-
-func oneLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
+func evaluate(rt *router.Runtime, src string, headers headerFlags, body []byte) (*dryrun.Report, error) {
+	return rt.DryRun(src, dryrun.Headers(headers), body)
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hookrouter/hookrouter/router/dryrun"
 )
 
 const example = "../../rules.example.yaml"
@@ -15,13 +17,13 @@ const example = "../../rules.example.yaml"
 // spec's payloads/).
 const payloads = "../../router/rules/testdata"
 
-func dryRunReport(t *testing.T, stdin string, args ...string) report {
+func dryRunReport(t *testing.T, stdin string, args ...string) dryrun.Report {
 	t.Helper()
 	code, out, errOut := runCmd(t, stdin, append([]string{"test", "-config", example}, args...)...)
 	if code != 0 || errOut != "" {
 		t.Fatalf("exit %d, stderr %s", code, errOut)
 	}
-	var rep report
+	var rep dryrun.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out)
 	}
