@@ -41,15 +41,23 @@ func (b *Body) Render(payload map[string]any) ([]byte, error) {
 	return b.AppendRender(nil, payload)
 }
 
-// AppendRender appends Render's result to dst. On error dst is returned
-// unchanged.
-func (b *Body) AppendRender(dst []byte, payload map[string]any) ([]byte, error) {
+// Eval evaluates the expression over payload (nil is allowed) and returns
+// its value as expr gives it, for destinations that take typed values (a
+// database column) rather than JSON text.
+func (b *Body) Eval(payload map[string]any) (any, error) {
 	if payload == nil {
 		payload = map[string]any{}
 	}
 	m := b.vms.Get().(*vm.VM)
 	v, err := m.Run(b.program, payload)
 	b.vms.Put(m)
+	return v, err
+}
+
+// AppendRender appends Render's result to dst. On error dst is returned
+// unchanged.
+func (b *Body) AppendRender(dst []byte, payload map[string]any) ([]byte, error) {
+	v, err := b.Eval(payload)
 	if err != nil {
 		return dst, err
 	}
