@@ -341,11 +341,15 @@ func batcher(t *testing.T, s sinks.Sink) sinks.BatchSender {
 }
 
 // lines flattens what arrived: a batch may reach a line-based destination
-// in one write, so each line of a delivery counts as one. (Renders are
-// compact JSON, which holds no newline.)
+// in one write, so a delivery that is not one JSON value is split into its
+// lines (the line-based sinks write compact JSON, which holds no newline).
 func lines(got [][]byte) []string {
 	var out []string
 	for _, b := range got {
+		if json.Valid(b) {
+			out = append(out, normalize(b))
+			continue
+		}
 		for l := range strings.SplitSeq(string(b), "\n") {
 			if l != "" {
 				out = append(out, l)
