@@ -1,0 +1,591 @@
+package journal
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
+)
+
+// schema is the journal's tables. Times are unix milliseconds (in the sqlite3
+// shell: datetime(received_at/1000, 'unixepoch')); rules and sinks are JSON
+// arrays; payload is the body as received (NULL when journal.bodies is off or
+// the request was rejected). seq is one sequence over events and steps: the
+// order the journal learnt things in.
+const schema = `
+CREATE TABLE IF NOT EXISTS events (
+	seq          INTEGER PRIMARY KEY,
+	id           TEXT NOT NULL UNIQUE,
+	received_at  INTEGER NOT NULL,
+	source       TEXT NOT NULL,
+	event        TEXT NOT NULL DEFAULT '',
+	dedup_key    TEXT NOT NULL DEFAULT '',
+	verdict      TEXT NOT NULL,
+	status       INTEGER NOT NULL,
+	reason       TEXT NOT NULL DEFAULT '',
+	duplicate_of TEXT NOT NULL DEFAULT '',
+	rules        TEXT NOT NULL DEFAULT '[]',
+	sinks        TEXT NOT NULL DEFAULT '[]',
+	payload      TEXT
+);
+CREATE INDEX IF NOT EXISTS events_received_at ON events(received_at);
+CREATE INDEX IF NOT EXISTS events_source ON events(source, seq);
+CREATE INDEX IF NOT EXISTS events_event ON events(event, seq);
+CREATE INDEX IF NOT EXISTS events_dedup_key ON events(source, dedup_key);
+CREATE TABLE IF NOT EXISTS deliveries (
+	event_id   TEXT NOT NULL,
+	sink       TEXT NOT NULL,
+	state      TEXT NOT NULL,
+	updated_at INTEGER NOT NULL,
+	PRIMARY KEY (event_id, sink)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_sink_state ON deliveries(sink, state, updated_at);
+CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state, updated_at);
+CREATE TABLE IF NOT EXISTS steps (
+	seq         INTEGER PRIMARY KEY,
+	event_id    TEXT NOT NULL,
+	sink        TEXT NOT NULL,
+	state       TEXT NOT NULL,
+	at          INTEGER NOT NULL,
+	duration_ms REAL NOT NULL DEFAULT 0,
+	outcome     TEXT NOT NULL DEFAULT '',
+	status      INTEGER NOT NULL DEFAULT 0,
+	error       TEXT NOT NULL DEFAULT '',
+	note        TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS steps_event ON steps(event_id, seq);
+CREATE INDEX IF NOT EXISTS steps_at ON steps(at);
+`
+
+// FileName is the journal's database file in data_dir.
+const FileName = "journal.db"
+
+// Options tune a Journal; the zero value takes the defaults. They are for
+// tests and benchmarks: the config file sets Config only.
+type Options struct {
+	Log *slog.Logger
+	// QueueSize bounds the records waiting for the writer (default 16384).
+	QueueSize int
+	// BatchSize bounds the records written in one transaction (default 1024).
+	BatchSize int
+	// RetentionEvery is the period of the retention pass (default 1m).
+	RetentionEvery time.Duration
+	// WriteDelay makes the writer sleep this long before each batch: a
+	// writer made slow on purpose, to show drops being counted.
+	WriteDelay time.Duration
+	// Now is the clock of retention (default time.Now).
+	Now func() time.Time
+}
+
+// Stats are the journal's counters, shown in /health.
+type Stats struct {
+	// Written counts records committed to the database.
+	Written int64 `json:"written"`
+	// Dropped counts records lost because the writer was behind (or failing).
+	Dropped int64 `json:"dropped"`
+	// Unsampled counts rejected requests not journaled under a flood of them.
+	Unsampled int64 `json:"rejected_not_recorded"`
+	// Bytes is the database's size in use (pages not free).
+	Bytes int64 `json:"bytes"`
+	// Pending is the records waiting for the writer.
+	Pending int `json:"pending"`
+	// LastError is the writer's latest failure, cleared by a success.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Journal is an open journal. Its Record methods never block; it is safe for
+// concurrent use.
+type Journal struct {
+	cfg  Config
+	opts Options
+	log  *slog.Logger
+	db   *sql.DB
+	path string
+
+	in      chan item
+	closing chan struct{}
+	done    chan struct{}
+	closed  atomic.Bool
+	// sendMu makes Close wait for Record calls already past the closed
+	// check, so that none sends on the channel after it is closed.
+	sendMu sync.RWMutex
+
+	written, dropped, unsampled atomic.Int64
+	bytes                       atomic.Int64
+	lastErr                     atomic.Pointer[string]
+
+	// notify is closed (and replaced) after every commit, to wake tails.
+	notifyMu sync.Mutex
+	notify   chan struct{}
+	lastSeq  atomic.Int64
+
+	sampler sampler
+	commits int // batches committed; the writer's own
+}
+
+type item struct {
+	ev *Event
+	st *Step
+	// flushed, on an item with neither, is closed once everything sent
+	// before it is committed (Flush).
+	flushed chan struct{}
+}
+
+// Open opens (creating it) the journal database in dir and starts its writer.
+func Open(dir string, cfg Config, opts Options) (*Journal, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 16384
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 1024
+	}
+	if opts.RetentionEvery <= 0 {
+		opts.RetentionEvery = time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	// Payloads may be personal data: the file is the owner's only. SQLite
+	// creates the -wal and -shm files with the database's mode.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	} else {
+		f.Close()
+	}
+	// auto_vacuum must be set before the first table exists: it lets the
+	// size retention give freed pages back to the file system.
+	q := url.Values{}
+	for _, p := range []string{"auto_vacuum(INCREMENTAL)", "journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(5000)"} {
+		q.Add("_pragma", p)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	// One writer and a few readers: WAL lets them run side by side.
+	db.SetMaxOpenConns(4)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: %s: %w", path, err)
+	}
+	j := &Journal{
+		cfg: cfg, opts: opts, log: opts.Log.With("component", "journal"), db: db, path: path,
+		in: make(chan item, opts.QueueSize), closing: make(chan struct{}), done: make(chan struct{}),
+		notify: make(chan struct{}),
+	}
+	var seq int64
+	if err := db.QueryRowContext(ctx, `SELECT max(coalesce((SELECT max(seq) FROM events), 0), coalesce((SELECT max(seq) FROM steps), 0))`).Scan(&seq); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: %s: %w", path, err)
+	}
+	j.lastSeq.Store(seq)
+	j.sampler.init(rejectRate, rejectBurst)
+	j.refreshSize(ctx)
+	go j.write(seq)
+	return j, nil
+}
+
+// Path is the database file.
+func (j *Journal) Path() string { return j.path }
+
+// Bodies reports whether payloads are kept.
+func (j *Journal) Bodies() bool { return j.cfg.Bodies }
+
+// Config is the configuration the journal was opened with.
+func (j *Journal) Config() Config { return j.cfg }
+
+// RecordEvent journals a request's journey as known when it was answered.
+// ev belongs to the journal afterwards; its Payload is not copied and must
+// not be modified. It never blocks: if the writer is behind, the record is
+// dropped and counted. A rejected request's payload is never kept, and
+// rejections beyond a rate are counted rather than journaled.
+func (j *Journal) RecordEvent(ev *Event) {
+	if ev.Verdict == Rejected {
+		ev.Payload = nil
+		if !j.sampler.allow() {
+			j.unsampled.Add(1)
+			return
+		}
+	} else if !j.cfg.Bodies {
+		ev.Payload = nil
+	}
+	j.send(item{ev: ev})
+}
+
+// RecordStep journals a change to one delivery: an attempt and the state it
+// left the delivery in, or a state change such as replayed. It never blocks.
+func (j *Journal) RecordStep(st Step) {
+	st.Error = Scrub(st.Error)
+	j.send(item{st: &st})
+}
+
+func (j *Journal) send(it item) {
+	j.sendMu.RLock()
+	defer j.sendMu.RUnlock()
+	if j.closed.Load() {
+		j.dropped.Add(1)
+		return
+	}
+	select {
+	case j.in <- it:
+	default:
+		j.dropped.Add(1)
+	}
+}
+
+// Flush waits until every record given before it is written (or dropped),
+// or ctx is done. Unlike the Record methods it blocks: it is for tests,
+// benchmarks and tools, never for the request path.
+func (j *Journal) Flush(ctx context.Context) error {
+	it := item{flushed: make(chan struct{})}
+	j.sendMu.RLock()
+	if j.closed.Load() {
+		j.sendMu.RUnlock()
+		return errors.New("journal: closed")
+	}
+	select {
+	case j.in <- it:
+	case <-ctx.Done():
+		j.sendMu.RUnlock()
+		return ctx.Err()
+	}
+	j.sendMu.RUnlock()
+	select {
+	case <-it.flushed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stats returns the journal's counters.
+func (j *Journal) Stats() Stats {
+	s := Stats{
+		Written: j.written.Load(), Dropped: j.dropped.Load(), Unsampled: j.unsampled.Load(),
+		Bytes: j.bytes.Load(), Pending: len(j.in),
+	}
+	if e := j.lastErr.Load(); e != nil {
+		s.LastError = *e
+	}
+	return s
+}
+
+// Close writes what is waiting (for up to ctx's deadline), stops the writer
+// and closes the database. Records given after Close are dropped.
+func (j *Journal) Close(ctx context.Context) error {
+	j.sendMu.Lock()
+	already := j.closed.Swap(true)
+	j.sendMu.Unlock()
+	if already {
+		<-j.done
+		return nil
+	}
+	close(j.closing)
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		// The writer finishes its batch and stops; what is left is lost.
+		<-j.done
+	}
+	return j.db.Close()
+}
+
+// write is the writer goroutine: it takes what the channel holds, up to a
+// batch, writes it in one transaction, and runs retention now and then.
+func (j *Journal) write(seq int64) {
+	defer close(j.done)
+	retention := time.NewTicker(j.opts.RetentionEvery)
+	defer retention.Stop()
+	batch := make([]item, 0, j.opts.BatchSize)
+	for {
+		select {
+		case it := <-j.in:
+			batch = append(batch[:0], it)
+		case <-retention.C:
+			j.retain()
+			continue
+		case <-j.closing:
+			// Drain what was recorded before Close.
+			for {
+				batch = batch[:0]
+				for len(batch) < cap(batch) {
+					select {
+					case it := <-j.in:
+						batch = append(batch, it)
+						continue
+					default:
+					}
+					break
+				}
+				if len(batch) == 0 {
+					return
+				}
+				seq = j.commit(batch, seq)
+			}
+		}
+		if j.opts.WriteDelay > 0 {
+			time.Sleep(j.opts.WriteDelay)
+		}
+	gather:
+		for len(batch) < cap(batch) {
+			select {
+			case it := <-j.in:
+				batch = append(batch, it)
+			default:
+				break gather
+			}
+		}
+		seq = j.commit(batch, seq)
+	}
+}
+
+// commit writes batch in one transaction, numbering its records from seq+1,
+// and returns the last number used. A failed batch is dropped and counted:
+// the journal never holds up the router for its own sake.
+func (j *Journal) commit(batch []item, seq int64) int64 {
+	var flushed []chan struct{}
+	n := 0
+	for _, it := range batch {
+		if it.flushed != nil {
+			flushed = append(flushed, it.flushed)
+		} else {
+			batch[n] = it
+			n++
+		}
+	}
+	batch = batch[:n]
+	defer func() {
+		for _, c := range flushed {
+			close(c)
+		}
+	}()
+	if len(batch) == 0 {
+		return seq
+	}
+	next, err := j.insert(batch, seq)
+	if err != nil {
+		j.dropped.Add(int64(len(batch)))
+		msg := err.Error()
+		if prev := j.lastErr.Load(); prev == nil || *prev != msg {
+			j.log.Error("journal write failed; records dropped", "records", len(batch), "error", err)
+		}
+		j.lastErr.Store(&msg)
+		return seq
+	}
+	j.lastErr.Store(nil)
+	j.written.Add(int64(len(batch)))
+	// The size bound is checked every few batches too, not only at the
+	// retention period, so that a burst cannot overshoot it for long.
+	if j.commits++; j.commits%64 == 0 {
+		j.refreshSize(context.Background())
+		if j.bytes.Load() > j.cfg.MaxBytes {
+			defer j.retain()
+		}
+	}
+	j.lastSeq.Store(next)
+	j.notifyMu.Lock()
+	close(j.notify)
+	j.notify = make(chan struct{})
+	j.notifyMu.Unlock()
+	return next
+}
+
+func (j *Journal) insert(batch []item, seq int64) (int64, error) {
+	ctx := context.Background()
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return seq, err
+	}
+	defer tx.Rollback()
+	insEvent, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO events
+		(seq, id, received_at, source, event, dedup_key, verdict, status, reason, duplicate_of, rules, sinks, payload)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return seq, err
+	}
+	// A step can reach the writer before its event (the dispatcher may
+	// deliver before ingress has answered): the event's "queued" never
+	// overwrites a state a step already set.
+	insQueued, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO deliveries (event_id, sink, state, updated_at) VALUES (?, ?, 'queued', ?)`)
+	if err != nil {
+		return seq, err
+	}
+	insStep, err := tx.PrepareContext(ctx, `INSERT INTO steps
+		(seq, event_id, sink, state, at, duration_ms, outcome, status, error, note)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return seq, err
+	}
+	setState, err := tx.PrepareContext(ctx, `INSERT INTO deliveries (event_id, sink, state, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (event_id, sink) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`)
+	if err != nil {
+		return seq, err
+	}
+	for _, it := range batch {
+		seq++
+		if ev := it.ev; ev != nil {
+			ev.expandRules()
+			rules, _ := json.Marshal(nonNil(ev.Rules))
+			sinks, _ := json.Marshal(nonNil(ev.Sinks))
+			var payload any
+			if ev.Payload != nil {
+				payload = string(ev.Payload)
+			}
+			at := ev.ReceivedAt.UnixMilli()
+			if _, err := insEvent.ExecContext(ctx, seq, ev.ID, at, ev.Source, ev.Event, ev.DedupKey,
+				ev.Verdict, ev.Status, ev.Reason, ev.DuplicateOf, string(rules), string(sinks), payload); err != nil {
+				return seq, err
+			}
+			for _, s := range ev.Sinks {
+				if _, err := insQueued.ExecContext(ctx, ev.ID, s, at); err != nil {
+					return seq, err
+				}
+			}
+			continue
+		}
+		st := it.st
+		at := st.At.UnixMilli()
+		if _, err := insStep.ExecContext(ctx, seq, st.EventID, st.Sink, st.State, at, st.DurationMS,
+			st.Outcome, st.Status, st.Error, st.Note); err != nil {
+			return seq, err
+		}
+		if _, err := setState.ExecContext(ctx, st.EventID, st.Sink, st.State, at); err != nil {
+			return seq, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return seq, err
+	}
+	return seq, nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// retain deletes events older than the retention, then the oldest events
+// while the database is over max_bytes, and gives freed pages back.
+func (j *Journal) retain() {
+	ctx := context.Background()
+	cutoff := j.opts.Now().Add(-j.cfg.Retention).UnixMilli()
+	if err := j.deleteWhere(ctx, `received_at < ?`, cutoff); err != nil {
+		j.log.Error("journal retention failed", "error", err)
+		return
+	}
+	if _, err := j.db.ExecContext(ctx, `DELETE FROM steps WHERE at < ?`, cutoff); err != nil {
+		j.log.Error("journal retention failed", "error", err)
+		return
+	}
+	j.refreshSize(ctx)
+	// Over max_bytes: delete the oldest tenth of the events until the size
+	// in use is under 90% of the bound, so that the next batches fit.
+	for i := 0; i < 20 && j.bytes.Load() > j.cfg.MaxBytes*9/10; i++ {
+		var n int64
+		if err := j.db.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil || n == 0 {
+			break
+		}
+		chunk := max(n/10, 1)
+		if err := j.deleteWhere(ctx, `seq <= (SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?)`, chunk-1); err != nil {
+			j.log.Error("journal size retention failed", "error", err)
+			break
+		}
+		j.refreshSize(ctx)
+	}
+	if _, err := j.db.ExecContext(ctx, `PRAGMA incremental_vacuum`); err != nil {
+		j.log.Warn("journal vacuum failed", "error", err)
+	}
+	if _, err := j.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		j.log.Warn("journal checkpoint failed", "error", err)
+	}
+	j.refreshSize(ctx)
+}
+
+// deleteWhere deletes the events matching cond (over the events table) with
+// their deliveries and steps, in one transaction.
+func (j *Journal) deleteWhere(ctx context.Context, cond string, args ...any) error {
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, q := range []string{
+		`DELETE FROM steps WHERE event_id IN (SELECT id FROM events WHERE ` + cond + `)`,
+		`DELETE FROM deliveries WHERE event_id IN (SELECT id FROM events WHERE ` + cond + `)`,
+		`DELETE FROM events WHERE ` + cond,
+	} {
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// refreshSize reads the database's size in use.
+func (j *Journal) refreshSize(ctx context.Context) {
+	var pages, free, size int64
+	err := errors.Join(
+		j.db.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages),
+		j.db.QueryRowContext(ctx, `PRAGMA freelist_count`).Scan(&free),
+		j.db.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&size),
+	)
+	if err == nil {
+		j.bytes.Store((pages - free) * size)
+	}
+}
+
+// rejectRate and rejectBurst bound the rejected requests journaled: a flood
+// of bad requests (a wrong secret, a scanner) is sampled, the rest counted.
+const (
+	rejectRate  = 50 // per second
+	rejectBurst = 200
+)
+
+// sampler is a token bucket.
+type sampler struct {
+	mu     sync.Mutex
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func (s *sampler) init(rate, burst float64) {
+	s.rate, s.burst, s.tokens = rate, burst, burst
+}
+
+func (s *sampler) allow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if !s.last.IsZero() {
+		s.tokens = min(s.burst, s.tokens+now.Sub(s.last).Seconds()*s.rate)
+	}
+	s.last = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
