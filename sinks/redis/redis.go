@@ -1,0 +1,271 @@
+// Package redis appends events to Redis Streams with XADD (go-redis), one
+// entry per event with the fields id (the event id), source, received_at
+// (RFC 3339) and payload (the original body), on a stream whose key is
+// rendered from a template and trimmed approximately to max_len entries.
+//
+// A delivery counts once Redis has answered the XADD. Redis gives no
+// idempotent append: an answer lost with the connection means the retry may
+// add the entry again, so consumers deduplicate on the id field. A batch is
+// one pipeline: one round trip for all its XADDs.
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/sinks/render"
+)
+
+// DefaultTimeout bounds one XADD (or pipeline) when Config.Timeout is zero.
+const DefaultTimeout = 10 * time.Second
+
+// Config is a redis sink's settings, as written under `sinks.NAME` with
+// `type: redis`.
+type Config struct {
+	// URL is redis://[user:pass@]host:6379[/db] (rediss:// for TLS). Its
+	// password never appears in errors.
+	URL string `yaml:"url"`
+	// Stream is a template over the payload giving the stream's key.
+	Stream string `yaml:"stream"`
+	// MaxLen trims the stream to about this many entries (XADD MAXLEN ~);
+	// zero keeps every entry.
+	MaxLen int64 `yaml:"max_len"`
+	// Timeout bounds one XADD; zero means DefaultTimeout.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// FieldError is a problem with one key of Config.
+type FieldError struct {
+	Name string
+	Err  error
+}
+
+func (e *FieldError) Error() string { return e.Name + ": " + e.Err.Error() }
+
+// Field is the config key the problem is about.
+func (e *FieldError) Field() string { return e.Name }
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Validate reports every problem with c, one FieldError each.
+func (c *Config) Validate() []error {
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, &FieldError{"url", errors.New("required")})
+	} else if _, err := redis.ParseURL(c.URL); err != nil {
+		errs = append(errs, &FieldError{"url", errors.New("must be redis://[user:password@]host:port[/db]")})
+	}
+	if c.Stream == "" {
+		errs = append(errs, &FieldError{"stream", errors.New("required")})
+	} else if _, err := render.ParseTemplate("stream", c.Stream); err != nil {
+		errs = append(errs, &FieldError{"stream", err})
+	}
+	if c.MaxLen < 0 {
+		errs = append(errs, &FieldError{"max_len", errors.New("must not be negative")})
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, &FieldError{"timeout", errors.New("must not be negative")})
+	}
+	return errs
+}
+
+var (
+	_ sinks.Sink        = (*Sink)(nil)
+	_ sinks.BatchSender = (*Sink)(nil)
+	_ sinks.Renderer    = (*Sink)(nil)
+)
+
+// Sink appends to streams on one Redis server. It is safe for concurrent use.
+type Sink struct {
+	client  *redis.Client
+	stream  *render.Template
+	maxLen  int64
+	where   string
+	secret  string
+	timeout time.Duration
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+// New checks cfg and builds the sink. It does no I/O.
+func New(cfg Config, log *slog.Logger) (*Sink, error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	opt, _ := redis.ParseURL(cfg.URL)
+	// The dispatcher owns retry: a command resent by the client after a
+	// lost answer would add the entry twice behind its back.
+	opt.MaxRetries = -1
+	opt.DialTimeout = 5 * time.Second
+	stream, _ := render.ParseTemplate("stream", cfg.Stream)
+	s := &Sink{
+		client:  redis.NewClient(opt),
+		stream:  stream,
+		maxLen:  cfg.MaxLen,
+		where:   sinks.RedactURL(cfg.URL),
+		secret:  opt.Password,
+		timeout: cfg.Timeout,
+	}
+	if s.timeout == 0 {
+		s.timeout = DefaultTimeout
+	}
+	return s, nil
+}
+
+// Render returns the payload field Send would write for ev: its body.
+func (s *Sink) Render(ev *sinks.Event) ([]byte, error) {
+	if _, err := s.args(ev); err != nil {
+		return nil, err
+	}
+	return ev.Body, nil
+}
+
+func (s *Sink) args(ev *sinks.Event) (*redis.XAddArgs, error) {
+	p, err := ev.Payload()
+	if err != nil {
+		return nil, sinks.Permanent(fmt.Errorf("redis sink: event %s: payload: %w", ev.ID, err))
+	}
+	key, err := s.stream.Execute(p)
+	if err != nil {
+		return nil, sinks.Permanent(fmt.Errorf("redis sink: event %s: %w", ev.ID, err))
+	}
+	if key == "" {
+		return nil, sinks.Permanent(fmt.Errorf("redis sink: event %s: stream renders empty", ev.ID))
+	}
+	return &redis.XAddArgs{
+		Stream: key,
+		MaxLen: s.maxLen,
+		Approx: s.maxLen > 0,
+		Values: []any{
+			"id", ev.ID,
+			"source", ev.Source,
+			"received_at", ev.ReceivedAt.UTC().Format(time.RFC3339Nano),
+			"payload", ev.Body,
+		},
+	}, nil
+}
+
+// Send appends ev to its stream.
+func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
+	if errs := s.SendBatch(ctx, []*sinks.Event{ev}); errs != nil {
+		return errs[0]
+	}
+	return nil
+}
+
+// SendBatch appends evs with one pipeline.
+func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
+	if len(evs) == 0 {
+		return nil
+	}
+	errs := make([]error, len(evs))
+	failed := false
+	fail := func(i int, err error) { errs[i], failed = err, true }
+	if err := ctx.Err(); err != nil {
+		for i := range evs {
+			fail(i, fmt.Errorf("redis sink: %w", err))
+		}
+		return errs
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		for i := range evs {
+			fail(i, fmt.Errorf("redis sink: %w", sinks.ErrClosed))
+		}
+		return errs
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.StringCmd, len(evs))
+	for i, ev := range evs {
+		a, err := s.args(ev)
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		cmds[i] = pipe.XAdd(ctx, a)
+	}
+	var execErr error
+	if pipe.Len() > 0 {
+		_, execErr = pipe.Exec(ctx)
+	}
+	anyCmdErr := false
+	for _, c := range cmds {
+		anyCmdErr = anyCmdErr || (c != nil && c.Err() != nil)
+	}
+	for i, c := range cmds {
+		switch {
+		case c == nil:
+		case c.Err() != nil:
+			fail(i, s.classify(ctx, c.Err()))
+		case execErr != nil && !anyCmdErr:
+			// The connection failed before any command ran (a refused
+			// AUTH, for one): go-redis reports it on Exec only.
+			fail(i, s.classify(ctx, execErr))
+		}
+	}
+	if !failed {
+		return nil
+	}
+	return errs
+}
+
+// classify marks Redis's refusals permanent (bad credentials, no
+// permission, a key that is not a stream, a command error) and the rest
+// retryable: lost connections, timeouts, and the conditions Redis itself
+// says will pass (LOADING, BUSY, OOM, READONLY, TRYAGAIN, MASTERDOWN,
+// CLUSTERDOWN).
+func (s *Sink) classify(ctx context.Context, err error) error {
+	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	msg := err.Error()
+	if s.secret != "" {
+		msg = strings.ReplaceAll(msg, s.secret, "REDACTED")
+	}
+	wrapped := &scrubbed{err: err, msg: "redis sink " + s.where + ": " + msg}
+	var re redis.Error
+	if errors.As(err, &re) {
+		code, _, _ := strings.Cut(re.Error(), " ")
+		switch code {
+		case "LOADING", "BUSY", "OOM", "READONLY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "MOVED", "ASK":
+			return wrapped
+		case "NOAUTH", "WRONGPASS", "NOPERM", "WRONGTYPE", "ERR":
+			return sinks.Permanent(wrapped)
+		}
+	}
+	return wrapped
+}
+
+// scrubbed is an error whose text has been cleaned of the password; Unwrap
+// keeps errors.Is and As working on the original.
+type scrubbed struct {
+	err error
+	msg string
+}
+
+func (e *scrubbed) Error() string { return e.msg }
+func (e *scrubbed) Unwrap() error { return e.err }
+
+// Close closes the client's connections once sends in progress end; it is
+// idempotent.
+func (s *Sink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.client.Close()
+}
