@@ -1,90 +1,74 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/hookrouter/hookrouter/router/admin"
 	"github.com/hookrouter/hookrouter/router/dispatch"
 )
 
-// handleOther serves the paths that are not sources: /health everywhere;
-// /metrics, POST /-/reload and POST /-/replay on the admin listener, or on
-// the main one when there is no admin listener. On the main listener the
-// /-/ endpoints answer only loopback clients: they change what the router
-// does, and the main port faces the internet.
-func (r *Router) handleOther(ctx *fasthttp.RequestCtx, onAdmin bool) {
-	path := string(ctx.Path())
-	adminHere := onAdmin || r.admin == nil
-	switch {
-	case path == "/health":
-		r.serveHealth(ctx)
-		return
-	case path == "/metrics" && adminHere:
-		r.metricsHandler()(ctx)
-		return
-	case strings.HasPrefix(path, "/debug/pprof/") && adminHere:
-		if !onAdmin && !ctx.RemoteIP().IsLoopback() {
-			break
-		}
-		pprofHandler(ctx)
-		return
-	case (path == "/-/reload" || path == "/-/replay") && adminHere:
-		if !onAdmin && !ctx.RemoteIP().IsLoopback() {
-			break
-		}
-		if !ctx.IsPost() {
-			ctx.Response.Header.Set("Allow", "POST")
-			jsonAnswer(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
-			return
-		}
-		if path == "/-/reload" {
-			r.serveReload(ctx)
-		} else {
-			r.serveReplay(ctx)
-		}
-		return
+// adminRoutes is the admin listener's route table: every endpoint, with the
+// access rule it answers under. To add an endpoint, add a line here (see
+// package admin for the rules); admin.Handler refuses a line without one.
+func (r *Router) adminRoutes() []admin.Route {
+	op := admin.Operator
+	return []admin.Route{
+		{Pattern: "GET /health", Access: op, Handler: http.HandlerFunc(r.serveHealth)},
+		{Pattern: "GET /metrics", Access: op, Handler: promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{})},
+		{Pattern: "POST /-/reload", Access: op, Handler: http.HandlerFunc(r.serveReload)},
+		{Pattern: "POST /-/replay", Access: op, Handler: http.HandlerFunc(r.serveReplay)},
+
+		// Go's profiles, for `go tool pprof http://ADMIN/debug/pprof/heap`.
+		{Pattern: "GET /debug/pprof/", Access: op, Handler: http.HandlerFunc(pprof.Index)},
+		{Pattern: "GET /debug/pprof/cmdline", Access: op, Handler: http.HandlerFunc(pprof.Cmdline)},
+		{Pattern: "GET /debug/pprof/profile", Access: op, Handler: http.HandlerFunc(pprof.Profile)},
+		{Pattern: "GET /debug/pprof/symbol", Access: op, Handler: http.HandlerFunc(pprof.Symbol)},
+		{Pattern: "POST /debug/pprof/symbol", Access: op, Handler: http.HandlerFunc(pprof.Symbol)},
+		{Pattern: "GET /debug/pprof/trace", Access: op, Handler: http.HandlerFunc(pprof.Trace)},
 	}
-	jsonAnswer(ctx, fasthttp.StatusNotFound, bodyNotFound)
 }
 
-// pprofHandler serves Go's profiles (for `go tool pprof`), next to the
-// metrics and with the same access rules as the /-/ endpoints.
-var pprofHandler = fasthttpadaptor.NewFastHTTPHandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/debug/pprof/profile" {
-		pprof.Profile(w, r)
-		return
+// adminGuard checks admin.token as the config in force sets it, so a reload
+// that changes the token applies to the next request.
+func (r *Router) adminGuard() *admin.Guard {
+	return admin.NewGuard(func() string { return r.rt.Load().File.Admin.Token })
+}
+
+// adminHandler builds the admin listener's handler from the route table.
+func (r *Router) adminHandler() (http.Handler, error) {
+	return admin.Handler(r.adminRoutes(), r.adminGuard(), admin.Options{})
+}
+
+// adminServer is the admin listener's server. It has no WriteTimeout: a
+// profile or an event stream may take long to write. ReadHeaderTimeout
+// bounds a client that never finishes its request.
+func adminServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    64 << 10,
 	}
-	pprof.Index(w, r)
-})
-
-func jsonAnswer(ctx *fasthttp.RequestCtx, status int, body []byte) {
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(body)
 }
 
-func (r *Router) metricsHandler() fasthttp.RequestHandler {
-	r.metricsOnce.Do(func() {
-		r.promHandler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
-	})
-	return r.promHandler
-}
-
-// Health is the /health document. status, processed_events are the names
-// the platform's own examples use; the rest is for operators.
+// Health is the admin listener's /health document. status and
+// processed_events are the names the platform's own examples use; the rest
+// is for operators.
 type Health struct {
-	Status           string                         `json:"status"`
-	ProcessedEvents  int64                          `json:"processed_events"`
+	Status          string `json:"status"`
+	ProcessedEvents int64  `json:"processed_events"`
+	// Reason says why status is not "healthy".
+	Reason           string                         `json:"reason,omitempty"`
 	DedupKeys        int                            `json:"dedup_keys"`
 	UptimeSeconds    int64                          `json:"uptime_seconds"`
 	ConfigFile       string                         `json:"config_file"`
@@ -119,31 +103,65 @@ func (r *Router) Health() Health {
 		h.LastReloadAt = &t
 	}
 	if r.draining.Load() {
-		h.Status = "shutting_down"
+		h.Status, h.Reason = "shutting_down", "shutting down"
 	}
 	return h
 }
 
-func (r *Router) serveHealth(ctx *fasthttp.RequestCtx) {
-	h := r.Health()
-	b, _ := json.Marshal(h)
-	status := fasthttp.StatusOK
-	if h.Status != "healthy" {
-		status = fasthttp.StatusServiceUnavailable
+// healthStatus is the HTTP status of a /health answer: 503 while shutting
+// down, so that a load balancer stops sending; 200 otherwise.
+func healthStatus(h Health) int {
+	if h.Status == "shutting_down" {
+		return http.StatusServiceUnavailable
 	}
-	jsonAnswer(ctx, status, b)
+	return http.StatusOK
 }
 
-func (r *Router) serveReload(ctx *fasthttp.RequestCtx) {
-	if err := r.Reload("api"); err != nil {
-		ctx.SetStatusCode(fasthttp.StatusBadRequest)
-		ctx.SetContentType("text/plain; charset=utf-8")
-		ctx.SetBodyString(err.Error() + "\n")
+func (r *Router) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	h := r.Health()
+	b, _ := json.Marshal(h)
+	admin.JSON(w, healthStatus(h), b)
+}
+
+// ingressHealth is the ingress listener's /health: only what the platform's
+// docs name and why the router is not healthy. The rest (config, sinks,
+// their errors) is for operators, on the admin listener.
+type ingressHealth struct {
+	Status          string `json:"status"`
+	ProcessedEvents int64  `json:"processed_events"`
+	Reason          string `json:"reason,omitempty"`
+}
+
+func (r *Router) serveIngressHealth(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set("Allow", "GET, HEAD")
+		jsonAnswer(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
 		return
 	}
-	ctx.SetContentType("text/plain; charset=utf-8")
-	ctx.SetBodyString(fmt.Sprintf("ok: generation %d\n", r.rt.Load().Generation))
+	h := r.Health()
+	b, _ := json.Marshal(ingressHealth{Status: h.Status, ProcessedEvents: h.ProcessedEvents, Reason: h.Reason})
+	jsonAnswer(ctx, healthStatus(h), b)
 }
+
+func jsonAnswer(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+}
+
+func (r *Router) serveReload(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := r.Reload("api"); err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintln(w, err.Error())
+		return
+	}
+	fmt.Fprintf(w, "ok: generation %d\n", r.rt.Load().Generation)
+}
+
+// maxReplayBytes bounds a POST /-/replay body: a dead-letter file, which can
+// be large but is not unbounded.
+const maxReplayBytes = 256 << 20
 
 // ReplayResult is the answer of POST /-/replay.
 type ReplayResult struct {
@@ -155,15 +173,21 @@ type ReplayResult struct {
 // serveReplay re-queues dead-letter records (the body, in the dead-letter
 // file's format) to their sinks, keeping each event's id so that receivers
 // can recognise a replay of something they already have.
-func (r *Router) serveReplay(ctx *fasthttp.RequestCtx) {
-	recs, err := dispatch.ReadDeadLetters(bytes.NewReader(ctx.PostBody()))
+func (r *Router) serveReplay(w http.ResponseWriter, req *http.Request) {
+	recs, err := dispatch.ReadDeadLetters(http.MaxBytesReader(w, req.Body, maxReplayBytes))
 	if err != nil {
-		jsonAnswer(ctx, fasthttp.StatusBadRequest, []byte(fmt.Sprintf(`{"error":"Invalid dead-letter file","detail":%q}`, err.Error())))
+		status := http.StatusBadRequest
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			status = http.StatusRequestEntityTooLarge
+		}
+		admin.JSON(w, status, fmt.Appendf(nil, `{"error":"Invalid dead-letter file","detail":%q}`, err.Error()))
 		return
 	}
+	// Not the request's context: a client that goes away must not leave a
+	// replay half done.
 	res := r.Replay(context.Background(), recs)
 	b, _ := json.Marshal(res)
-	jsonAnswer(ctx, fasthttp.StatusOK, b)
+	admin.JSON(w, http.StatusOK, b)
 }
 
 // Replay re-queues dead-letter records to their sinks. A record whose sink

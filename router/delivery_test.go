@@ -177,18 +177,13 @@ func (s *server) restart() {
 	if err != nil {
 		s.t.Fatalf("New after restart: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.r, s.url, s.done = r, "http://"+ln.Addr().String(), make(chan error, 1)
-	go func() { s.done <- r.Serve(ln, nil) }()
+	s.serve(r)
 }
 
 // metric returns the line of /metrics that starts with prefix, or "".
 func (s *server) metric(prefix string) string {
 	s.t.Helper()
-	for line := range strings.Lines(s.get("/metrics").body) {
+	for line := range strings.Lines(s.adminGet("/metrics").body) {
 		if strings.HasPrefix(line, prefix) {
 			return strings.TrimSpace(line)
 		}
@@ -314,7 +309,7 @@ func TestPermanentErrorDeadLetterAndReplay(t *testing.T) {
 
 	d.set(200)
 	file, _ := os.ReadFile(filepath.Join(s.dir, "data", "dead-letter.jsonl"))
-	a := s.post("/-/replay", file)
+	a := s.adminPost("/-/replay", file)
 	if a.status != 200 || a.body != `{"requeued":1,"skipped":0}` {
 		t.Fatalf("replay: %d %s", a.status, a.body)
 	}
@@ -329,10 +324,10 @@ func TestPermanentErrorDeadLetterAndReplay(t *testing.T) {
 
 	// A record for a sink that is not in the config is reported, not lost silently.
 	other := bytes.Replace(file, []byte(`"sink":"hook"`), []byte(`"sink":"gone"`), 1)
-	if a := s.post("/-/replay", other); a.status != 200 || !strings.Contains(a.body, `"skipped":1`) || !strings.Contains(a.body, `sink \"gone\" is not in the config`) {
+	if a := s.adminPost("/-/replay", other); a.status != 200 || !strings.Contains(a.body, `"skipped":1`) || !strings.Contains(a.body, `sink \"gone\" is not in the config`) {
 		t.Errorf("replay to unknown sink: %d %s", a.status, a.body)
 	}
-	if a := s.post("/-/replay", []byte("not json\n")); a.status != 400 || !strings.Contains(a.body, "line 1") {
+	if a := s.adminPost("/-/replay", []byte("not json\n")); a.status != 400 || !strings.Contains(a.body, "line 1") {
 		t.Errorf("replay of garbage: %d %s", a.status, a.body)
 	}
 }
@@ -636,7 +631,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			}
 			waitFor(t, 5*time.Second, "deliveries", func() bool { return d.gotCount() == 5 && slk.gotCount() == 5 })
 			s.get("/health")
-			s.get("/metrics")
+			s.adminGet("/metrics")
 			s.stop()
 			client.CloseIdleConnections()
 			d.Close()

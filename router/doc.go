@@ -10,5 +10,6 @@
 //	runtime.go   the immutable compiled config (rules, sources, sinks) that
 //	             ingress reads through an atomic pointer
 //	reload.go    file watch, SIGHUP and POST /-/reload: validate, build, swap
-//	admin.go     /health, /metrics, /-/reload, /-/replay
+//	admin.go     the admin listener's route table (admin/: access rules,
+//	             token guard): /health, /metrics, /-/reload, /-/replay, pprof
 package router

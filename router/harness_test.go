@@ -95,7 +95,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 type server struct {
 	t      testing.TB
 	r      *Router
-	url    string
+	url    string // the ingress listener
+	admin  string // the admin listener
 	dir    string
 	config string
 	done   chan error
@@ -123,14 +124,26 @@ func startServer(t testing.TB, cfg string) *server {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, r: r, url: "http://" + ln.Addr().String(), dir: dir, config: path, done: make(chan error, 1)}
-	go func() { s.done <- r.Serve(ln, nil) }()
+	s := &server{t: t, dir: dir, config: path}
+	s.serve(r)
 	t.Cleanup(func() { s.stop() })
 	return s
+}
+
+// serve serves r on two fresh listeners on 127.0.0.1: the ingress (s.url)
+// and the admin listener (s.admin).
+func (s *server) serve(r *Router) {
+	s.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.r, s.url, s.admin, s.done = r, "http://"+ln.Addr().String(), "http://"+aln.Addr().String(), make(chan error, 1)
+	go func() { s.done <- r.Serve(ln, aln) }()
 }
 
 func (s *server) stop() {
@@ -178,6 +191,26 @@ func (s *server) get(path string) answer {
 	return do(s.t, req)
 }
 
+// adminGet and adminPost send a request to the admin listener, with
+// headers given as name, value pairs.
+func (s *server) adminGet(path string, headers ...string) answer {
+	s.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.admin+path, nil)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return do(s.t, req)
+}
+
+func (s *server) adminPost(path string, body []byte, headers ...string) answer {
+	s.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.admin+path, bytes.NewReader(body))
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return do(s.t, req)
+}
+
 func do(t testing.TB, req *http.Request) answer {
 	t.Helper()
 	resp, err := client.Do(req)
@@ -191,7 +224,7 @@ func do(t testing.TB, req *http.Request) answer {
 
 func (s *server) health() Health {
 	s.t.Helper()
-	a := s.get("/health")
+	a := s.adminGet("/health")
 	var h Health
 	if err := json.Unmarshal([]byte(a.body), &h); err != nil {
 		s.t.Fatalf("health: %v: %s", err, a.body)
@@ -211,6 +244,7 @@ func payloadFile(t testing.TB, name string) []byte {
 // baseConfig is a config with one source and the given sinks and rules.
 func baseConfig(queue, sinksYAML, rulesYAML string) string {
 	return fmt.Sprintf(`listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
 data_dir: DATA
 sources:
   - name: platform

@@ -34,9 +34,14 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 	rt := r.acquire()
 	src := rt.sources[string(ctx.Path())]
 	if src == nil {
-		// Not an event: /-/reload waits for the events in flight.
+		// Not an event. Nothing else is served here, whoever the client
+		// seems to be: admin endpoints are on the admin listener only.
 		rt.release()
-		r.handleOther(ctx, false)
+		if string(ctx.Path()) == "/health" {
+			r.serveIngressHealth(ctx)
+			return
+		}
+		jsonAnswer(ctx, fasthttp.StatusNotFound, bodyNotFound)
 		return
 	}
 	defer rt.release()

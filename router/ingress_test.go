@@ -107,13 +107,13 @@ func TestHTTPAnswers(t *testing.T) {
 	if h.Status != "healthy" || h.ProcessedEvents != 2 || h.ConfigGeneration != 1 || h.Sinks["crm"].Breaker != "closed" {
 		t.Errorf("health = %+v", h)
 	}
-	raw := s.get("/health").body
+	raw := s.adminGet("/health").body
 	for _, field := range []string{`"status":"healthy"`, `"processed_events":2`, `"config_generation":1`, `"last_reload_error":""`} {
 		if !strings.Contains(raw, field) {
 			t.Errorf("health lacks %s: %s", field, raw)
 		}
 	}
-	m := s.get("/metrics")
+	m := s.adminGet("/metrics")
 	for _, want := range []string{
 		`hookrouter_events_accepted_total{source="platform"} 2`,
 		`hookrouter_events_duplicate_total{source="platform"} 1`,

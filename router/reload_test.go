@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -140,12 +139,8 @@ func startAt(t *testing.T, path string, watch bool) (*server, *logBuffer) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, r: r, url: "http://" + ln.Addr().String(), dir: filepath.Dir(path), config: path, done: make(chan error, 1)}
-	go func() { s.done <- r.Serve(ln, nil) }()
+	s := &server{t: t, dir: filepath.Dir(path), config: path}
+	s.serve(r)
 	t.Cleanup(s.stop)
 	// Runs before stop: fasthttp's Shutdown waits up to 5 s for a
 	// connection the client dialed but never used.
@@ -371,7 +366,7 @@ func reloadTo(t *testing.T, s *server, gen uint64, save func()) time.Duration {
 // metricValue reads one sample of the router's /metrics, 0 when absent.
 func metricValue(t *testing.T, s *server, sample string) float64 {
 	t.Helper()
-	a := s.get("/metrics")
+	a := s.adminGet("/metrics")
 	for line := range strings.Lines(a.body) {
 		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
 			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
@@ -522,7 +517,7 @@ func TestReloadTriggers(t *testing.T) {
 			save: func(t *testing.T, s *server, _, path, c string) {
 				saveInPlace(t, path, c)
 				want := fmt.Sprintf("ok: generation %d\n", s.r.Runtime().Generation+1)
-				if a := s.post("/-/reload", nil); a.status != 200 || a.body != want {
+				if a := s.adminPost("/-/reload", nil); a.status != 200 || a.body != want {
 					t.Fatalf("POST /-/reload: %d %q, want 200 %q", a.status, a.body, want)
 				}
 			}},
@@ -642,7 +637,7 @@ func TestReloadInvalidThenFixed(t *testing.T) {
 	tr.more(20)
 
 	// The API says the same, as text, with a 400.
-	a400 := s.post("/-/reload", nil)
+	a400 := s.adminPost("/-/reload", nil)
 	if a400.status != 400 || len(problemLine.FindAllString(a400.body, -1)) != 2 ||
 		!strings.Contains(a400.body, `unknown sink "nosuch"`) {
 		t.Errorf("POST /-/reload with a bad file: %d %q, want 400 with both problems", a400.status, a400.body)
@@ -820,7 +815,7 @@ func TestReloadUnchangedAndRestartOnly(t *testing.T) {
 	saveInPlace(t, path, v1)
 	waitFor(t, maxReloadLatency, `reloads_total{result="unchanged"}`, func() bool { return reloadsTotal(t, s, "unchanged") >= 1 })
 	before := reloadsTotal(t, s, "unchanged")
-	if a := s.post("/-/reload", nil); a.status != 200 || a.body != "ok: generation 1\n" {
+	if a := s.adminPost("/-/reload", nil); a.status != 200 || a.body != "ok: generation 1\n" {
 		t.Errorf("POST /-/reload, file unchanged: %d %q", a.status, a.body)
 	}
 	if got := reloadsTotal(t, s, "unchanged"); got != before+1 {
@@ -882,7 +877,7 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	listen := make(chan string, 1)
+	listen := make(chan [2]string, 1)
 	logs := &logBuffer{}
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -890,11 +885,12 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 			line := sc.Text()
 			logs.Write([]byte(line + "\n"))
 			var rec struct {
-				Msg    string `json:"msg"`
-				Listen string `json:"listen"`
+				Msg         string `json:"msg"`
+				Listen      string `json:"listen"`
+				AdminListen string `json:"admin_listen"`
 			}
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "hookrouter started" {
-				listen <- rec.Listen
+				listen <- [2]string{rec.Listen, rec.AdminListen}
 			}
 		}
 		exited <- cmd.Wait()
@@ -905,7 +901,7 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 			<-exited
 		}
 	})
-	var addr string
+	var addr [2]string
 	select {
 	case addr = <-listen:
 	case err := <-exited:
@@ -913,9 +909,9 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("hookrouter did not start")
 	}
-	s := &server{t: t, url: "http://" + addr, dir: dir, config: path}
+	s := &server{t: t, url: "http://" + addr[0], admin: "http://" + addr[1], dir: dir, config: path}
 	gen := func() uint64 {
-		resp, err := client.Get(s.url + "/health")
+		resp, err := client.Get(s.admin + "/health")
 		if err != nil {
 			return 0
 		}

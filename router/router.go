@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -59,10 +60,11 @@ type Router struct {
 
 	// srvMu orders Serve and Shutdown, which run on different goroutines:
 	// a Shutdown that comes first makes Serve return at once.
-	srvMu         sync.Mutex
-	server, admin *fasthttp.Server
-	listeners     []net.Listener
-	stopped       bool
+	srvMu     sync.Mutex
+	server    *fasthttp.Server
+	admin     *http.Server
+	listeners []net.Listener
+	stopped   bool
 	// fresh holds the connections that have not sent a byte yet, which
 	// fasthttp's shutdown waits for (it counts them idle only after 5s).
 	freshMu   sync.Mutex
@@ -71,9 +73,6 @@ type Router struct {
 	draining  atomic.Bool
 	processed atomic.Int64
 	startedAt time.Time
-
-	metricsOnce sync.Once
-	promHandler fasthttp.RequestHandler
 
 	reloadMu sync.Mutex
 	reload   reloadState
@@ -194,7 +193,8 @@ func (r *Router) install(rt *Runtime) {
 func (r *Router) Runtime() *Runtime { return r.rt.Load() }
 
 // Serve accepts events on ln, and admin requests on adminLn when it is not
-// nil (otherwise the admin endpoints are served on ln). It returns when the
+// nil (without it there is no admin listener: ln never serves the admin
+// endpoints, whoever the client seems to be). It returns when the
 // listeners are closed by Shutdown.
 func (r *Router) Serve(ln, adminLn net.Listener) error {
 	rt := r.rt.Load()
@@ -213,11 +213,15 @@ func (r *Router) Serve(ln, adminLn net.Listener) error {
 		ConnState:          r.connState,
 		Logger:             fasthttpLogger{r.log},
 	}
-	var admin *fasthttp.Server
+	var admin *http.Server
 	if adminLn != nil {
-		admin = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { r.handleOther(ctx, true) }, Name: "hookrouter-admin",
-			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
-			MaxRequestBodySize: 256 << 20, CloseOnShutdown: true, ConnState: r.connState, Logger: fasthttpLogger{r.log}}
+		h, err := r.adminHandler()
+		if err != nil {
+			ln.Close()
+			adminLn.Close()
+			return err
+		}
+		admin = adminServer(h)
 	}
 	r.srvMu.Lock()
 	if r.stopped {
@@ -228,17 +232,21 @@ func (r *Router) Serve(ln, adminLn net.Listener) error {
 		}
 		return nil
 	}
-	// Set before any handler runs: handleOther reads r.admin.
 	r.server, r.admin = server, admin
+	// Only the ingress listener: admin's http.Server closes its own, even
+	// when its Shutdown comes before its Serve.
 	r.listeners = append(r.listeners, ln)
-	if adminLn != nil {
-		r.listeners = append(r.listeners, adminLn)
-	}
 	r.srvMu.Unlock()
 
 	errc := make(chan error, 2)
 	if admin != nil {
-		go func() { errc <- admin.Serve(adminLn) }()
+		go func() {
+			err := admin.Serve(adminLn)
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+			errc <- err
+		}()
 	}
 	go func() { errc <- server.Serve(ln) }()
 	err := <-errc
@@ -267,9 +275,6 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	if server != nil {
 		errs = append(errs, server.ShutdownWithContext(ctx))
 	}
-	if admin != nil {
-		errs = append(errs, admin.ShutdownWithContext(ctx))
-	}
 	stopClosing()
 	// A Serve that had not yet handed its listener to fasthttp when
 	// ShutdownWithContext ran would otherwise accept forever.
@@ -279,6 +284,17 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	r.stopWatching()
 	if _, ok := r.queue.(queue.Drainer); ok {
 		r.drain(ctx)
+	}
+	// The admin listener stays up through the drain, so that an operator
+	// can watch it in /health; event streams and profiles do not hold the
+	// rest of the shutdown for long.
+	if admin != nil {
+		actx, cancel := context.WithTimeout(ctx, adminShutdownGrace)
+		if err := admin.Shutdown(actx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, err)
+		}
+		cancel()
+		admin.Close()
 	}
 	errs = append(errs, r.dispatcher.Close(ctx))
 	errs = append(errs, r.queue.Close(), r.dedup.Close(), r.deadLetters.Close())
@@ -310,6 +326,10 @@ func (r *Router) connState(c net.Conn, state fasthttp.ConnState) {
 		r.freshMu.Unlock()
 	}
 }
+
+// adminShutdownGrace is how long Shutdown lets admin requests in flight
+// finish before it closes their connections.
+const adminShutdownGrace = time.Second
 
 // freshConnGrace is how long a connection opened just before shutdown has
 // to start its request (which is then answered 503) before it is closed.

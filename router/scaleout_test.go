@@ -185,12 +185,8 @@ func startInstance(t *testing.T, cfg string, opts Options) *server {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, r: r, url: "http://" + ln.Addr().String(), dir: dir, config: path, done: make(chan error, 1)}
-	go func() { s.done <- r.Serve(ln, nil) }()
+	s := &server{t: t, dir: dir, config: path}
+	s.serve(r)
 	t.Cleanup(s.stop)
 	return s
 }

@@ -91,6 +91,7 @@ type crashInstance struct {
 	config func(port int) string // the config file's text for a port
 
 	port    int
+	admin   int // admin_listen's port, prepended to the config
 	starts  int
 	proc    *os.Process
 	exited  chan struct{}
@@ -113,6 +114,8 @@ func newCrashInstance(t *testing.T, config func(inst *crashInstance, port int) s
 }
 
 func (in *crashInstance) url() string { return fmt.Sprintf("http://127.0.0.1:%d", in.port) }
+
+func (in *crashInstance) adminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", in.admin) }
 
 func (in *crashInstance) running() bool {
 	if in.exited == nil {
@@ -155,9 +158,10 @@ func (in *crashInstance) start() {
 	}
 	for try := 1; ; try++ {
 		if in.port == 0 {
-			in.port = crashFreePort(in.t)
+			in.port, in.admin = crashFreePort(in.t), crashFreePort(in.t)
 		}
-		if err := os.WriteFile(in.cfg, []byte(in.config(in.port)), 0o644); err != nil {
+		text := fmt.Sprintf("admin_listen: \"127.0.0.1:%d\"\n", in.admin) + in.config(in.port)
+		if err := os.WriteFile(in.cfg, []byte(text), 0o644); err != nil {
 			in.t.Fatal(err)
 		}
 		in.starts++
@@ -255,7 +259,7 @@ type crashSinkHealth struct {
 var crashClient = &http.Client{Timeout: 2 * time.Second}
 
 func (in *crashInstance) health() (map[string]crashSinkHealth, error) {
-	resp, err := crashClient.Get(in.url() + "/health")
+	resp, err := crashClient.Get(in.adminURL() + "/health")
 	if err != nil {
 		return nil, err
 	}
@@ -1359,6 +1363,7 @@ func TestServeUnwritableDataDir(t *testing.T) {
 			want := tc.setup(t, data)
 			cfg := filepath.Join(dir, "rules.yaml")
 			crashWriteFile(t, cfg, fmt.Sprintf(`listen: "127.0.0.1:%d"
+admin_listen: "127.0.0.1:0"
 data_dir: %q
 sources:
   - {name: platform, path: /webhook, auth: {type: none}}

@@ -24,12 +24,12 @@ func replay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := configFlag(fs)
-	addr := fs.String("addr", "", "admin address of the running router (default: admin_listen, else listen, on 127.0.0.1)")
+	addr := fs.String("addr", "", "admin address of the running router (default: the config's admin_listen; the config's admin.token is sent)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: hookrouter replay [-config FILE] DEAD_LETTER_FILE")
+		fmt.Fprintln(stderr, "usage: hookrouter replay [-config FILE] [-addr ADMIN] DEAD_LETTER_FILE")
 		return 2
 	}
 	data, err := os.ReadFile(fs.Arg(0))
@@ -46,21 +46,33 @@ func replay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "nothing to replay: 0 records")
 		return 0
 	}
-	target := *addr
-	if target == "" {
+	target, token := *addr, ""
+	if target == "" || *cfgPath != "" {
 		f, err := config.Load(config.Resolve(*cfgPath))
 		if err != nil {
 			printProblems(stderr, err)
 			return 1
 		}
-		target = f.AdminListen
+		token = f.Admin.Token
 		if target == "" {
-			target = f.Listen
+			if target = f.AdminListen; target == "" {
+				fmt.Fprintf(stderr, "hookrouter replay: admin_listen is off in %s: replay goes through the admin listener (or give -addr)\n", f.Name)
+				return 1
+			}
 		}
 	}
 	url := "http://" + loopback(target) + "/-/replay"
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(data))
+	if err != nil {
+		fmt.Fprintf(stderr, "hookrouter replay: %v\n", err)
+		return 1
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	client := &http.Client{Timeout: 60 * time.Second}
-	resp, err := client.Post(url, "application/x-ndjson", bytes.NewReader(data))
+	resp, err := client.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "hookrouter replay: is hookrouter running? %v\n", err)
 		return 1

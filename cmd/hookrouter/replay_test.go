@@ -21,7 +21,7 @@ import (
 )
 
 // TestReplay sends a dead-letter file to a running router, found through
-// -addr or through the config's listen address.
+// -addr or through the config's admin_listen, with the config's admin token.
 func TestReplay(t *testing.T) {
 	var mu sync.Mutex
 	var ids, bodies []string
@@ -45,7 +45,13 @@ func TestReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "rules.yaml")
-	cfg := fmt.Sprintf(`listen: %q
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`listen: "127.0.0.1:0"
+admin_listen: %q
+admin: {token: replay-token}
 data_dir: %s
 sources: [{name: platform, path: /webhook, auth: {type: none}}]
 queue: {backend: memory}
@@ -53,7 +59,7 @@ sinks:
   crm: {type: http, url: %q}
 rules:
   - {name: all, when: "true", to: [crm]}
-`, ln.Addr().String(), filepath.Join(dir, "data"), dest.URL)
+`, aln.Addr().String(), filepath.Join(dir, "data"), dest.URL)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +72,7 @@ rules:
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- r.Serve(ln, nil) }()
+	go func() { served <- r.Serve(ln, aln) }()
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -93,7 +99,21 @@ rules:
 	}
 	dl.Close()
 
-	code, out, errOut := runCmd(t, "", "replay", "-addr", ln.Addr().String(), dlPath)
+	// The admin listener wants the token: -addr alone does not have it.
+	code, out, errOut := runCmd(t, "", "replay", "-addr", aln.Addr().String(), dlPath)
+	if code != 1 || !strings.Contains(errOut, "401 Unauthorized") {
+		t.Fatalf("replay -addr without the token: exit %d stdout %q stderr %q, want 1 and a 401", code, out, errOut)
+	}
+	if delivered() != 0 {
+		t.Fatalf("%d deliveries after a refused replay", delivered())
+	}
+	// The ingress listener serves no admin endpoint.
+	code, out, errOut = runCmd(t, "", "replay", "-addr", ln.Addr().String(), "-config", cfgPath, dlPath)
+	if code != 1 || !strings.Contains(errOut, "404 Not Found") {
+		t.Fatalf("replay to the ingress listener: exit %d stdout %q stderr %q, want 1 and a 404", code, out, errOut)
+	}
+
+	code, out, errOut = runCmd(t, "", "replay", "-addr", aln.Addr().String(), "-config", cfgPath, dlPath)
 	if code != 0 || out != "requeued 2 of 2 records, skipped 0\n" || errOut != "" {
 		t.Fatalf("replay -addr: exit %d stdout %q stderr %q", code, out, errOut)
 	}
@@ -108,7 +128,7 @@ rules:
 	}
 	mu.Unlock()
 
-	// Without -addr, the address comes from the config's listen.
+	// Without -addr, the address and the token come from the config.
 	if code, out, errOut = runCmd(t, "", "replay", "-config", cfgPath, dlPath); code != 0 || out != "requeued 2 of 2 records, skipped 0\n" {
 		t.Fatalf("replay -config: exit %d stdout %q stderr %q", code, out, errOut)
 	}
@@ -118,7 +138,7 @@ rules:
 	other := filepath.Join(dir, "other.jsonl")
 	data, _ := os.ReadFile(dlPath)
 	os.WriteFile(other, []byte(strings.Replace(string(data), `"sink":"crm"`, `"sink":"gone"`, 1)), 0o600)
-	code, out, errOut = runCmd(t, "", "replay", "-addr", ln.Addr().String(), other)
+	code, out, errOut = runCmd(t, "", "replay", "-config", cfgPath, other)
 	if code != 1 || out != "requeued 1 of 2 records, skipped 1\n" || errOut != "record 1: sink \"gone\" is not in the config\n" {
 		t.Errorf("unknown sink: exit %d stdout %q stderr %q", code, out, errOut)
 	}

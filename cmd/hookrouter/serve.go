@@ -69,6 +69,10 @@ func serve(args []string, stderr io.Writer) int {
 			return 1
 		}
 	}
+	if adminLn != nil && f.Admin.Token == "" && !isLoopback(adminLn.Addr()) {
+		log.Warn("the admin listener is reachable beyond this host and has no token: set admin.token",
+			"admin_listen", adminLn.Addr().String())
+	}
 	if err := r.Watch(); err != nil {
 		log.Warn("config file changes will not be noticed; use SIGHUP or POST /-/reload", "error", err)
 	}
@@ -113,6 +117,12 @@ func serve(args []string, stderr io.Writer) int {
 			return 0
 		}
 	}
+}
+
+// isLoopback reports whether addr is on a loopback interface only.
+func isLoopback(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 // redisLogger adapts slog to go-redis's logger.

@@ -14,6 +14,7 @@ import (
 // Defaults, as the spec gives them.
 const (
 	defaultListen        = ":3000"
+	defaultAdminListen   = "127.0.0.1:3001"
 	defaultDataDir       = "./data"
 	defaultMaxKeys       = 1_000_000
 	defaultQueueBytes    = Size(1 << 30)
@@ -98,8 +99,15 @@ func (d *decoder) checkListen() {
 			f.Listen = net.JoinHostPort(host, strconv.Itoa(n))
 		}
 	}
-	if f.AdminListen != "" && d.address("admin_listen", f.AdminListen) && f.AdminListen == f.Listen {
-		d.problemf("admin_listen", "%q is also the listen address: leave admin_listen empty to serve /health and /metrics there, or give it another port", f.AdminListen)
+	// Absent means the default; an explicit "" turns the admin listener
+	// off. PORT does not move it: it is the ingress port the platform's
+	// docs mean.
+	if !d.set["admin_listen"] && !d.isBad("admin_listen") {
+		f.AdminListen = defaultAdminListen
+	}
+	// Port 0 picks a free port for each, so two ":0" do not collide.
+	if f.AdminListen != "" && d.address("admin_listen", f.AdminListen) && f.AdminListen == f.Listen && !strings.HasSuffix(f.Listen, ":0") {
+		d.problemf("admin_listen", `%q is also the listen address: the admin listener needs a port of its own (or "" to turn it off)`, f.AdminListen)
 	}
 }
 

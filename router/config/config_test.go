@@ -300,7 +300,7 @@ func TestDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"listen", f.Listen, ":3000"},
-		{"admin_listen", f.AdminListen, ""},
+		{"admin_listen", f.AdminListen, "127.0.0.1:3001"},
 		{"data_dir", f.DataDir, "./data"},
 		{"dedup", f.Dedup, Dedup{Store: "memory", MaxKeys: 1_000_000}},
 		{"queue", f.Queue, Queue{Backend: "disk", MaxBytes: 1 << 30}},

@@ -8,6 +8,7 @@ import "time"
 type File struct {
 	Listen      string   `yaml:"listen"`
 	AdminListen string   `yaml:"admin_listen"`
+	Admin       Admin    `yaml:"admin"`
 	Sources     []Source `yaml:"sources"`
 	DataDir     string   `yaml:"data_dir"`
 	Dedup       Dedup    `yaml:"dedup"`
@@ -24,6 +25,13 @@ type File struct {
 	Hash [32]byte `yaml:"-"`
 
 	positions map[string]Pos
+}
+
+// Admin configures the admin listener (admin_listen).
+type Admin struct {
+	// Token, when set, is required of every admin request, as
+	// "Authorization: Bearer TOKEN" or the console's login cookie.
+	Token string `yaml:"token"`
 }
 
 // Source is one ingress path with its authentication and deduplication.
