@@ -2,65 +2,34 @@ package router
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"regexp"
 	"strings"
 
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/sinks"
-	"github.com/hookrouter/hookrouter/sinks/file"
-	"github.com/hookrouter/hookrouter/sinks/httpsink"
-	"github.com/hookrouter/hookrouter/sinks/slack"
-	"github.com/hookrouter/hookrouter/sinks/stdout"
 )
 
-// buildSink is the one place sink types are wired: adding a sink is a
-// package, a config struct and a case here. Constructors do no I/O.
+// buildSink builds the sink c describes with its type's Config (see
+// config.Sink.Settings, wired in the config package). Building does no I/O.
 func buildSink(f *config.File, name string, c *config.Sink, log *slog.Logger, version string) (sinks.Sink, config.Problems) {
-	var s sinks.Sink
-	var err error
-	switch c.Type {
-	case "http":
-		s, err = httpsink.New(httpsink.Config{
-			URL: c.URL, Method: c.Method, Headers: c.Headers, Body: c.Body,
-			Timeout: c.Timeout.Std(), SignSecret: signSecret(c), Version: version,
-			MaxConns: max(c.Workers*2, httpsink.DefaultMaxConns),
-		}, log)
-	case "slack":
-		s, err = slack.New(slack.Config{WebhookURL: c.WebhookURL, Text: c.Text, Timeout: c.Timeout.Std(), Version: version}, log)
-	case "file":
-		s, err = file.New(file.Config{Path: c.Path, Format: c.Format, FlushInterval: c.FlushInterval.Std()}, log)
-	case "stdout":
-		s, err = stdout.New(stdout.Config{Format: c.Format}, nil, log)
-	default:
-		// The config loader reports unknown types; nothing to build.
-		return nil, nil
+	if c.Settings == nil {
+		return nil, nil // the config loader reports unknown types
 	}
+	s, err := c.Settings.Build(sinks.Env{Log: log, Version: version, Workers: c.Workers})
 	if err != nil {
 		return nil, config.Problems{sinkProblem(f, name, err)}
 	}
 	return s, nil
 }
 
-func signSecret(c *config.Sink) string {
-	if c.Sign == nil {
-		return ""
-	}
-	return c.Sign.Secret
-}
-
-// sinkProblem places a constructor's error ("field: message") at that field.
+// sinkProblem places a Build error at its field, when it names one.
 func sinkProblem(f *config.File, name string, err error) config.Problem {
 	path := "sinks." + name
 	msg := err.Error()
-	if field, rest, ok := strings.Cut(msg, ": "); ok && !strings.ContainsAny(field, " \"") {
-		path += "." + field
-		msg = rest
-	}
-	var fe interface{ Field() string }
-	if errors.As(err, &fe) {
-		path = fmt.Sprintf("sinks.%s.%s", name, fe.Field())
+	var fe sinks.FieldError
+	if errors.As(err, &fe) && fe.Field != "" {
+		path, msg = path+"."+fe.Field, fe.Msg
 	}
 	return f.Problemf(path, "%s", problemMessage(msg))
 }

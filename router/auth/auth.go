@@ -19,8 +19,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/hookrouter/hookrouter/router/config"
 )
 
 // The authentication types a source can declare (config: sources[].auth.type).
@@ -30,13 +28,6 @@ const (
 	TypeHMACSHA256       = "hmac-sha256"
 	TypeStandardWebhooks = "standard-webhooks"
 	TypeNone             = "none"
-)
-
-// Defaults applied when the config leaves a field empty.
-const (
-	DefaultHeader          = "Authorization"
-	DefaultSignatureHeader = "X-Signature"
-	DefaultTolerance       = 5 * time.Minute
 )
 
 // Standard Webhooks header names.
@@ -74,7 +65,7 @@ func WithClock(now func() time.Time) Option {
 
 // New builds the verifier cfg describes. It fails on an unknown type, a
 // missing secret, or a malformed standard-webhooks secret.
-func New(cfg config.Auth, opts ...Option) (Verifier, error) {
+func New(cfg Config, opts ...Option) (Verifier, error) {
 	o := options{now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
@@ -95,7 +86,7 @@ func New(cfg config.Auth, opts ...Option) (Verifier, error) {
 		if err != nil {
 			return nil, err
 		}
-		tol := cfg.Tolerance.Std()
+		tol := cfg.Tolerance
 		switch {
 		case tol < 0:
 			return nil, fmt.Errorf("auth %s: tolerance %v is negative", cfg.Type, tol)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -80,14 +79,14 @@ func TestVerify(t *testing.T) {
 	goodSW := swSig(whKey, "msg_1", now, body)
 	wrongSW := swSig([]byte("another key, another signature!"), "msg_1", now, body)
 
-	headerCfg := config.Auth{Type: TypeHeader, Secret: secret}
-	bearerCfg := config.Auth{Type: TypeBearer, Secret: secret}
-	hmacCfg := config.Auth{Type: TypeHMACSHA256, Secret: secret}
-	swCfg := config.Auth{Type: TypeStandardWebhooks, Secret: whSecret}
+	headerCfg := Config{Type: TypeHeader, Secret: secret}
+	bearerCfg := Config{Type: TypeBearer, Secret: secret}
+	hmacCfg := Config{Type: TypeHMACSHA256, Secret: secret}
+	swCfg := Config{Type: TypeStandardWebhooks, Secret: whSecret}
 
 	cases := []struct {
 		name string
-		cfg  config.Auth
+		cfg  Config
 		h    headers
 		body string
 		want bool
@@ -100,8 +99,8 @@ func TestVerify(t *testing.T) {
 		{"header/secret is a prefix", headerCfg, hdr("Authorization", secret+"x"), body, false},
 		{"header/prefix of the secret", headerCfg, hdr("Authorization", secret[:5]), body, false},
 		{"header/bearer form is not the raw value", headerCfg, hdr("Authorization", "Bearer "+secret), body, false},
-		{"header/custom name", config.Auth{Type: TypeHeader, Header: "X-Webhook-Token", Secret: secret}, hdr("X-Webhook-Token", secret), body, true},
-		{"header/custom name ignores Authorization", config.Auth{Type: TypeHeader, Header: "X-Webhook-Token", Secret: secret}, hdr("Authorization", secret), body, false},
+		{"header/custom name", Config{Type: TypeHeader, Header: "X-Webhook-Token", Secret: secret}, hdr("X-Webhook-Token", secret), body, true},
+		{"header/custom name ignores Authorization", Config{Type: TypeHeader, Header: "X-Webhook-Token", Secret: secret}, hdr("Authorization", secret), body, false},
 
 		{"bearer/right", bearerCfg, hdr("Authorization", "Bearer "+secret), body, true},
 		{"bearer/scheme is case-insensitive", bearerCfg, hdr("Authorization", "bearer "+secret), body, true},
@@ -126,10 +125,10 @@ func TestVerify(t *testing.T) {
 		{"hmac/truncated", hmacCfg, hdr("X-Signature", hexSig[:62]), body, false},
 		{"hmac/not hex", hmacCfg, hdr("X-Signature", "zz"+hexSig[2:]), body, false},
 		{"hmac/missing", hmacCfg, hdr("Authorization", hexSig), body, false},
-		{"hmac/custom header", config.Auth{Type: TypeHMACSHA256, Header: "X-Hub-Signature-256", Secret: secret}, hdr("X-Hub-Signature-256", "sha256="+hexSig), body, true},
+		{"hmac/custom header", Config{Type: TypeHMACSHA256, Header: "X-Hub-Signature-256", Secret: secret}, hdr("X-Hub-Signature-256", "sha256="+hexSig), body, true},
 
 		{"standard-webhooks/right", swCfg, swHeaders("msg_1", now, goodSW), body, true},
-		{"standard-webhooks/raw secret", config.Auth{Type: TypeStandardWebhooks, Secret: "plain-secret"}, swHeaders("msg_1", now, swSig([]byte("plain-secret"), "msg_1", now, body)), body, true},
+		{"standard-webhooks/raw secret", Config{Type: TypeStandardWebhooks, Secret: "plain-secret"}, swHeaders("msg_1", now, swSig([]byte("plain-secret"), "msg_1", now, body)), body, true},
 		{"standard-webhooks/second of several", swCfg, swHeaders("msg_1", now, wrongSW+" "+goodSW), body, true},
 		{"standard-webhooks/first of several", swCfg, swHeaders("msg_1", now, goodSW+" v2,abc "+wrongSW), body, true},
 		{"standard-webhooks/none matching", swCfg, swHeaders("msg_1", now, wrongSW+" "+wrongSW), body, false},
@@ -140,14 +139,14 @@ func TestVerify(t *testing.T) {
 		{"standard-webhooks/expired", swCfg, swHeaders("msg_1", now-301, swSig(whKey, "msg_1", now-301, body)), body, false},
 		{"standard-webhooks/in the future", swCfg, swHeaders("msg_1", now+301, swSig(whKey, "msg_1", now+301, body)), body, false},
 		{"standard-webhooks/within tolerance", swCfg, swHeaders("msg_1", now-299, swSig(whKey, "msg_1", now-299, body)), body, true},
-		{"standard-webhooks/custom tolerance", config.Auth{Type: TypeStandardWebhooks, Secret: whSecret, Tolerance: config.Duration(time.Minute)}, swHeaders("msg_1", now-90, swSig(whKey, "msg_1", now-90, body)), body, false},
+		{"standard-webhooks/custom tolerance", Config{Type: TypeStandardWebhooks, Secret: whSecret, Tolerance: time.Minute}, swHeaders("msg_1", now-90, swSig(whKey, "msg_1", now-90, body)), body, false},
 		{"standard-webhooks/timestamp not a number", swCfg, hdr(HeaderWebhookID, "msg_1", HeaderWebhookTimestamp, "17e8", HeaderWebhookSignature, goodSW), body, false},
 		{"standard-webhooks/missing id", swCfg, hdr(HeaderWebhookTimestamp, strconv.FormatInt(now, 10), HeaderWebhookSignature, goodSW), body, false},
 		{"standard-webhooks/missing timestamp", swCfg, hdr(HeaderWebhookID, "msg_1", HeaderWebhookSignature, goodSW), body, false},
 		{"standard-webhooks/missing signature", swCfg, hdr(HeaderWebhookID, "msg_1", HeaderWebhookTimestamp, strconv.FormatInt(now, 10)), body, false},
 		{"standard-webhooks/garbage signature", swCfg, swHeaders("msg_1", now, "v1,"+strings.Repeat("!", 44)+" v1,"+strings.Repeat("A", 500)), body, false},
 
-		{"none/anything", config.Auth{Type: TypeNone}, nil, "", true},
+		{"none/anything", Config{Type: TypeNone}, nil, "", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -165,18 +164,18 @@ func TestVerify(t *testing.T) {
 func TestNewErrors(t *testing.T) {
 	cases := []struct {
 		name string
-		cfg  config.Auth
+		cfg  Config
 		want string
 	}{
-		{"empty type", config.Auth{Secret: secret}, "auth type is empty"},
-		{"unknown type", config.Auth{Type: "basic", Secret: secret}, `unknown`},
-		{"header without secret", config.Auth{Type: TypeHeader}, "secret is empty"},
-		{"bearer without secret", config.Auth{Type: TypeBearer}, "secret is empty"},
-		{"hmac without secret", config.Auth{Type: TypeHMACSHA256}, "secret is empty"},
-		{"standard-webhooks without secret", config.Auth{Type: TypeStandardWebhooks}, "secret is empty"},
-		{"standard-webhooks bad base64", config.Auth{Type: TypeStandardWebhooks, Secret: "whsec_not*base64"}, "not valid base64"},
-		{"standard-webhooks empty key", config.Auth{Type: TypeStandardWebhooks, Secret: "whsec_"}, "empty"},
-		{"negative tolerance", config.Auth{Type: TypeStandardWebhooks, Secret: whSecret, Tolerance: config.Duration(-time.Second)}, "negative"},
+		{"empty type", Config{Secret: secret}, "auth type is empty"},
+		{"unknown type", Config{Type: "basic", Secret: secret}, `unknown`},
+		{"header without secret", Config{Type: TypeHeader}, "secret is empty"},
+		{"bearer without secret", Config{Type: TypeBearer}, "secret is empty"},
+		{"hmac without secret", Config{Type: TypeHMACSHA256}, "secret is empty"},
+		{"standard-webhooks without secret", Config{Type: TypeStandardWebhooks}, "secret is empty"},
+		{"standard-webhooks bad base64", Config{Type: TypeStandardWebhooks, Secret: "whsec_not*base64"}, "not valid base64"},
+		{"standard-webhooks empty key", Config{Type: TypeStandardWebhooks, Secret: "whsec_"}, "empty"},
+		{"negative tolerance", Config{Type: TypeStandardWebhooks, Secret: whSecret, Tolerance: -time.Second}, "negative"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -192,14 +191,14 @@ func TestNewErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(config.Auth{Type: TypeNone}); err != nil {
+	if _, err := New(Config{Type: TypeNone}); err != nil {
 		t.Errorf("none without secret: %v", err)
 	}
 }
 
 // TestStandardWebhooksRealClock checks the default clock is the real one.
 func TestStandardWebhooksRealClock(t *testing.T) {
-	v, err := New(config.Auth{Type: TypeStandardWebhooks, Secret: whSecret})
+	v, err := New(Config{Type: TypeStandardWebhooks, Secret: whSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +215,7 @@ func TestFastHTTPHeaders(t *testing.T) {
 	var req fasthttp.Request
 	req.Header.Set("authorization", secret)
 	req.Header.Set("X-Signature", "sha256="+hex.EncodeToString(mac([]byte(secret), body)))
-	for _, cfg := range []config.Auth{
+	for _, cfg := range []Config{
 		{Type: TypeHeader, Secret: secret},
 		{Type: TypeHMACSHA256, Secret: secret},
 	} {
@@ -235,17 +234,17 @@ func TestVerifyAllocs(t *testing.T) {
 	bodyMAC := mac([]byte(secret), body)
 	cases := []struct {
 		name string
-		cfg  config.Auth
+		cfg  Config
 		h    headers
 		// pooled verifiers allocate under -race, where sync.Pool drops
 		// items on purpose.
 		pooled bool
 	}{
-		{"header", config.Auth{Type: TypeHeader, Secret: secret}, hdr("Authorization", secret), false},
-		{"header wrong", config.Auth{Type: TypeHeader, Secret: secret}, hdr("Authorization", "nope"), false},
-		{"bearer", config.Auth{Type: TypeBearer, Secret: secret}, hdr("Authorization", "Bearer "+secret), false},
-		{"hmac-sha256", config.Auth{Type: TypeHMACSHA256, Secret: secret}, hdr("X-Signature", base64.StdEncoding.EncodeToString(bodyMAC)), true},
-		{"standard-webhooks", config.Auth{Type: TypeStandardWebhooks, Secret: whSecret}, swHeaders("m", now, swSig(whKey, "m", now, body)), true},
+		{"header", Config{Type: TypeHeader, Secret: secret}, hdr("Authorization", secret), false},
+		{"header wrong", Config{Type: TypeHeader, Secret: secret}, hdr("Authorization", "nope"), false},
+		{"bearer", Config{Type: TypeBearer, Secret: secret}, hdr("Authorization", "Bearer "+secret), false},
+		{"hmac-sha256", Config{Type: TypeHMACSHA256, Secret: secret}, hdr("X-Signature", base64.StdEncoding.EncodeToString(bodyMAC)), true},
+		{"standard-webhooks", Config{Type: TypeStandardWebhooks, Secret: whSecret}, swHeaders("m", now, swSig(whKey, "m", now, body)), true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -271,13 +270,13 @@ func BenchmarkVerify(b *testing.B) {
 	bodyMAC := mac([]byte(secret), string(payload))
 	cases := []struct {
 		name string
-		cfg  config.Auth
+		cfg  Config
 		h    headers
 	}{
-		{"header", config.Auth{Type: TypeHeader, Secret: secret}, hdr("Authorization", secret)},
-		{"bearer", config.Auth{Type: TypeBearer, Secret: secret}, hdr("Authorization", "Bearer "+secret)},
-		{"hmac-sha256", config.Auth{Type: TypeHMACSHA256, Secret: secret}, hdr("X-Signature", hex.EncodeToString(bodyMAC))},
-		{"standard-webhooks", config.Auth{Type: TypeStandardWebhooks, Secret: whSecret}, swHeaders("m", now, swSig(whKey, "m", now, string(payload)))},
+		{"header", Config{Type: TypeHeader, Secret: secret}, hdr("Authorization", secret)},
+		{"bearer", Config{Type: TypeBearer, Secret: secret}, hdr("Authorization", "Bearer "+secret)},
+		{"hmac-sha256", Config{Type: TypeHMACSHA256, Secret: secret}, hdr("X-Signature", hex.EncodeToString(bodyMAC))},
+		{"standard-webhooks", Config{Type: TypeStandardWebhooks, Secret: whSecret}, swHeaders("m", now, swSig(whKey, "m", now, string(payload)))},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {

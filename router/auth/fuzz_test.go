@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"testing"
 	"time"
-
-	"github.com/hookrouter/hookrouter/router/config"
 )
 
 // FuzzVerify feeds arbitrary header values and bodies to every verifier: none
@@ -22,7 +20,7 @@ func FuzzVerify(f *testing.F) {
 
 	clock := WithClock(func() time.Time { return fixedNow })
 	var verifiers []Verifier
-	for _, cfg := range []config.Auth{
+	for _, cfg := range []Config{
 		{Type: TypeHeader, Secret: secret},
 		{Type: TypeBearer, Secret: secret},
 		{Type: TypeHMACSHA256, Secret: secret},

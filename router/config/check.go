@@ -9,9 +9,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hookrouter/hookrouter/router/auth"
+	"github.com/hookrouter/hookrouter/sinks"
 )
 
-// Defaults, as the spec gives them.
+// Defaults, as the spec gives them. Those of sinks, auth schemes and queue
+// backends are in their packages.
 const (
 	defaultListen        = ":3000"
 	defaultAdminListen   = "127.0.0.1:3001"
@@ -20,21 +24,13 @@ const (
 	defaultQueueBytes    = Size(1 << 30)
 	defaultMaxBodyBytes  = Size(1 << 20)
 	defaultDedupTTL      = Duration(24 * time.Hour)
-	defaultTolerance     = Duration(5 * time.Minute)
-	defaultTimeout       = Duration(5 * time.Second)
-	defaultFlush         = Duration(200 * time.Millisecond)
 	defaultMaxAttempts   = 8
 	defaultInitBackoff   = Duration(500 * time.Millisecond)
 	defaultMaxBackoff    = Duration(time.Minute)
 	defaultFailures      = 5
 	defaultOpenFor       = Duration(30 * time.Second)
 	defaultWorkers       = 4
-	defaultFileWorkers   = 16
 	maxWorkers           = 256
-	defaultMethod        = "POST"
-	defaultFormat        = "payload"
-	defaultHeaderAuth    = "Authorization"
-	defaultHMACHeader    = "X-Signature"
 	defaultLogLevel      = "info"
 	defaultLogFormat     = "json"
 	defaultDedupStore    = "memory"
@@ -42,28 +38,6 @@ const (
 	reservedPathPrefix   = "/-/"
 	nameCharsDescription = `letters, digits, "-" and "_"`
 )
-
-// sinkTypes returns the sink types the router can build.
-func sinkTypes() []string { return []string{"http", "slack", "file", "stdout"} }
-
-// sinkFields returns the fields that sinks of type typ use, beyond the
-// common ones, or nil for an unknown type.
-func sinkFields(typ string) []string {
-	switch typ {
-	case "http":
-		return []string{"url", "method", "headers", "body", "timeout", "sign"}
-	case "slack":
-		return []string{"webhook_url", "text"}
-	case "file":
-		return []string{"path", "format", "flush_interval"}
-	case "stdout":
-		return []string{"format"}
-	}
-	return nil
-}
-
-// sinkCommonFields returns the fields every sink takes.
-func sinkCommonFields() []string { return []string{"type", "retry", "breaker", "workers"} }
 
 // check fills in defaults and reports every schema problem of d.f. Paths
 // already refused while decoding are skipped, so a mistake is reported once.
@@ -201,47 +175,30 @@ func (d *decoder) sourcePath(path, p string) bool {
 	return false
 }
 
-func (d *decoder) checkAuth(path string, a *Auth) {
-	tp := path + ".type"
-	if d.isBad(tp) {
-		return
-	}
-	if a.Type == "" {
-		d.required(tp, a.Type, "required: how the source authenticates its sender, one of header, bearer, hmac-sha256, standard-webhooks, none")
-		return
-	}
-	if !d.oneOf(tp, a.Type, "auth type", "header", "bearer", "hmac-sha256", "standard-webhooks", "none") {
-		return
-	}
-	switch a.Type {
-	case "header":
-		defaultString(&a.Header, defaultHeaderAuth)
-	case "hmac-sha256":
-		defaultString(&a.Header, defaultHMACHeader)
-	default:
-		d.notFor(path+".header", "auth type", a.Type, "only header and hmac-sha256 auth read a header of your choice")
-	}
-	if a.Type == "standard-webhooks" {
-		defaultValue(&a.Tolerance, defaultTolerance)
-	} else {
-		d.notFor(path+".tolerance", "auth type", a.Type, "only standard-webhooks auth checks a timestamp")
-	}
-	if a.Header != "" && !d.isBad(path+".header") && !isToken(a.Header) {
-		d.problemf(path+".header", "%q is not a valid HTTP header name", a.Header)
-	}
-	if a.Type == "none" {
-		if a.Secret != "" {
-			d.problemf(path+".secret", "auth type none takes no secret: remove it, or choose the auth type that uses it")
-		}
-		return
-	}
-	d.required(path+".secret", a.Secret, fmt.Sprintf("required: %s auth needs a secret", a.Type))
+func (d *decoder) checkAuth(path string, a *auth.Config) {
+	a.Default()
+	d.fieldErrors(path, a.Validate())
 }
 
-// notFor reports path if it is set, saying why it does not apply to kind.
-func (d *decoder) notFor(path, what, kind, why string) {
-	if d.set[path] && !d.isBad(path) {
-		d.problemf(path, "does not apply to %s %s (%s)", what, kind, why)
+// fieldErrors reports a component's problems, placed at path followed by
+// each one's field, unless that field was refused while decoding.
+func (d *decoder) fieldErrors(path string, errs []sinks.FieldError) {
+	for _, e := range errs {
+		fp := keyPath(path, e.Field)
+		if e.Field == "" {
+			fp = path
+		}
+		if d.isBad(fp) {
+			continue
+		}
+		msg := e.Msg
+		if raw := d.origin[fp]; e.Empty && raw != "" {
+			msg += fmt.Sprintf(" (it is %q, which is empty in this environment)", raw)
+		}
+		if s := Suggest(e.Value, e.Allowed); e.Allowed != nil && s != "" {
+			msg = strings.TrimSuffix(msg, ")") + fmt.Sprintf("; did you mean %q?)", s)
+		}
+		d.problemf(fp, "%s", msg)
 	}
 }
 
@@ -262,14 +219,9 @@ func (d *decoder) checkDedup() {
 func (d *decoder) checkQueue() {
 	q := &d.f.Queue
 	defaultString(&q.Backend, defaultQueueBackend)
-	if d.oneOf("queue.backend", q.Backend, "queue backend", "disk", "memory", "nats") && q.Backend == "nats" &&
-		d.required("queue.nats_url", q.NatsURL, "required: queue.backend nats needs a nats_url, such as nats://127.0.0.1:4222") {
-		// nats.go takes a comma-separated list of servers.
-		for u := range strings.SplitSeq(q.NatsURL, ",") {
-			if !d.serviceURL("queue.nats_url", strings.TrimSpace(u), "nats", "tls", "ws", "wss") {
-				break
-			}
-		}
+	if d.oneOf("queue.backend", q.Backend, "queue backend", "disk", "memory", "nats") && q.Backend == "nats" {
+		q.NATS.Default()
+		d.fieldErrors("queue", q.NATS.Validate())
 	}
 	defaultValue(&q.MaxBytes, defaultQueueBytes)
 }
@@ -302,16 +254,6 @@ func urlError(err error) string {
 	return "cannot be parsed"
 }
 
-// httpURL checks that raw is an http:// or https:// URL with a host.
-func (d *decoder) httpURL(path, raw string) {
-	if !d.serviceURL(path, raw, "http", "https") {
-		return
-	}
-	if u, _ := url.Parse(raw); u.Host == "" {
-		d.problemf(path, "must name a host, such as https://example.com/hook")
-	}
-}
-
 func (d *decoder) checkSinks() {
 	f := d.f
 	for _, name := range f.SinkNames() {
@@ -325,7 +267,8 @@ func (d *decoder) checkSinks() {
 		d.name(p, name, "sink")
 		s := f.Sinks[name]
 		if d.sinkType(p+".type", s.Type) {
-			d.checkSinkFields(p, s)
+			s.Settings.Default()
+			d.fieldErrors(p, s.Settings.Validate())
 		}
 		r := &s.Retry
 		d.positiveInt(p+".retry.max_attempts", &r.MaxAttempts, defaultMaxAttempts, "at least 1")
@@ -337,10 +280,8 @@ func (d *decoder) checkSinks() {
 		d.positiveInt(p+".breaker.failures", &s.Breaker.Failures, defaultFailures, "at least 1")
 		defaultValue(&s.Breaker.OpenFor, defaultOpenFor)
 		workers := defaultWorkers
-		if s.Type == "file" || s.Type == "stdout" {
-			// Local writes protect no remote from load, and several
-			// workers let one write batches while others gather the next.
-			workers = defaultFileWorkers
+		if w, ok := s.Settings.(interface{ DefaultWorkers() int }); ok {
+			workers = w.DefaultWorkers() // a sink that writes locally
 		}
 		d.positiveInt(p+".workers", &s.Workers, workers, fmt.Sprintf("from 1 to %d", maxWorkers))
 		if s.Workers > maxWorkers && !d.isBad(p+".workers") {
@@ -359,77 +300,6 @@ func (d *decoder) sinkType(path, typ string) bool {
 		return false
 	}
 	return d.oneOf(path, typ, "sink type", sinkTypes()...)
-}
-
-// checkSinkFields checks the fields specific to s's type, which is known.
-func (d *decoder) checkSinkFields(path string, s *Sink) {
-	takes := sinkFields(s.Type)
-	seen := map[string]bool{}
-	for _, typ := range sinkTypes() {
-		for _, field := range sinkFields(typ) {
-			fp := path + "." + field
-			if seen[field] || slices.Contains(takes, field) || !d.set[fp] || d.isBad(fp) {
-				continue
-			}
-			seen[field] = true
-			d.bad[fp] = true
-			d.problemf(fp, "%s does not apply to %s sinks, which take %s",
-				field, s.Type, strings.Join(append(takes, "retry", "breaker", "workers"), ", "))
-		}
-	}
-	switch s.Type {
-	case "http":
-		if d.required(path+".url", s.URL, "required: the URL http sinks deliver to") {
-			d.httpURL(path+".url", s.URL)
-		}
-		defaultString(&s.Method, defaultMethod)
-		if m := strings.ToUpper(s.Method); slices.Contains([]string{"POST", "PUT", "PATCH"}, m) {
-			s.Method = m
-		} else if !d.isBad(path + ".method") {
-			d.problemf(path+".method", "method %q is not supported (use POST, PUT or PATCH)", s.Method)
-		}
-		d.checkHeaders(path+".headers", s.Headers)
-		defaultValue(&s.Timeout, defaultTimeout)
-		if s.Sign != nil {
-			d.required(path+".sign.secret", s.Sign.Secret, "required: signing needs a secret")
-		}
-	case "slack":
-		if d.required(path+".webhook_url", s.WebhookURL, "required: the Slack incoming-webhook URL") {
-			d.httpURL(path+".webhook_url", s.WebhookURL)
-		}
-		d.required(path+".text", s.Text, `required: the message template, such as "{{ .event }}"`)
-	case "file":
-		d.required(path+".path", s.Path, "required: the file that events are appended to")
-		defaultValue(&s.FlushInterval, defaultFlush)
-		fallthrough
-	case "stdout":
-		defaultString(&s.Format, defaultFormat)
-		d.oneOf(path+".format", s.Format, "format", "payload", "envelope")
-	}
-}
-
-// checkHeaders checks an http sink's header names; values are templates,
-// which the router parses.
-func (d *decoder) checkHeaders(path string, headers map[string]string) {
-	names := make([]string, 0, len(headers))
-	for name := range headers {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	seen := map[string]string{}
-	for _, name := range names {
-		hp := keyPath(path, name)
-		if !isToken(name) {
-			d.problemf(hp, "%q is not a valid HTTP header name", name)
-			continue
-		}
-		canon := strings.ToLower(name)
-		if other, dup := seen[canon]; dup {
-			d.problemf(hp, "header %q is also given as %q (header names ignore case)", name, other)
-			continue
-		}
-		seen[canon] = name
-	}
 }
 
 func (d *decoder) checkRules() {
@@ -521,18 +391,4 @@ func defaultValue[T Duration | Size](v *T, def T) {
 	if *v == 0 {
 		*v = def
 	}
-}
-
-// isToken reports whether s is an HTTP token, as header names must be.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }

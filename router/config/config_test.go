@@ -11,6 +11,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookrouter/hookrouter/router/auth"
+	"github.com/hookrouter/hookrouter/router/queue/natsq"
+	"github.com/hookrouter/hookrouter/sinks/file"
+	"github.com/hookrouter/hookrouter/sinks/httpsink"
+	"github.com/hookrouter/hookrouter/sinks/slack"
+	"github.com/hookrouter/hookrouter/sinks/stdout"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/bad/*.golden files from the current output")
@@ -100,20 +107,25 @@ func TestFull(t *testing.T) {
 		t.Errorf("Name = %q, want %q", f.Name, path)
 	}
 	retry := Retry{MaxAttempts: 3, InitialBackoff: Duration(100 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)}
-	crm := &Sink{
-		Type:    "http",
+	crmHTTP := httpsink.Config{
 		URL:     "http://127.0.0.1:9000/events",
 		Method:  "PUT",
 		Headers: map[string]string{"X-Api-Key": "k3y", "X-Event": "{{ .event }}"},
 		Body:    `{"from": message.sender_name, "text": message.content.text}`,
-		Timeout: Duration(2 * time.Second),
-		Sign:    &Sign{Secret: "whsec_c2lnbg=="},
-		Retry:   retry,
-		Breaker: Breaker{Failures: 2, OpenFor: Duration(time.Minute)},
-		Workers: 16,
+		Timeout: 2 * time.Second,
+		Sign:    &httpsink.Sign{Secret: "whsec_c2lnbg=="},
 	}
+	crm := &Sink{
+		Type:     "http",
+		Settings: &crmHTTP,
+		Retry:    retry,
+		Breaker:  Breaker{Failures: 2, OpenFor: Duration(time.Minute)},
+		Workers:  16,
+	}
+	backupHTTP := crmHTTP
+	backupHTTP.URL = "http://127.0.0.1:9001/events"
 	backup := *crm
-	backup.URL = "http://127.0.0.1:9001/events"
+	backup.Settings = &backupHTTP
 	backup.Workers = 1
 	want := &File{
 		Listen:      "127.0.0.1:3100",
@@ -122,55 +134,58 @@ func TestFull(t *testing.T) {
 		Sources: []Source{
 			{
 				Name: "platform", Path: "/webhook", MaxBodyBytes: 512 << 10,
-				Auth:  Auth{Type: "header", Header: "X-Platform-Key", Secret: "platform-secret"},
+				Auth:  auth.Config{Type: "header", Header: "X-Platform-Key", Secret: "platform-secret"},
 				Dedup: SourceDedup{Key: `event + "_" + message.id`, TTL: Duration(12 * time.Hour)},
 			},
 			{
 				Name: "signed", Path: "/signed", MaxBodyBytes: 2_000_000,
-				Auth:  Auth{Type: "hmac-sha256", Header: "X-Signature", Secret: "s3cret: with # and $"},
+				Auth:  auth.Config{Type: "hmac-sha256", Header: "X-Signature", Secret: "s3cret: with # and $"},
 				Dedup: SourceDedup{TTL: Duration(24 * time.Hour)},
 			},
 			{
 				Name: "stdhooks", Path: "/std", MaxBodyBytes: 1 << 20,
-				Auth:  Auth{Type: "standard-webhooks", Secret: "whsec_c2VjcmV0", Tolerance: Duration(2 * time.Minute)},
+				Auth:  auth.Config{Type: "standard-webhooks", Secret: "whsec_c2VjcmV0", Tolerance: 2 * time.Minute},
 				Dedup: SourceDedup{TTL: Duration(24 * time.Hour)},
 			},
 			{
 				Name: "bearer", Path: "/bearer", MaxBodyBytes: 1 << 20,
-				Auth:  Auth{Type: "bearer", Secret: "t0ken"},
+				Auth:  auth.Config{Type: "bearer", Secret: "t0ken"},
 				Dedup: SourceDedup{TTL: Duration(24 * time.Hour)},
 			},
 			{
 				Name: "open", Path: "/open", MaxBodyBytes: 1 << 20,
-				Auth:  Auth{Type: "none"},
+				Auth:  auth.Config{Type: "none"},
 				Dedup: SourceDedup{TTL: Duration(24 * time.Hour)},
 			},
 		},
 		Dedup: Dedup{Store: "redis", MaxKeys: 5000, RedisURL: "redis://127.0.0.1:6379/2"},
-		Queue: Queue{Backend: "nats", MaxBytes: 256 << 20, NatsURL: "nats://127.0.0.1:4222"},
+		Queue: Queue{Backend: "nats", MaxBytes: 256 << 20, NATS: natsq.Config{URL: "nats://127.0.0.1:4222"}},
 		Sinks: map[string]*Sink{
 			"crm":        crm,
 			"crm-backup": &backup,
 			"support": {
-				Type:       "slack",
-				WebhookURL: "https://hooks.slack.com/services/T0/B0/X0",
-				Text:       "*{{ .message.sender_name }}*: {{ .message.content.text | truncate 200 }}",
-				Retry:      retry,
-				Breaker:    Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
-				Workers:    4,
+				Type: "slack",
+				Settings: &slack.Config{
+					WebhookURL: "https://hooks.slack.com/services/T0/B0/X0",
+					Text:       "*{{ .message.sender_name }}*: {{ .message.content.text | truncate 200 }}",
+				},
+				Retry:   retry,
+				Breaker: Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
+				Workers: 4,
 			},
 			"archive": {
-				Type: "file", Path: "/var/lib/hookrouter/events.jsonl", Format: "envelope",
-				FlushInterval: Duration(time.Second),
-				Retry:         Retry{MaxAttempts: 8, InitialBackoff: Duration(500 * time.Millisecond), MaxBackoff: Duration(time.Minute)},
-				Breaker:       Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
-				Workers:       16,
+				Type:     "file",
+				Settings: &file.Config{Path: "/var/lib/hookrouter/events.jsonl", Format: "envelope", FlushInterval: time.Second},
+				Retry:    Retry{MaxAttempts: 8, InitialBackoff: Duration(500 * time.Millisecond), MaxBackoff: Duration(time.Minute)},
+				Breaker:  Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
+				Workers:  16,
 			},
 			"console": {
-				Type: "stdout", Format: "payload",
-				Retry:   Retry{MaxAttempts: 8, InitialBackoff: Duration(500 * time.Millisecond), MaxBackoff: Duration(time.Minute)},
-				Breaker: Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
-				Workers: 16,
+				Type:     "stdout",
+				Settings: &stdout.Config{Format: "payload"},
+				Retry:    Retry{MaxAttempts: 8, InitialBackoff: Duration(500 * time.Millisecond), MaxBackoff: Duration(time.Minute)},
+				Breaker:  Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
+				Workers:  16,
 			},
 		},
 		Rules: []Rule{
@@ -307,13 +322,13 @@ func TestDefaults(t *testing.T) {
 		{"log", f.Log, Log{Level: "info", Format: "json"}},
 		{"max_body_bytes", f.Sources[0].MaxBodyBytes, Size(1 << 20)},
 		{"source dedup", f.Sources[0].Dedup, SourceDedup{TTL: Duration(24 * time.Hour)}},
-		{"header auth", f.Sources[0].Auth, Auth{Type: "header", Header: "Authorization", Secret: "s"}},
-		{"standard-webhooks auth", f.Sources[1].Auth, Auth{Type: "standard-webhooks", Secret: "s", Tolerance: Duration(5 * time.Minute)}},
-		{"hmac auth", f.Sources[2].Auth, Auth{Type: "hmac-sha256", Header: "X-Signature", Secret: "s"}},
-		{"http sink", *f.Sinks["crm"], Sink{Type: "http", URL: "http://127.0.0.1:9000/", Method: "POST", Timeout: Duration(5 * time.Second), Retry: retry, Breaker: breaker, Workers: 4}},
-		{"file sink", *f.Sinks["archive"], Sink{Type: "file", Path: "./events.jsonl", Format: "payload", FlushInterval: Duration(200 * time.Millisecond), Retry: retry, Breaker: breaker, Workers: 16}},
-		{"stdout sink", *f.Sinks["out"], Sink{Type: "stdout", Format: "payload", Retry: retry, Breaker: breaker, Workers: 16}},
-		{"slack sink", *f.Sinks["support"], Sink{Type: "slack", WebhookURL: "https://hooks.slack.com/x", Text: "hi", Retry: retry, Breaker: breaker, Workers: 4}},
+		{"header auth", f.Sources[0].Auth, auth.Config{Type: "header", Header: "Authorization", Secret: "s"}},
+		{"standard-webhooks auth", f.Sources[1].Auth, auth.Config{Type: "standard-webhooks", Secret: "s", Tolerance: 5 * time.Minute}},
+		{"hmac auth", f.Sources[2].Auth, auth.Config{Type: "hmac-sha256", Header: "X-Signature", Secret: "s"}},
+		{"http sink", *f.Sinks["crm"], Sink{Type: "http", Settings: &httpsink.Config{URL: "http://127.0.0.1:9000/", Method: "POST", Timeout: 5 * time.Second}, Retry: retry, Breaker: breaker, Workers: 4}},
+		{"file sink", *f.Sinks["archive"], Sink{Type: "file", Settings: &file.Config{Path: "./events.jsonl", Format: "payload", FlushInterval: 200 * time.Millisecond}, Retry: retry, Breaker: breaker, Workers: 16}},
+		{"stdout sink", *f.Sinks["out"], Sink{Type: "stdout", Settings: &stdout.Config{Format: "payload"}, Retry: retry, Breaker: breaker, Workers: 16}},
+		{"slack sink", *f.Sinks["support"], Sink{Type: "slack", Settings: &slack.Config{WebhookURL: "https://hooks.slack.com/x", Text: "hi"}, Retry: retry, Breaker: breaker, Workers: 4}},
 	}
 	for _, tc := range tests {
 		if !reflect.DeepEqual(tc.got, tc.want) {

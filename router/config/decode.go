@@ -3,10 +3,14 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/hookrouter/hookrouter/sinks"
 )
 
 // yaml.v3's short tags, as Node.ShortTag returns them.
@@ -140,7 +144,7 @@ func (d *decoder) spend(n *yaml.Node, path string) bool {
 // into decodes the non-null, non-alias node n into v by v's type.
 func (d *decoder) into(n *yaml.Node, v reflect.Value, path string) {
 	switch v.Type() {
-	case reflect.TypeFor[Duration]():
+	case reflect.TypeFor[Duration](), reflect.TypeFor[time.Duration]():
 		d.duration(n, v, path)
 		return
 	case reflect.TypeFor[Size]():
@@ -407,64 +411,154 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 		d.typeProblem(n, path, "a mapping")
 		return
 	}
+	if v.Type() == reflect.TypeFor[Sink]() {
+		d.sink(n, v, path)
+		return
+	}
 	fields := yamlFields(v.Type())
-	var unknown []*yaml.Node
 	for _, e := range d.entries(n, path) {
 		i, ok := fields[e.key.Value]
 		if !ok {
-			unknown = append(unknown, e.key)
+			d.unknownKey(e.key, path, yamlNames(v.Type()), nil)
 			continue
 		}
-		d.value(e.key, e.val, v.Field(i), keyPath(path, e.key.Value))
-	}
-	// Reported once the known keys are decoded: what is allowed in a sink
-	// depends on its type.
-	for _, key := range unknown {
-		d.unknownKey(key, path, v)
+		d.value(e.key, e.val, v.FieldByIndex(i), keyPath(path, e.key.Value))
 	}
 }
 
-// yamlFields maps the yaml names of t's exported fields to their indexes.
-func yamlFields(t reflect.Type) map[string]int {
-	fields := map[string]int{}
-	for i := range t.NumField() {
-		sf := t.Field(i)
-		name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-		if !sf.IsExported() || name == "-" || name == "" {
+// sink decodes a sink's mapping: its type first, which says what Config
+// holds its other keys, then the keys every sink takes into v, a Sink, and
+// the others into that Config. A key of another sink type is decoded into a
+// Config of that type (so its value is still checked and positioned) and
+// reported as not applying.
+func (d *decoder) sink(n *yaml.Node, v reflect.Value, path string) {
+	s := v.Addr().Interface().(*Sink)
+	common := yamlFields(v.Type())
+	entries := d.entries(n, path)
+	for _, e := range entries {
+		if e.key.Value == "type" {
+			d.value(e.key, e.val, v.FieldByIndex(common["type"]), keyPath(path, "type"))
+		}
+	}
+	s.Settings = newSinkConfig(s.Type)
+	var own map[string][]int
+	var settings reflect.Value
+	if s.Settings != nil {
+		settings = reflect.ValueOf(s.Settings).Elem()
+		own = yamlFields(settings.Type())
+	}
+	for _, e := range entries {
+		key, fp := e.key.Value, keyPath(path, e.key.Value)
+		if i, ok := common[key]; ok {
+			if key != "type" {
+				d.value(e.key, e.val, v.FieldByIndex(i), fp)
+			}
 			continue
 		}
-		fields[name] = i
+		if i, ok := own[key]; ok {
+			d.value(e.key, e.val, settings.FieldByIndex(i), fp)
+			continue
+		}
+		other := otherSinkConfig(key)
+		if other == nil {
+			d.unknownKey(e.key, path, sinkKeys(s), allSinkKeys())
+			continue
+		}
+		ov := reflect.ValueOf(other).Elem()
+		d.value(e.key, e.val, ov.FieldByIndex(yamlFields(ov.Type())[key]), fp)
+		if s.Settings != nil && d.set[fp] && !d.isBad(fp) {
+			d.bad[fp] = true
+			d.problemf(fp, "%s does not apply to %s sinks, which take %s",
+				key, s.Type, strings.Join(append(yamlNames(settings.Type()), yamlNames(v.Type())[1:]...), ", "))
+		}
+	}
+}
+
+// sinkKeys returns the keys a sink of s's type takes, or, for an unknown
+// type, every key some sink takes.
+func sinkKeys(s *Sink) []string {
+	if s.Settings == nil {
+		return allSinkKeys()
+	}
+	return append(yamlNames(reflect.TypeFor[Sink]()), yamlNames(reflect.TypeOf(s.Settings).Elem())...)
+}
+
+// allSinkKeys returns every key some sink takes: the common ones, then each
+// type's, once.
+func allSinkKeys() []string {
+	keys := yamlNames(reflect.TypeFor[Sink]())
+	for _, typ := range sinkTypes() {
+		for _, k := range yamlNames(reflect.TypeOf(newSinkConfig(typ)).Elem()) {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}
+
+// otherSinkConfig returns an empty Config of the first sink type that takes
+// key, or nil if none does.
+func otherSinkConfig(key string) sinks.Config {
+	for _, typ := range sinkTypes() {
+		c := newSinkConfig(typ)
+		if _, ok := yamlFields(reflect.TypeOf(c).Elem())[key]; ok {
+			return c
+		}
+	}
+	return nil
+}
+
+// yamlFields maps the yaml names of t's exported fields to their indexes;
+// the fields of a struct tagged ",inline" count as t's own.
+func yamlFields(t reflect.Type) map[string][]int {
+	fields := map[string][]int{}
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		name, opts, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		if !sf.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" && opts == "inline" && sf.Type.Kind() == reflect.Struct {
+			for k, idx := range yamlFields(sf.Type) {
+				fields[k] = append([]int{i}, idx...)
+			}
+			continue
+		}
+		if name != "" {
+			fields[name] = []int{i}
+		}
 	}
 	return fields
 }
 
-// yamlNames returns the yaml names of t's fields, in declaration order.
+// yamlNames returns the yaml names of t's fields, in declaration order,
+// inlined structs' in place.
 func yamlNames(t reflect.Type) []string {
 	var names []string
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-		if sf.IsExported() && name != "-" && name != "" {
+		name, opts, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		switch {
+		case !sf.IsExported() || name == "-":
+		case name == "" && opts == "inline" && sf.Type.Kind() == reflect.Struct:
+			names = append(names, yamlNames(sf.Type)...)
+		case name != "":
 			names = append(names, name)
 		}
 	}
 	return names
 }
 
-// unknownKey reports key, which the struct v does not have, at path. It
-// suggests the closest known key or lists the allowed ones; for a sink whose
-// type is known, those of that type.
-func (d *decoder) unknownKey(key *yaml.Node, path string, v reflect.Value) {
+// unknownKey reports key, which is not one of allowed, at path. It suggests
+// the closest allowed key, else the closest of more (keys that belong
+// elsewhere), else lists the allowed ones.
+func (d *decoder) unknownKey(key *yaml.Node, path string, allowed, more []string) {
 	p := keyPath(path, key.Value)
 	d.bad[p] = true
-	t := v.Type()
-	allowed := yamlNames(t)
-	if s, ok := v.Addr().Interface().(*Sink); ok && sinkFields(s.Type) != nil {
-		allowed = append(sinkCommonFields(), sinkFields(s.Type)...)
-	}
 	s := Suggest(key.Value, allowed)
 	if s == "" {
-		s = Suggest(key.Value, yamlNames(t))
+		s = Suggest(key.Value, more)
 	}
 	if s == "" {
 		d.problemAt(key, p, "unknown key %q (allowed here: %s)", key.Value, strings.Join(allowed, ", "))

@@ -1,6 +1,12 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/hookrouter/hookrouter/router/auth"
+	"github.com/hookrouter/hookrouter/router/queue/natsq"
+	"github.com/hookrouter/hookrouter/sinks"
+)
 
 // File is a loaded, interpolated, defaulted and schema-checked config file.
 // It is plain data: expressions and templates are compiled by the router,
@@ -39,20 +45,8 @@ type Source struct {
 	Name         string      `yaml:"name"`
 	Path         string      `yaml:"path"`
 	MaxBodyBytes Size        `yaml:"max_body_bytes"`
-	Auth         Auth        `yaml:"auth"`
+	Auth         auth.Config `yaml:"auth"`
 	Dedup        SourceDedup `yaml:"dedup"`
-}
-
-// Auth says how a source authenticates its sender.
-type Auth struct {
-	// Type is header | bearer | hmac-sha256 | standard-webhooks | none.
-	Type string `yaml:"type"`
-	// Header names the header carrying the secret (header) or the signature
-	// (hmac-sha256). Default Authorization for header, X-Signature for hmac-sha256.
-	Header string `yaml:"header"`
-	Secret string `yaml:"secret"`
-	// Tolerance bounds the age of a standard-webhooks timestamp. Default 5m.
-	Tolerance Duration `yaml:"tolerance"`
 }
 
 // SourceDedup configures duplicate detection for one source.
@@ -72,11 +66,13 @@ type Dedup struct {
 	RedisURL string `yaml:"redis_url"`
 }
 
-// Queue selects where accepted events wait for delivery.
+// Queue selects where accepted events wait for delivery. The settings of one
+// backend are that backend's Config, inlined: their keys sit beside backend.
 type Queue struct {
 	Backend  string `yaml:"backend"` // disk | memory | nats
 	MaxBytes Size   `yaml:"max_bytes"`
-	NatsURL  string `yaml:"nats_url"`
+	// NATS holds the nats backend's keys (nats_url, ...).
+	NATS natsq.Config `yaml:",inline"`
 }
 
 // Log configures the process's structured log.
@@ -85,37 +81,18 @@ type Log struct {
 	Format string `yaml:"format"` // json | text
 }
 
-// Sink is one destination. Which fields apply depends on Type; a field set
-// for a type that does not use it is a validation problem.
+// Sink is one destination: the fields every sink takes, and the settings of
+// its type, decoded from the sink's other keys.
 type Sink struct {
-	Type string `yaml:"type"` // http | slack | file | stdout
-
-	// http
-	URL     string            `yaml:"url"`
-	Method  string            `yaml:"method"`
-	Headers map[string]string `yaml:"headers"` // values are templates
-	Body    string            `yaml:"body"`    // expr expression, value sent as JSON
-	Timeout Duration          `yaml:"timeout"`
-	Sign    *Sign             `yaml:"sign"`
-
-	// slack
-	WebhookURL string `yaml:"webhook_url"`
-	Text       string `yaml:"text"` // template
-
-	// file
-	Path          string   `yaml:"path"`
-	Format        string   `yaml:"format"` // payload | envelope
-	FlushInterval Duration `yaml:"flush_interval"`
-
-	// every type
+	Type    string  `yaml:"type"`
 	Retry   Retry   `yaml:"retry"`
 	Breaker Breaker `yaml:"breaker"`
 	Workers int     `yaml:"workers"`
-}
 
-// Sign makes a sink sign its requests the Standard Webhooks way.
-type Sign struct {
-	Secret string `yaml:"secret"`
+	// Settings is the Config of the sink's type (a *httpsink.Config for
+	// http, ...), defaulted and validated; nil when the type is unknown.
+	// newSinkConfig says which type has which Config.
+	Settings sinks.Config `yaml:"-"`
 }
 
 // Retry bounds the dispatcher's attempts for one sink.

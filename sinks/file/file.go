@@ -24,25 +24,9 @@ import (
 	"github.com/hookrouter/hookrouter/sinks"
 )
 
-// DefaultFlushInterval is Config.FlushInterval's default.
-const DefaultFlushInterval = 200 * time.Millisecond
-
 // maxSpare bounds the batch buffer kept for reuse, so that one burst of big
 // events does not pin memory.
 const maxSpare = 1 << 20
-
-// Config is what a file sink needs; the router fills it from the sink's YAML.
-type Config struct {
-	// Path is the file appended to; missing parent directories are created.
-	Path string
-	// Format is payload (the default) or envelope.
-	Format string
-	// FlushInterval bounds how long written lines may sit in the operating
-	// system's cache: the file is fsynced at most this long after a write,
-	// and on Reopen and Close. Zero means DefaultFlushInterval; negative
-	// leaves it to the OS except at Reopen and Close.
-	FlushInterval time.Duration
-}
 
 var (
 	_ sinks.Sink        = (*Sink)(nil)
@@ -85,22 +69,17 @@ type batch struct {
 }
 
 // New checks cfg and builds the sink. It does no I/O: the file is opened by
-// the first Send. Errors name the field: path, format or flush_interval.
+// the first Send. Errors are sinks.FieldErrors naming the field: path or
+// format.
 func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Path == "" {
-		return nil, errors.New("path: required")
+	cfg.Default()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, errs[0]
 	}
-	format, err := ParseFormat(cfg.Format)
-	if err != nil {
-		return nil, fmt.Errorf("format: %w", err)
-	}
-	s := &Sink{path: cfg.Path, format: format, syncEvery: cfg.FlushInterval, log: log}
-	if s.syncEvery == 0 {
-		s.syncEvery = DefaultFlushInterval
-	}
+	s := &Sink{path: cfg.Path, format: cfg.Format, syncEvery: cfg.FlushInterval, log: log}
 	s.cond.L = &s.mu
 	s.lines.New = func() any { return new(bytes.Buffer) }
 	return s, nil

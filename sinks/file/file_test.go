@@ -57,7 +57,7 @@ func TestConformance(t *testing.T) {
 			sinktest.Run(t, sinktest.Harness{
 				Healthy: func(t *testing.T) (sinks.Sink, func() [][]byte) {
 					path := filepath.Join(t.TempDir(), "nested", "dir", "events.jsonl")
-					return newSink(t, Config{Path: path, Format: format}), func() [][]byte { return readLines(t, path) }
+					return newSink(t, Config{Path: path, Format: Format(format)}), func() [][]byte { return readLines(t, path) }
 				},
 				Failing: []sinktest.Failing{{
 					Name: "parent is a file",
@@ -66,7 +66,7 @@ func TestConformance(t *testing.T) {
 						if err := os.WriteFile(blocker, nil, 0o644); err != nil {
 							t.Fatal(err)
 						}
-						return newSink(t, Config{Path: filepath.Join(blocker, "events.jsonl"), Format: format})
+						return newSink(t, Config{Path: filepath.Join(blocker, "events.jsonl"), Format: Format(format)})
 					},
 				}},
 			})
@@ -117,7 +117,7 @@ func TestFormats(t *testing.T) {
 	for _, tc := range tests {
 		t.Run("format "+tc.format, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "events.jsonl")
-			s := newSink(t, Config{Path: path, Format: tc.format})
+			s := newSink(t, Config{Path: path, Format: Format(tc.format)})
 			if err := s.Send(t.Context(), ev); err != nil {
 				t.Fatal(err)
 			}
@@ -386,8 +386,8 @@ func TestConfigErrors(t *testing.T) {
 		name, want string
 		cfg        Config
 	}{
-		{"no path", "path: required", Config{}},
-		{"format", "format: must be payload or envelope", Config{Path: "x", Format: "csv"}},
+		{"no path", "path: required: the file that events are appended to", Config{}},
+		{"format", `format: unknown format "csv" (use one of payload, envelope)`, Config{Path: "x", Format: "csv"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -409,7 +409,7 @@ func BenchmarkSend(b *testing.B) {
 		{"payload 16 senders", "payload", 16},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s, err := New(Config{Path: filepath.Join(b.TempDir(), "events.jsonl"), Format: bc.format}, nil)
+			s, err := New(Config{Path: filepath.Join(b.TempDir(), "events.jsonl"), Format: Format(bc.format)}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -22,17 +21,6 @@ const (
 	// received_at in RFC 3339 with nanoseconds, UTC.
 	FormatEnvelope Format = "envelope"
 )
-
-// ParseFormat checks a `format` setting; empty means FormatPayload.
-func ParseFormat(s string) (Format, error) {
-	switch Format(s) {
-	case "", FormatPayload:
-		return FormatPayload, nil
-	case FormatEnvelope:
-		return FormatEnvelope, nil
-	}
-	return "", errors.New("must be payload or envelope")
-}
 
 // WriteLine appends ev to buf as one line in format f, newline included. The
 // payload's own bytes are compacted, not re-encoded, so numbers and key order

@@ -33,48 +33,6 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// DefaultTimeout bounds one request when Config.Timeout is zero.
-const DefaultTimeout = 10 * time.Second
-
-// DefaultMaxConns is the connection pool size when Config.MaxConns is zero:
-// more than the dispatcher's usual worker count, so workers never queue for a
-// connection, and few enough not to flood a struggling receiver.
-const DefaultMaxConns = 32
-
-// Config is what an http sink needs; the router fills it from the sink's YAML.
-type Config struct {
-	// URL is the absolute http or https endpoint. User info in it is sent as
-	// basic authentication; it and the query never appear in errors.
-	URL string
-	// Method is POST (the default), PUT or PATCH.
-	Method string
-	// Headers are extra request headers; values are render templates over the
-	// payload (control characters in a rendered value become spaces).
-	Headers map[string]string
-	// Body is an expr expression whose value is sent as JSON; empty forwards
-	// the event's original bytes unchanged.
-	Body string
-	// Timeout bounds one request, from connecting to reading the answer.
-	// Zero means DefaultTimeout.
-	Timeout time.Duration
-	// SignSecret, when set, signs each request the Standard Webhooks way. A
-	// "whsec_" prefix means the rest is the base64 key; otherwise the string's
-	// bytes are the key.
-	SignSecret string
-	// Version is hookrouter's version, sent as User-Agent: hookrouter/Version.
-	Version string
-	// MaxConns caps open connections to the host. Zero means DefaultMaxConns.
-	MaxConns int
-
-	// BodyFunc, when set, produces the request body by appending it to dst,
-	// in place of Body; sinks built on this one (slack) use it. Its errors
-	// are permanent.
-	BodyFunc func(dst []byte, ev *sinks.Event) ([]byte, error)
-	// SecretPath hides the URL's path too in errors, for endpoints whose path
-	// is the credential (Slack incoming webhooks).
-	SecretPath bool
-}
-
 var (
 	_ sinks.Sink     = (*Sink)(nil)
 	_ sinks.Renderer = (*Sink)(nil)
@@ -109,31 +67,29 @@ type dynamicHeader struct {
 	tmpl *render.Template
 }
 
-// reserved are headers hookrouter sets itself or the transport owns.
-var reserved = []string{
-	"Host", "Content-Length", "Transfer-Encoding", "Connection", "User-Agent",
-	"X-Hookrouter-Event-Id", "Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
-}
-
 // New checks cfg and builds the sink. It does no I/O: connections are made by
-// the first Send. Errors name the offending field (url, method, headers.NAME,
-// body, timeout, sign.secret).
+// the first Send. Errors are sinks.FieldErrors naming the offending field
+// (url, method, headers.NAME, body, timeout, sign.secret).
 func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.Default()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, errs[0]
+	}
 	s := &Sink{
 		url:     cfg.URL,
-		method:  strings.ToUpper(cfg.Method),
+		method:  cfg.Method,
 		ua:      "hookrouter/" + cfg.Version,
 		timeout: cfg.Timeout,
 		bodyFn:  cfg.BodyFunc,
 		log:     log,
 	}
-	u, err := checkURL(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("url: %w", err)
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
 	}
+	u, _ := url.Parse(cfg.URL) // Validate parsed it
 	if cfg.SecretPath {
 		s.shown = sinks.RedactPath(cfg.URL)
 		if u.Path != "" && u.Path != "/" {
@@ -153,24 +109,6 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		}
 	}
 
-	switch s.method {
-	case "":
-		s.method = fasthttp.MethodPost
-	case fasthttp.MethodPost, fasthttp.MethodPut, fasthttp.MethodPatch:
-	default:
-		return nil, errors.New("method: must be POST, PUT or PATCH")
-	}
-	switch {
-	case s.timeout == 0:
-		s.timeout = DefaultTimeout
-	case s.timeout < 0:
-		return nil, errors.New("timeout: must be positive")
-	}
-	maxConns := cfg.MaxConns
-	if maxConns <= 0 {
-		maxConns = DefaultMaxConns
-	}
-
 	// Sorted so that requests and errors do not depend on map order.
 	names := make([]string, 0, len(cfg.Headers))
 	for name := range cfg.Headers {
@@ -179,18 +117,10 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	slices.Sort(names)
 	for _, name := range names {
 		field := "headers." + name
-		if !validHeaderName(name) {
-			return nil, fmt.Errorf("%s: invalid header name", field)
-		}
 		canon := string(fasthttp.AppendNormalizedHeaderKey(nil, name))
-		for _, r := range reserved {
-			if strings.EqualFold(canon, r) {
-				return nil, fmt.Errorf("%s: set by hookrouter, cannot be configured", field)
-			}
-		}
 		t, err := render.ParseTemplate(field, cfg.Headers[name])
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
+			return nil, sinks.Errorf(field, "%v", err)
 		}
 		if t.Static() {
 			v := sanitizeHeaderValue(cfg.Headers[name])
@@ -204,31 +134,23 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	if cfg.Body != "" && cfg.BodyFunc == nil {
 		b, err := render.CompileBody(cfg.Body)
 		if err != nil {
-			return nil, fmt.Errorf("body: %w", err)
+			return nil, sinks.Errorf("body", "%v", err)
 		}
 		s.body = b
 	}
 
-	if cfg.SignSecret != "" {
-		key := []byte(cfg.SignSecret)
-		if enc, ok := strings.CutPrefix(cfg.SignSecret, "whsec_"); ok {
-			key, err = base64.StdEncoding.DecodeString(enc)
-			if err != nil || len(key) == 0 {
-				// The decoder's error quotes an offset only, but say less:
-				// this is a secret.
-				return nil, errors.New("sign.secret: not valid base64 after whsec_")
-			}
-		}
+	if cfg.Sign != nil {
+		key, _ := signingKey(cfg.Sign.Secret) // Validate decoded it
 		s.signing = true
 		s.macs.New = func() any { return &signer{mac: hmac.New(sha256.New, key)} }
-		s.secrets = append(s.secrets, cfg.SignSecret)
+		s.secrets = append(s.secrets, cfg.Sign.Secret)
 	}
 	s.secrets = slices.DeleteFunc(s.secrets, func(v string) bool { return len(v) < 4 })
 	s.bufs.New = func() any { return new([]byte) }
 
 	s.client = &fasthttp.Client{
 		NoDefaultUserAgentHeader: true,
-		MaxConnsPerHost:          maxConns,
+		MaxConnsPerHost:          cfg.MaxConns,
 		MaxConnWaitTimeout:       s.timeout,
 		ReadTimeout:              s.timeout,
 		WriteTimeout:             s.timeout,
@@ -245,25 +167,6 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 // any other failure is reported to the dispatcher, which owns retries.
 func retryStaleConn(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
 	return false, attempts == 1 && (errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed))
-}
-
-func checkURL(raw string) (*url.URL, error) {
-	if raw == "" {
-		return nil, errors.New("required")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			// url.Error repeats the whole URL, credentials included.
-			return nil, ue.Err
-		}
-		return nil, errors.New("unparsable")
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, errors.New("must be an absolute http or https URL")
-	}
-	return u, nil
 }
 
 // Send makes one request for ev. It returns nil on a 2xx answer; otherwise an

@@ -100,7 +100,7 @@ func secretConfig(url string) Config {
 	return Config{
 		URL:        url,
 		Headers:    map[string]string{"X-Api-Key": secret, "X-Event": "{{ .event }}"},
-		SignSecret: secret,
+		Sign: &Sign{Secret: secret},
 		Timeout:    2 * time.Second,
 	}
 }
@@ -353,7 +353,7 @@ func TestSignature(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, rec := server(t, nil)
-			s := newSink(t, Config{URL: srv.URL, SignSecret: tc.secret, Body: `{"id": message.id}`})
+			s := newSink(t, Config{URL: srv.URL, Sign: &Sign{Secret: tc.secret}, Body: `{"id": message.id}`})
 			defer s.Close(t.Context())
 			ev := sinktest.Variant(3)
 			if err := s.Send(t.Context(), ev); err != nil {
@@ -466,7 +466,7 @@ func TestConfigErrors(t *testing.T) {
 		{"reserved header", Config{URL: "http://h/", Headers: map[string]string{"user-agent": "x"}}, "headers.user-agent: "},
 		{"header template", Config{URL: "http://h/", Headers: map[string]string{"X-A": "{{ .a "}}, "headers.X-A: "},
 		{"body", Config{URL: "http://h/", Body: `{"a": `}, "body: "},
-		{"sign secret", Config{URL: "http://h/", SignSecret: "whsec_" + secret + "!!"}, "sign.secret: "},
+		{"sign secret", Config{URL: "http://h/", Sign: &Sign{Secret: "whsec_" + secret + "!!"}}, "sign.secret: "},
 		{"timeout", Config{URL: "http://h/", Timeout: -time.Second}, "timeout: "},
 	}
 	for _, tc := range tests {
@@ -502,7 +502,7 @@ func BenchmarkSend(b *testing.B) {
 		cfg  Config
 	}{
 		{"forward", Config{}},
-		{"forward signed", Config{SignSecret: "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))}},
+		{"forward signed", Config{Sign: &Sign{Secret: "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))}}},
 		{"body expression", Config{Body: `{"from": message.sender_name, "text": message?.content?.text}`}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

@@ -10,10 +10,8 @@ package slack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strings"
 	"time"
 
@@ -26,21 +24,50 @@ import (
 // markup (links, mentions such as <!channel>) in Slack's message format.
 var escape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
-// DefaultText is the message template used when Config.Text is empty: the
-// event name and the start of the payload as JSON.
+// DefaultText is Config.Text's default: the event name and the start of the
+// payload as JSON.
 const DefaultText = "*{{ .event | default \"event\" }}*\n```{{ json . | truncate 3000 }}```"
 
-// Config is what a slack sink needs; the router fills it from the sink's YAML.
+// Config is a slack sink's settings: its keys in the config file (sink type
+// slack).
 type Config struct {
 	// WebhookURL is the incoming webhook's URL (a secret).
-	WebhookURL string
+	WebhookURL string `yaml:"webhook_url"`
 	// Text is a render template over the payload; empty means DefaultText.
 	// Slack's own markup (*bold*, <url|label>) passes through as written.
-	Text string
+	Text string `yaml:"text"`
+
 	// Timeout bounds one request; zero means httpsink.DefaultTimeout.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"-"`
 	// Version is hookrouter's version, for the User-Agent header.
-	Version string
+	Version string `yaml:"-"`
+}
+
+var _ sinks.Config = (*Config)(nil)
+
+// Default implements sinks.Config.
+func (c *Config) Default() {
+	if c.Text == "" {
+		c.Text = DefaultText
+	}
+}
+
+// Validate implements sinks.Config. The template is parsed by New.
+func (c *Config) Validate() []sinks.FieldError {
+	if strings.TrimSpace(c.WebhookURL) == "" {
+		return []sinks.FieldError{sinks.Required("webhook_url", "required: the Slack incoming-webhook URL")}
+	}
+	if msg := httpsink.URLProblem(c.WebhookURL); msg != "" {
+		return []sinks.FieldError{sinks.Errorf("webhook_url", "%s", msg)}
+	}
+	return nil
+}
+
+// Build implements sinks.Config.
+func (c *Config) Build(env sinks.Env) (sinks.Sink, error) {
+	cfg := *c
+	cfg.Version = env.Version
+	return New(cfg, env.Log)
 }
 
 var (
@@ -55,19 +82,16 @@ type Sink struct {
 	text *render.Template
 }
 
-// New checks cfg and builds the sink. It does no I/O. Errors name the field:
-// webhook_url, text or timeout.
+// New checks cfg and builds the sink. It does no I/O. Errors are
+// sinks.FieldErrors naming the field: webhook_url or text.
 func New(cfg Config, log *slog.Logger) (*Sink, error) {
-	if err := checkURL(cfg.WebhookURL); err != nil {
-		return nil, fmt.Errorf("webhook_url: %w", err)
+	cfg.Default()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, errs[0]
 	}
-	src := cfg.Text
-	if src == "" {
-		src = DefaultText
-	}
-	text, err := render.ParseTemplateEscaped("text", src, escape.Replace)
+	text, err := render.ParseTemplateEscaped("text", cfg.Text, escape.Replace)
 	if err != nil {
-		return nil, fmt.Errorf("text: %w", err)
+		return nil, sinks.Errorf("text", "%v", err)
 	}
 	s := &Sink{text: text}
 	s.http, err = httpsink.New(httpsink.Config{
@@ -81,18 +105,6 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// checkURL says what is wrong with a webhook URL without repeating any of it.
-func checkURL(raw string) error {
-	if raw == "" {
-		return errors.New("required")
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("must be an absolute https URL")
-	}
-	return nil
 }
 
 // body appends `{"text": …}` for ev to dst.

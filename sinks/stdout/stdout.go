@@ -16,11 +16,35 @@ import (
 	"github.com/hookrouter/hookrouter/sinks/file"
 )
 
-// Config is what a stdout sink needs; the router fills it from the sink's YAML.
+// Config is a stdout sink's settings: its keys in the config file (sink type
+// stdout).
 type Config struct {
 	// Format is payload (the default) or envelope; see file.Format.
-	Format string
+	Format file.Format `yaml:"format"`
 }
+
+var _ sinks.Config = (*Config)(nil)
+
+// Default implements sinks.Config.
+func (c *Config) Default() {
+	if c.Format == "" {
+		c.Format = file.FormatPayload
+	}
+}
+
+// Validate implements sinks.Config.
+func (c *Config) Validate() []sinks.FieldError {
+	if err := c.Format.Validate(); err != nil {
+		return []sinks.FieldError{*err}
+	}
+	return nil
+}
+
+// Build implements sinks.Config: the sink writes to os.Stdout.
+func (c *Config) Build(env sinks.Env) (sinks.Sink, error) { return New(*c, nil, env.Log) }
+
+// DefaultWorkers returns file.DefaultWorkers; the config loader asks.
+func (c *Config) DefaultWorkers() int { return file.DefaultWorkers }
 
 var (
 	_ sinks.Sink        = (*Sink)(nil)
@@ -42,12 +66,13 @@ type Sink struct {
 }
 
 // New builds the sink writing to w; nil means os.Stdout. It does no I/O.
-// Errors name the field: format.
+// Errors are sinks.FieldErrors naming the field: format.
 func New(cfg Config, w io.Writer, log *slog.Logger) (*Sink, error) {
-	format, err := file.ParseFormat(cfg.Format)
-	if err != nil {
-		return nil, fmt.Errorf("format: %w", err)
+	cfg.Default()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, errs[0]
 	}
+	format := cfg.Format
 	if w == nil {
 		w = os.Stdout
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/sinks/file"
 	"github.com/hookrouter/hookrouter/sinks/sinktest"
 )
 
@@ -37,7 +38,7 @@ func TestConformance(t *testing.T) {
 			sinktest.Run(t, sinktest.Harness{
 				Healthy: func(t *testing.T) (sinks.Sink, func() [][]byte) {
 					w := &writes{}
-					s, err := New(Config{Format: format}, w, nil)
+					s, err := New(Config{Format: file.Format(format)}, w, nil)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -52,7 +53,7 @@ func TestConformance(t *testing.T) {
 						}
 						r.Close()
 						t.Cleanup(func() { w.Close() })
-						s, err := New(Config{Format: format}, w, nil)
+						s, err := New(Config{Format: file.Format(format)}, w, nil)
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -73,7 +74,7 @@ func TestLines(t *testing.T) {
 	for _, tc := range tests {
 		t.Run("format "+tc.format, func(t *testing.T) {
 			var buf bytes.Buffer
-			s, err := New(Config{Format: tc.format}, &buf, nil)
+			s, err := New(Config{Format: file.Format(tc.format)}, &buf, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +96,7 @@ func TestDefaults(t *testing.T) {
 	if s.w != os.Stdout {
 		t.Errorf("writer %v, want os.Stdout", s.w)
 	}
-	if _, err := New(Config{Format: "xml"}, nil, nil); err == nil || err.Error() != "format: must be payload or envelope" {
+	if _, err := New(Config{Format: "xml"}, nil, nil); err == nil || err.Error() != `format: unknown format "xml" (use one of payload, envelope)` {
 		t.Errorf("New = %v", err)
 	}
 	if err := s.Send(t.Context(), sinktest.Event("ev", []byte("not json"))); !sinks.IsPermanent(err) {

@@ -1,0 +1,32 @@
+package config
+
+import (
+	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/sinks/file"
+	"github.com/hookrouter/hookrouter/sinks/httpsink"
+	"github.com/hookrouter/hookrouter/sinks/slack"
+	"github.com/hookrouter/hookrouter/sinks/stdout"
+)
+
+// sinkTypes returns the sink types newSinkConfig knows, in the order
+// problems list them.
+func sinkTypes() []string { return []string{"http", "slack", "file", "stdout"} }
+
+// newSinkConfig returns an empty Config for sinks of type typ, or nil for an
+// unknown type. This switch is where sink types are wired: adding a sink is a
+// package under sinks/ whose *Config implements sinks.Config, a case here
+// and its name in sinkTypes. The loader decodes the sink's keys into the
+// Config, and the router builds the sink with its Build method.
+func newSinkConfig(typ string) sinks.Config {
+	switch typ {
+	case "http":
+		return &httpsink.Config{}
+	case "slack":
+		return &slack.Config{}
+	case "file":
+		return &file.Config{}
+	case "stdout":
+		return &stdout.Config{}
+	}
+	return nil
+}
