@@ -303,9 +303,11 @@ func TestPermanentErrorDeadLetterAndReplay(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("dead-letter file mode: %v %v", fi.Mode(), err)
 	}
-	if m := s.metric(`hookrouter_dead_letters_total{sink="hook"}`); !strings.HasSuffix(m, " 1") {
-		t.Errorf("dead letter metric: %q", m)
-	}
+	// The lane counts a dead letter once its record is written: wait for
+	// the count as well as the record.
+	waitFor(t, 5*time.Second, "dead letter metric", func() bool {
+		return strings.HasSuffix(s.metric(`hookrouter_dead_letters_total{sink="hook"}`), " 1")
+	})
 
 	d.set(200)
 	file, _ := os.ReadFile(filepath.Join(s.dir, "data", "dead-letter.jsonl"))

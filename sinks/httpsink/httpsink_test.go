@@ -98,10 +98,10 @@ func newSink(t *testing.T, cfg Config) *Sink {
 
 func secretConfig(url string) Config {
 	return Config{
-		URL:        url,
-		Headers:    map[string]string{"X-Api-Key": secret, "X-Event": "{{ .event }}"},
-		Sign: &Sign{Secret: secret},
-		Timeout:    2 * time.Second,
+		URL:     url,
+		Headers: map[string]string{"X-Api-Key": secret, "X-Event": "{{ .event }}"},
+		Sign:    &Sign{Secret: secret},
+		Timeout: 2 * time.Second,
 	}
 }
 
