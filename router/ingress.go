@@ -125,6 +125,10 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 			Source:     src.name,
 			ReceivedAt: start,
 			Body:       append([]byte(nil), body...),
+			// Stored with the event by a KeyKeeper queue (disk), so that
+			// the key outlives a restart.
+			DedupKey:     storeKey,
+			DedupExpires: start.Add(ttl),
 		}
 		to := append([]string(nil), res.To...)
 		if err := r.queue.Put(context.Background(), ev, to); err != nil {
@@ -141,6 +145,11 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 		}
 	} else {
 		src.m.unrouted.Inc()
+		if kk, ok := r.queue.(queue.KeyKeeper); ok {
+			if err := kk.KeepKey(storeKey, start.Add(ttl)); err != nil {
+				r.storeLog.warn(r.log, "queue", "dedup key of an unrouted event not kept", "error", err)
+			}
+		}
 	}
 	if err := r.dedup.Commit(ctx, storeKey, ttl); err != nil {
 		// The event is queued: answer 200. The key stays claimed until the

@@ -157,7 +157,13 @@ func openQueue(f *config.File, log *slog.Logger, natsOpts []natsq.Option) (queue
 	case "memory":
 		return queue.NewMemory(int64(f.Queue.MaxBytes)), nil
 	case "disk":
-		return disk.Open(filepath.Join(f.DataDir, "queue"), int64(f.Queue.MaxBytes), log.With("component", "queue"))
+		var opts []disk.Option
+		if f.Dedup.Store == "memory" {
+			// The memory store forgets its keys at a restart: the queue
+			// keeps them for it (a redis store keeps its own).
+			opts = append(opts, disk.KeepKeys(f.Dedup.MaxKeys))
+		}
+		return disk.Open(filepath.Join(f.DataDir, "queue"), int64(f.Queue.MaxBytes), log.With("component", "queue"), opts...)
 	case "nats":
 		opts := append([]natsq.Option{natsq.WithMaxBytes(int64(f.Queue.MaxBytes))}, natsOpts...)
 		return natsq.Open(f.Queue.NATS.URL, log.With("component", "queue"), opts...)

@@ -28,6 +28,12 @@ type Event struct {
 	ReceivedAt time.Time
 	// Body is the payload exactly as received. It must not be modified.
 	Body []byte
+	// DedupKey and DedupExpires are the event's committed dedup key (source
+	// and key, as the dedup store holds it) and when it expires. Ingress sets
+	// them so that a durable queue can keep the key across a restart; sinks
+	// ignore them.
+	DedupKey     string
+	DedupExpires time.Time
 
 	once    sync.Once
 	payload map[string]any

@@ -82,3 +82,15 @@ type Drainer interface {
 type Sharer interface {
 	Shared() bool
 }
+
+// KeyKeeper is implemented by queues that keep committed dedup keys across a
+// restart (disk): the key of an event Put with a DedupKey is stored with it,
+// in the same durable write, and kept after the event is delivered, until it
+// expires or the queue's bound on keys drops the oldest. At start the router
+// seeds an in-memory dedup store from Keys.
+type KeyKeeper interface {
+	// KeepKey records a committed key with no event to queue (an unrouted event); not synced on its own.
+	KeepKey(key string, expires time.Time) error
+	// Keys calls fn for each kept key not yet expired, oldest first.
+	Keys(fn func(key string, expires time.Time)) error
+}

@@ -31,7 +31,7 @@ func TestHelperProcess(t *testing.T) {
 	if dir == "" {
 		t.Skip("helper for TestKill9")
 	}
-	q, err := Open(dir, 1<<30, nil)
+	q, err := Open(dir, 1<<30, nil, KeepKeys(1<<20))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
@@ -43,7 +43,9 @@ func TestHelperProcess(t *testing.T) {
 		wg.Go(func() {
 			for i := 0; i < 1_000_000; i++ {
 				id := fmt.Sprintf("%s-w%02d-%06d", os.Getenv(helperRoundEnv), w, i)
-				if err := q.Put(context.Background(), event(id, 100+i%700), []string{"a", "b"}); err != nil {
+				ev := event(id, 100+i%700)
+				ev.DedupKey, ev.DedupExpires = "key-"+id, time.Now().Add(time.Hour)
+				if err := q.Put(context.Background(), ev, []string{"a", "b"}); err != nil {
 					fmt.Fprintln(os.Stderr, "put:", err)
 					os.Exit(3)
 				}
@@ -63,10 +65,13 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // TestKill9 kills a process in the middle of a stream of Puts and checks
-// that every event whose Put returned is in the reopened queue, intact.
+// that every event whose Put returned is in the reopened queue, intact, and
+// that the dedup key of every event acknowledged in any round is kept,
+// whether its event is still owed or was delivered in an earlier round.
 func TestKill9(t *testing.T) {
 	dir := t.TempDir()
 	onlyB := 0 // events left from earlier rounds, owed to b alone
+	allAcked := map[string]bool{}
 	for round := range 3 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
 		cmd.Env = append(os.Environ(), helperEnv+"="+dir, fmt.Sprintf("%s=r%d", helperRoundEnv, round))
@@ -122,9 +127,25 @@ func TestKill9(t *testing.T) {
 		}
 
 		var logs logBuf
-		q, err := Open(dir, 1<<30, logs.logger())
+		q, err := Open(dir, 1<<30, logs.logger(), KeepKeys(1<<20))
 		if err != nil {
 			t.Fatalf("reopen after kill: %v", err)
+		}
+		kept := map[string]bool{}
+		if err := q.Keys(func(key string, _ time.Time) { kept[key] = true }); err != nil {
+			t.Fatal(err)
+		}
+		for id := range acked {
+			allAcked[id] = true
+		}
+		var noKey []string
+		for id := range allAcked {
+			if !kept["key-"+id] {
+				noKey = append(noKey, id)
+			}
+		}
+		if len(noKey) > 0 {
+			t.Fatalf("round %d: the dedup keys of %d of %d acknowledged events are not kept, e.g. %v", round, len(noKey), len(allAcked), noKey[:min(5, len(noKey))])
 		}
 		stored := map[string]bool{}
 		err = q.EachRecovered(func(ev *sinks.Event) error {

@@ -94,7 +94,15 @@ type Queue struct {
 	// bbolt could not take then (a full disk), for EachRecovered.
 	recoveredLogged []walPut
 
+	// maxKeys bounds the dedup keys kept after their events are delivered
+	// (0: none kept); keyCount is how many the keys bucket holds, read and
+	// written by Open and then the applier only. keyN numbers keys.
+	maxKeys  int
+	keyCount int
+	keyN     atomic.Uint64
+
 	mu          sync.Mutex
+	keeps       []keptKey // KeepKey calls waiting for the applier
 	puts        []*putReq // waiting for the committer, in seq order
 	logged      []walPut  // synced to the log, waiting for the applier
 	loggedBytes int64
@@ -163,6 +171,12 @@ type walPut struct {
 	e   *entry
 }
 
+// keptKey is a dedup key waiting to be written into the keys bucket.
+type keptKey struct {
+	key     string
+	expires int64
+}
+
 // update is a lazily committed Done or Retry.
 type update struct {
 	seq    uint64
@@ -172,29 +186,46 @@ type update struct {
 	state  deliveryState
 }
 
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	maxKeys int
+}
+
+// KeepKeys keeps up to n committed dedup keys after their events are
+// delivered (and those given to KeepKey), oldest dropped first, until they
+// expire; see queue.KeyKeeper. Without it (or with n ≤ 0) only the keys of
+// events still owed are kept, in their records.
+func KeepKeys(n int) Option { return func(o *options) { o.maxKeys = max(n, 0) } }
+
 // Open opens (creating it if needed) the queue in dir, normally
 // <data_dir>/queue, and loads every delivery still owed, in acceptance order,
 // with the retry state it had. maxBytes bounds the stored bytes of events
 // not yet fully delivered (0: no bound). A file found damaged is moved aside
 // and what can be read from it is carried over; see the package README.
-func Open(dir string, maxBytes int64, log *slog.Logger) (*Queue, error) {
+func Open(dir string, maxBytes int64, log *slog.Logger, opts ...Option) (*Queue, error) {
 	// Bodies beyond the budget are read back on Take; a quarter of the bound
 	// keeps small queues entirely in memory.
 	budget := int64(maxCacheBytes)
 	if maxBytes > 0 {
 		budget = min(maxCacheBytes, maxBytes/4)
 	}
-	return open(dir, maxBytes, budget, log)
+	return open(dir, maxBytes, budget, log, opts...)
 }
 
 // open is Open with the body cache's budget given.
-func open(dir string, maxBytes, cacheBudget int64, log *slog.Logger) (*Queue, error) {
-	return openWith(dir, maxBytes, cacheBudget, flushDelay, segmentBytes, log)
+func open(dir string, maxBytes, cacheBudget int64, log *slog.Logger, opts ...Option) (*Queue, error) {
+	return openWith(dir, maxBytes, cacheBudget, flushDelay, segmentBytes, log, opts...)
 }
 
 // openWith is open with the applier's delay and the log's segment size
 // given, which tests shorten or stretch.
-func openWith(dir string, maxBytes, cacheBudget int64, applyDelay time.Duration, segBytes int64, log *slog.Logger) (*Queue, error) {
+func openWith(dir string, maxBytes, cacheBudget int64, applyDelay time.Duration, segBytes int64, log *slog.Logger, opts ...Option) (*Queue, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -211,6 +242,7 @@ func openWith(dir string, maxBytes, cacheBudget int64, applyDelay time.Duration,
 		sched:        queue.NewScheduler(),
 		wal:          &wal{dir: dir, segBytes: segBytes},
 		maxBytes:     max(maxBytes, 0),
+		maxKeys:      o.maxKeys,
 		cacheBudget:  cacheBudget,
 		applyDelay:   applyDelay,
 		kick:         make(chan struct{}, 1),
@@ -241,6 +273,8 @@ func openWith(dir string, maxBytes, cacheBudget int64, applyDelay time.Duration,
 	q.recoveredN = st.events
 	q.used.Store(st.used)
 	q.cached.Store(st.cached)
+	q.keyCount = st.keys
+	q.keyN.Store(st.maxKeyN)
 	now := time.Now()
 	for _, it := range st.items {
 		// Push and Delay number first-seen deliveries in call order, so
@@ -879,10 +913,10 @@ func (q *Queue) applyLoop() {
 // keeps them in order. On failure both lists are put back, in front.
 func (q *Queue) applyOnce() error {
 	q.mu.Lock()
-	puts, updates, nbytes := q.logged, q.updates, q.loggedBytes
-	q.logged, q.updates = nil, nil
+	puts, updates, keeps, nbytes := q.logged, q.updates, q.keeps, q.loggedBytes
+	q.logged, q.updates, q.keeps = nil, nil, nil
 	q.mu.Unlock()
-	if len(puts) == 0 && len(updates) == 0 {
+	if len(puts) == 0 && len(updates) == 0 && len(keeps) == 0 {
 		return nil
 	}
 	// An event delivered everywhere before it was applied needs no bbolt
@@ -898,18 +932,32 @@ func (q *Queue) applyOnce() error {
 			}
 		}
 	}
+	ks := keySaver{q: q, count: q.keyCount, now: time.Now().UnixNano()}
 	err := q.db.Update(func(tx *bolt.Tx) error {
-		if err := writePuts(tx, puts, gone); err != nil {
+		if err := ks.open(tx); err != nil {
 			return err
 		}
-		return writeUpdates(tx, updates, gone)
+		if err := writePuts(tx, puts, gone, &ks); err != nil {
+			return err
+		}
+		if err := writeUpdates(tx, updates, gone, &ks); err != nil {
+			return err
+		}
+		for _, k := range keeps {
+			if err := ks.keep([]byte(k.key), k.expires); err != nil {
+				return err
+			}
+		}
+		return ks.prune()
 	})
 	q.mu.Lock()
 	if err != nil {
 		q.logged = append(puts, q.logged...)
 		q.updates = append(updates, q.updates...)
+		q.keeps = append(keeps, q.keeps...)
 	} else {
 		q.loggedBytes -= nbytes
+		q.keyCount = ks.count
 	}
 	q.applyErr = err
 	q.applied.Broadcast()
@@ -929,8 +977,9 @@ func (q *Queue) applyOnce() error {
 	return nil
 }
 
-// writePuts stores the Puts not in gone, and the last seq applied.
-func writePuts(tx *bolt.Tx, puts []walPut, gone map[uint64]bool) error {
+// writePuts stores the Puts not in gone, and the last seq applied. The
+// dedup keys of those in gone (delivered already) go to ks.
+func writePuts(tx *bolt.Tx, puts []walPut, gone map[uint64]bool, ks *keySaver) error {
 	if len(puts) == 0 {
 		return nil
 	}
@@ -939,6 +988,9 @@ func writePuts(tx *bolt.Tx, puts []walPut, gone map[uint64]bool) error {
 	eb.FillPercent, db.FillPercent = 0.9, 0.9
 	for _, p := range puts {
 		if gone[p.seq] {
+			if err := ks.keepEvent(p.seq, p.val); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := eb.Put(seqKey(p.seq), p.val); err != nil {
@@ -958,8 +1010,9 @@ func writePuts(tx *bolt.Tx, puts []walPut, gone map[uint64]bool) error {
 	return wb.Put(walAppliedKey, seqKey(puts[len(puts)-1].seq))
 }
 
-// writeUpdates stores the Done and Retry records of events not in gone.
-func writeUpdates(tx *bolt.Tx, updates []update, gone map[uint64]bool) error {
+// writeUpdates stores the Done and Retry records of events not in gone. The
+// dedup key of an event whose record goes with its last delivery goes to ks.
+func writeUpdates(tx *bolt.Tx, updates []update, gone map[uint64]bool, ks *keySaver) error {
 	eb, db := tx.Bucket(bucketEvents), tx.Bucket(bucketDeliveries)
 	for _, u := range updates {
 		if gone[u.seq] {
@@ -971,7 +1024,13 @@ func writeUpdates(tx *bolt.Tx, updates []update, gone map[uint64]bool) error {
 		case u.delete:
 			err = db.Delete(dk)
 			if err == nil && u.last {
-				err = eb.Delete(seqKey(u.seq))
+				ek := seqKey(u.seq)
+				if v := eb.Get(ek); v != nil {
+					err = ks.keepEvent(u.seq, v)
+				}
+				if err == nil {
+					err = eb.Delete(ek)
+				}
 			}
 		default:
 			err = db.Put(dk, encodeDelivery(dk, u.state))
@@ -983,7 +1042,147 @@ func writeUpdates(tx *bolt.Tx, updates []update, gone map[uint64]bool) error {
 	return nil
 }
 
+// keySaver writes dedup keys into the keys bucket within one apply, and
+// prunes it to maxKeys and the keys not yet expired. count is the bucket's
+// size as of this transaction: the applier adopts it once the commit succeeds.
+type keySaver struct {
+	q     *Queue
+	b     *bolt.Bucket
+	count int
+	now   int64
+}
+
+func (ks *keySaver) open(tx *bolt.Tx) error {
+	if ks.q.maxKeys == 0 {
+		return nil
+	}
+	b, err := tx.CreateBucketIfNotExists(bucketKeys)
+	if err != nil {
+		return err
+	}
+	// Keys are mostly added in expiry order, at the end.
+	b.FillPercent = 0.9
+	ks.b = b
+	return nil
+}
+
+// keepEvent keeps the dedup key of the event record v, if it has one.
+func (ks *keySaver) keepEvent(seq uint64, v []byte) error {
+	if ks.b == nil {
+		return nil
+	}
+	f, ok := parseEvent(seqKey(seq), v)
+	if !ok || len(f.dedupKey) == 0 {
+		// A record that fails its check now was damaged since Open; its
+		// key is lost, not its delivery (made already).
+		return nil
+	}
+	return ks.keep(f.dedupKey, f.dedupExpires)
+}
+
+func (ks *keySaver) keep(key []byte, expires int64) error {
+	if ks.b == nil || expires <= ks.now {
+		return nil
+	}
+	k := keyKey(expires, ks.q.keyN.Add(1))
+	if err := ks.b.Put(k, encodeKey(k, string(key))); err != nil {
+		return err
+	}
+	ks.count++
+	return nil
+}
+
+// prune deletes the keys expired and, beyond maxKeys, the oldest ones.
+// Keys are ordered by expiry, so both are at the bucket's start.
+func (ks *keySaver) prune() error {
+	if ks.b == nil {
+		return nil
+	}
+	c := ks.b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.First() {
+		if ks.count <= ks.q.maxKeys && len(k) == 16 && int64(binary.BigEndian.Uint64(k)) > ks.now {
+			break
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		ks.count--
+	}
+	return nil
+}
+
+// KeepKey records a committed dedup key for an event that was not queued
+// (no rule routed it), so that it too survives a restart; see
+// queue.KeyKeeper. It is written with the next apply (within flushDelay),
+// not synced on its own: a crash before then loses it, and the sender's
+// retry of that event is routed (to no sink) once more.
+func (q *Queue) KeepKey(key string, expires time.Time) error {
+	if q.maxKeys == 0 || key == "" || !expires.After(time.Now()) {
+		return nil
+	}
+	q.mu.Lock()
+	if q.final {
+		q.mu.Unlock()
+		return queue.ErrClosed
+	}
+	q.keeps = append(q.keeps, keptKey{key: key, expires: expires.UnixNano()})
+	n := len(q.keeps)
+	q.mu.Unlock()
+	if n >= flushUpdates {
+		q.wakeApplier()
+	} else {
+		q.armApplier()
+	}
+	return nil
+}
+
+// Keys calls fn for each dedup key not yet expired that the file holds:
+// first the kept keys of delivered and unrouted events, oldest first, then
+// those of the events still owed, in acceptance order; see queue.KeyKeeper.
+// It reads the file, so it is meant for the start, before events are
+// accepted: keys given since the last apply are not included.
+func (q *Queue) Keys(fn func(key string, expires time.Time)) error {
+	now := time.Now().UnixNano()
+	err := q.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketKeys); b != nil {
+			c := b.Cursor()
+			for k, v := c.Seek(keyKey(now+1, 0)); k != nil; k, v = c.Next() {
+				key, expires, ok := decodeKey(k, v)
+				if !ok {
+					// Open checked every record: damage since then.
+					q.log.Error("kept dedup key unreadable, skipped", "record", fmt.Sprintf("%x", k))
+					continue
+				}
+				fn(string(key), time.Unix(0, expires))
+			}
+		}
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			f, ok := parseEvent(k, v)
+			if ok && len(f.dedupKey) > 0 && f.dedupExpires > now {
+				fn(string(f.dedupKey), time.Unix(0, f.dedupExpires))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue file %s: %w", q.path, err)
+	}
+	// Replayed from the log but not in bbolt (it could not take them at Open).
+	for _, p := range q.recoveredLogged {
+		if p.e.owed.Load() <= 0 {
+			continue
+		}
+		f, ok := parseEvent(seqKey(p.seq), p.val)
+		if ok && len(f.dedupKey) > 0 && f.dedupExpires > now {
+			fn(string(f.dedupKey), time.Unix(0, f.dedupExpires))
+		}
+	}
+	return nil
+}
+
 var (
 	_ queue.Queue      = (*Queue)(nil)
 	_ queue.BatchTaker = (*Queue)(nil)
+	_ queue.KeyKeeper  = (*Queue)(nil)
 )

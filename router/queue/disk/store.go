@@ -33,6 +33,8 @@ type state struct {
 	cached  int64
 	maxSeq  uint64
 	dropped int // unreadable records removed (salvage only)
+	keys    int    // records in the keys bucket
+	maxKeyN uint64 // the highest number a key record carries
 	// salvage, when the file was salvaged, holds the attributes of the
 	// summary that Open logs once the log has been replayed.
 	salvage []any
@@ -279,6 +281,19 @@ func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
 					return err
 				}
 			}
+			if b := tx.Bucket(bucketKeys); b != nil {
+				c := b.Cursor()
+				for k, v := c.First(); k != nil; k, v = c.Next() {
+					if _, _, ok := decodeKey(k, v); !ok {
+						if err := problem(bucketKeys, k, "checksum or layout"); err != nil {
+							return err
+						}
+						continue
+					}
+					st.keys++
+					st.maxKeyN = max(st.maxKeyN, binary.BigEndian.Uint64(k[8:]))
+				}
+			}
 			return nil
 		})
 	})
@@ -332,7 +347,7 @@ func (q *Queue) salvage(cause error) (*state, error) {
 	return st, nil
 }
 
-// copyReadable copies the records of src's two buckets into dst, in chunks.
+// copyReadable copies the records of src's buckets into dst, in chunks.
 // When a page cannot be read, it skips the keys that lead to it (see
 // skipDamaged) and goes on with the next readable page, so that one bad
 // leaf costs only its own records, not every later record of its bucket.
@@ -361,7 +376,7 @@ func copyReadable(src string, dst *bolt.DB) (int, error) {
 	const chunk = 1024
 	var copied int
 	var errs []error
-	for _, name := range [][]byte{bucketEvents, bucketDeliveries, bucketWAL} {
+	for _, name := range [][]byte{bucketEvents, bucketDeliveries, bucketWAL, bucketKeys} {
 		// Read from `from` (inclusive) when set, else after `after`.
 		var from, after []byte
 		for {

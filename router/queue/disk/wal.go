@@ -182,12 +182,12 @@ func parseWALRecord(b []byte) (walRecord, int, bool) {
 	}
 	p = p[w:]
 	for range count {
-		var s string
+		var s []byte
 		var ok bool
-		if s, p, ok = readString(p); !ok || s == "" {
+		if s, p, ok = readBytes(p); !ok || len(s) == 0 {
 			return walRecord{}, 0, false
 		}
-		rec.to = append(rec.to, s)
+		rec.to = append(rec.to, string(s))
 	}
 	rec.val = p
 	return rec, walHeader + n, true
