@@ -32,7 +32,7 @@ type state struct {
 	used    int64
 	cached  int64
 	maxSeq  uint64
-	dropped int // unreadable records removed (salvage only)
+	dropped int    // unreadable records removed (salvage only)
 	keys    int    // records in the keys bucket
 	maxKeyN uint64 // the highest number a key record carries
 	// salvage, when the file was salvaged, holds the attributes of the
