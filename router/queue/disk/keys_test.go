@@ -1,8 +1,12 @@
 package disk
 
 import (
+	"bytes"
 	"encoding/binary"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -209,5 +213,51 @@ func TestEventRecordV1(t *testing.T) {
 	b[len(b)-1] ^= 1
 	if _, err := decodeEvent(key, b, true); err == nil {
 		t.Fatal("a flipped byte was not detected")
+	}
+}
+
+// TestKeyRecordDamaged flips a byte of one kept key in the file: Open
+// salvages (the file moved aside, an ERROR logged), the damaged key is
+// dropped and the others are kept.
+func TestKeyRecordDamaged(t *testing.T) {
+	dir := t.TempDir()
+	q, err := Open(dir, 1<<30, nil, KeepKeys(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour)
+	for _, id := range []string{"one", "two-damaged", "three"} {
+		put(t, q, keyed(id, exp), "a")
+		if err := q.Done(take(t, q, "a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, FileName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte("two-damaged"))
+	if i < 0 || bytes.Count(b, []byte("two-damaged")) != 1 {
+		t.Fatalf("key found %d times in the file", bytes.Count(b, []byte("two-damaged")))
+	}
+	b[i] ^= 0x20
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs logBuf
+	q, err = Open(dir, 1<<30, logs.logger(), KeepKeys(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if got, want := keysOf(t, q), []string{"platform\x00one", "platform\x00three"}; !slices.Equal(got, want) {
+		t.Fatalf("Keys = %q, want %q", got, want)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "records_dropped=1") {
+		t.Fatalf("salvage not logged as such:\n%s", logs.String())
 	}
 }
