@@ -988,7 +988,7 @@ func writePuts(tx *bolt.Tx, puts []walPut, gone map[uint64]bool, ks *keySaver) e
 	eb.FillPercent, db.FillPercent = 0.9, 0.9
 	for _, p := range puts {
 		if gone[p.seq] {
-			if err := ks.keepEvent(p.seq, p.val); err != nil {
+			if err := ks.keepEvent(seqKey(p.seq), p.val); err != nil {
 				return err
 			}
 			continue
@@ -1026,7 +1026,7 @@ func writeUpdates(tx *bolt.Tx, updates []update, gone map[uint64]bool, ks *keySa
 			if err == nil && u.last {
 				ek := seqKey(u.seq)
 				if v := eb.Get(ek); v != nil {
-					err = ks.keepEvent(u.seq, v)
+					err = ks.keepEvent(ek, v)
 				}
 				if err == nil {
 					err = eb.Delete(ek)
@@ -1066,12 +1066,13 @@ func (ks *keySaver) open(tx *bolt.Tx) error {
 	return nil
 }
 
-// keepEvent keeps the dedup key of the event record v, if it has one.
-func (ks *keySaver) keepEvent(seq uint64, v []byte) error {
+// keepEvent keeps the dedup key of the event record v under key k, if it
+// has one.
+func (ks *keySaver) keepEvent(k, v []byte) error {
 	if ks.b == nil {
 		return nil
 	}
-	f, ok := parseEvent(seqKey(seq), v)
+	f, ok := parseEvent(k, v)
 	if !ok || len(f.dedupKey) == 0 {
 		// A record that fails its check now was damaged since Open; its
 		// key is lost, not its delivery (made already).
@@ -1084,8 +1085,10 @@ func (ks *keySaver) keep(key []byte, expires int64) error {
 	if ks.b == nil || expires <= ks.now {
 		return nil
 	}
-	k := keyKey(expires, ks.q.keyN.Add(1))
-	if err := ks.b.Put(k, encodeKey(k, string(key))); err != nil {
+	// Key and value share one allocation (bbolt keeps both until commit).
+	buf := make([]byte, 16, 16+5+len(key))
+	k := putKeyKey(buf, expires, ks.q.keyN.Add(1))
+	if err := ks.b.Put(k, appendKeyValue(buf[16:16:cap(buf)], k, key)); err != nil {
 		return err
 	}
 	ks.count++

@@ -159,18 +159,25 @@ func readBytes(p []byte) ([]byte, []byte, bool) {
 
 // keyKey is a keys-bucket key: expiry first, so that the oldest keys are
 // first (pruned first, handed back first), then a number that makes it unique.
-func keyKey(expires int64, n uint64) []byte {
-	k := make([]byte, 16)
-	binary.BigEndian.PutUint64(k, uint64(expires))
-	binary.BigEndian.PutUint64(k[8:], n)
-	return k
+func keyKey(expires int64, n uint64) []byte { return putKeyKey(make([]byte, 16), expires, n) }
+
+// putKeyKey writes a keys-bucket key into the first 16 bytes of b.
+func putKeyKey(b []byte, expires int64, n uint64) []byte {
+	binary.BigEndian.PutUint64(b, uint64(expires))
+	binary.BigEndian.PutUint64(b[8:], n)
+	return b[:16]
 }
 
 func encodeKey(k []byte, dedupKey string) []byte {
-	b := make([]byte, 4, 5+len(dedupKey))
-	b = append(b, recordVersion)
+	return appendKeyValue(make([]byte, 0, 5+len(dedupKey)), k, []byte(dedupKey))
+}
+
+// appendKeyValue appends the keys-bucket value of dedupKey under k to b.
+func appendKeyValue(b, k, dedupKey []byte) []byte {
+	start := len(b)
+	b = append(b, 0, 0, 0, 0, recordVersion)
 	b = append(b, dedupKey...)
-	binary.BigEndian.PutUint32(b, checksum(k, b[4:]))
+	binary.BigEndian.PutUint32(b[start:], checksum(k, b[start+4:]))
 	return b
 }
 
