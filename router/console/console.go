@@ -34,6 +34,7 @@ import (
 	"github.com/hookrouter/hookrouter/router/admin"
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/dryrun"
+	"github.com/hookrouter/hookrouter/router/journal"
 	"github.com/hookrouter/hookrouter/router/rules"
 )
 
@@ -57,6 +58,12 @@ type Backend interface {
 	// Test is `hookrouter test` with the config in force: no network, no
 	// writes.
 	Test(source string, h rules.Headers, body []byte) (*dryrun.Report, error)
+	// Journal is the router's journal, nil when journal.enabled is false.
+	Journal() *journal.Journal
+	// ReplayEvent re-queues a journaled event to sink, or to all its
+	// sinks when sink is "", as POST /-/events/{id}/replay does. It
+	// returns the sinks it re-queued to and those it left alone, with why.
+	ReplayEvent(ctx context.Context, id, sink string) (requeued []string, skipped map[string]string, err error)
 }
 
 // Options configure a Console.
@@ -147,6 +154,11 @@ func (c *Console) Routes() []admin.Route {
 	assets, _ := fs.Sub(assetFS, "assets")
 	return []admin.Route{
 		{Pattern: "GET /{$}", Access: op, Handler: h(c.overview)},
+		{Pattern: "GET /events", Access: op, Handler: h(c.events)},
+		{Pattern: "GET /events/{id}", Access: op, Handler: h(c.event)},
+		{Pattern: "POST /events/{id}/replay", Access: op, Handler: h(c.replayEvent)},
+		{Pattern: "GET /dead-letters", Access: op, Handler: h(c.deadLetters)},
+		{Pattern: "POST /dead-letters/replay", Access: op, Handler: h(c.replayDeadLetters)},
 		{Pattern: "GET /rules", Access: op, Handler: h(c.rules)},
 		{Pattern: "POST /rules/test", Access: op, Handler: h(c.ruleTest)},
 		{Pattern: "GET /login", Access: pub, Handler: h(c.loginForm)},
