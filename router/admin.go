@@ -43,9 +43,12 @@ func (r *Router) adminGuard() *admin.Guard {
 	return admin.NewGuard(func() string { return r.rt.Load().File.Admin.Token })
 }
 
-// adminHandler builds the admin listener's handler from the route table.
+// adminHandler builds the admin listener's handler from the route table
+// and the console's routes (package console); a browser refused a console
+// page is sent to the console's login form.
 func (r *Router) adminHandler() (http.Handler, error) {
-	return admin.Handler(r.adminRoutes(), r.adminGuard(), admin.Options{})
+	routes := append(r.adminRoutes(), r.console.Routes()...)
+	return admin.Handler(routes, r.adminGuard(), admin.Options{Unauthorized: http.HandlerFunc(r.console.Unauthorized)})
 }
 
 // adminServer is the admin listener's server. It has no WriteTimeout: a

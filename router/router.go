@@ -18,6 +18,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/hookrouter/hookrouter/router/config"
+	"github.com/hookrouter/hookrouter/router/console"
 	"github.com/hookrouter/hookrouter/router/dedup"
 	"github.com/hookrouter/hookrouter/router/dispatch"
 	"github.com/hookrouter/hookrouter/router/metrics"
@@ -43,6 +44,9 @@ type Options struct {
 	// config sets: dedup.WithPrefix gives the Redis store a key prefix of
 	// its own. Like NatsOptions, for embedders and tests.
 	DedupOptions []dedup.Option
+	// ConsoleSampleEvery is how often the console samples the router for
+	// its overview's rates and bars (default 10s); tests shorten it.
+	ConsoleSampleEvery time.Duration
 }
 
 // Router is a running hookrouter: ingress, the runtime in force, the queue,
@@ -57,6 +61,7 @@ type Router struct {
 	dedup       dedup.Store
 	dispatcher  *dispatch.Dispatcher
 	deadLetters *dispatch.DeadLetters
+	console     *console.Console
 
 	// srvMu orders Serve and Shutdown, which run on different goroutines:
 	// a Shutdown that comes first makes Serve return at once.
@@ -115,6 +120,13 @@ func New(f *config.File, opts Options) (*Router, error) {
 	r.install(rt)
 	r.dispatcher = dispatch.New(r.queue, r.deadLetters, r.metrics, r.log)
 	r.dispatcher.Apply(rt.targets())
+	if r.console, err = r.newConsole(); err != nil {
+		r.dispatcher.Close(context.Background())
+		r.queue.Close()
+		r.dedup.Close()
+		r.deadLetters.Close()
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -288,6 +300,7 @@ func (r *Router) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	r.stopWatching()
+	r.console.Close()
 	if _, ok := r.queue.(queue.Drainer); ok {
 		r.drain(ctx)
 	}

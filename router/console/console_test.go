@@ -81,7 +81,7 @@ func TestLogin(t *testing.T) {
 	if !found {
 		t.Error("no session cookie after login")
 	}
-	for _, p := range []string{"/", "/rules"} {
+	for _, p := range []string{"/", "/events", "/dead-letters", "/rules"} {
 		do(t, tab, "open "+p, chromedp.Navigate(e.admin+p), chromedp.WaitVisible(css(`main h1`)))
 		if title := get(t, tab, "title", chromedp.Title()); !strings.HasSuffix(title, "· hookrouter") {
 			t.Errorf("%s: title %q", p, title)
