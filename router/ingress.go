@@ -10,6 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/hookrouter/hookrouter/router/dedup"
 	"github.com/hookrouter/hookrouter/router/queue"
 	"github.com/hookrouter/hookrouter/sinks"
 )
@@ -92,11 +93,29 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 	}
 	storeKey := src.name + "\x00" + key
 	ttl := time.Duration(src.ttl)
-	claimed, err := r.dedup.Claim(ctx, storeKey, ttl)
+	// The event id is also the request's claim token: unique per request,
+	// so a store call the client library repeats finds its own claim.
+	id := newEventID(start)
+	claimed, err := r.claim(storeKey, id)
 	if err != nil {
-		r.metrics.DedupStoreErrors.Inc()
-		r.storeLog.warn(r.log, "dedup", "dedup store failed; answering 503", "error", err)
-		r.unavailable(ctx, src, "dedup_error")
+		reason := "dedup_error"
+		switch {
+		case errors.Is(err, dedup.ErrInFlightFailed):
+			reason = "in_flight_failed"
+		case errors.Is(err, dedup.ErrCopyInFlight):
+			reason = "in_flight_timeout"
+		case errors.Is(err, context.DeadlineExceeded):
+			reason = "dedup_timeout"
+			r.metrics.DedupStoreErrors.Inc()
+			r.storeLog.warn(r.log, "dedup", "dedup store slower than dedup.timeout; answering 503", "timeout", r.dedupTimeout.String(), "error", err)
+		default:
+			r.metrics.DedupStoreErrors.Inc()
+			r.storeLog.warn(r.log, "dedup", "dedup store failed; answering 503", "error", err)
+		}
+		if reason == "dedup_timeout" || reason == "dedup_error" {
+			r.noteRefusal(reason)
+		}
+		r.unavailable(ctx, src, reason)
 		return
 	}
 	if !claimed {
@@ -121,7 +140,7 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 
 	if len(res.To) > 0 {
 		ev := &sinks.Event{
-			ID:         newEventID(start),
+			ID:         id,
 			Source:     src.name,
 			ReceivedAt: start,
 			Body:       append([]byte(nil), body...),
@@ -132,7 +151,7 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 		}
 		to := append([]string(nil), res.To...)
 		if err := r.queue.Put(context.Background(), ev, to); err != nil {
-			r.releaseKey(storeKey)
+			r.releaseKey(storeKey, id)
 			reason := "queue_full"
 			if errors.Is(err, queue.ErrClosed) {
 				reason = "shutting_down"
@@ -140,6 +159,7 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 				reason = "queue_error"
 				r.storeLog.warn(r.log, "queue", "enqueue failed; answering 503", "error", err)
 			}
+			r.noteRefusal(reason)
 			r.unavailable(ctx, src, reason)
 			return
 		}
@@ -151,24 +171,72 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 			}
 		}
 	}
-	if err := r.dedup.Commit(ctx, storeKey, ttl); err != nil {
+	c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
+	err = r.dedup.Commit(c, storeKey, id, ttl)
+	cancel()
+	if err != nil {
 		// The event is queued: answer 200. The key stays claimed until the
 		// store's claim timeout, so a retry is still recognised meanwhile.
 		r.metrics.DedupStoreErrors.Inc()
 		r.storeLog.warn(r.log, "dedup", "dedup commit failed", "error", err)
 	}
+	r.noteAccepted()
 	r.processed.Add(1)
 	src.m.accepted.Inc()
 	src.m.latency.Observe(time.Since(start).Seconds())
 	ok(ctx)
 }
 
-func (r *Router) releaseKey(key string) {
+// claim claims key for the request whose token is given, bounded by
+// dedup.timeout. A claim that failed or timed out may still be applied by
+// the store later (Redis runs a command it had read before it stalled), so
+// it is released in the background, answering at once: the sender's retry
+// must find the key free, not claimed by a request that already answered.
+func (r *Router) claim(key, token string) (bool, error) {
+	c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
+	claimed, err := r.dedup.Claim(c, key, token)
+	cancel()
+	if err != nil && !errors.Is(err, dedup.ErrInFlightFailed) && !errors.Is(err, dedup.ErrCopyInFlight) {
+		r.releaseLater(key, token)
+	}
+	return claimed, err
+}
+
+// releaseGiveUp bounds releaseLater: the store drops an unreleased claim
+// after its claim timeout anyway.
+const releaseGiveUp = dedup.DefaultClaimTimeout
+
+// releaseLater releases token's claim on key in the background, trying again
+// until the store answers, the claim has expired anyway, or shutdown. A
+// release sent after the store answers again is applied after the stalled
+// claim it undoes.
+func (r *Router) releaseLater(key, token string) {
+	r.bg.Go(func() {
+		giveUp := time.Now().Add(releaseGiveUp)
+		delay := 50 * time.Millisecond
+		for {
+			c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
+			err := r.dedup.Release(c, key, token)
+			cancel()
+			if err == nil || errors.Is(err, dedup.ErrClosed) || time.Now().After(giveUp) {
+				return
+			}
+			select {
+			case <-r.quit:
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, time.Second)
+		}
+	})
+}
+
+func (r *Router) releaseKey(key, token string) {
 	// Release with a fresh context: the request's may be done, and a key left
-	// claimed would make the sender's retry look like a duplicate.
-	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// claimed would make the sender's retry wait for a request that is gone.
+	c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
 	defer cancel()
-	if err := r.dedup.Release(c, key); err != nil {
+	if err := r.dedup.Release(c, key, token); err != nil {
 		r.metrics.DedupStoreErrors.Inc()
 		r.storeLog.warn(r.log, "dedup", "dedup release failed", "error", err)
 	}

@@ -48,11 +48,11 @@ func (r *Router) reclaimQueuedKeys(rt *Runtime) error {
 		if remaining <= 0 {
 			return nil
 		}
-		if _, err := r.dedup.Claim(ctx, storeKey, remaining); err != nil {
+		if _, err := r.dedup.Claim(ctx, storeKey, ev.ID); err != nil {
 			errs = append(errs, err)
 			return nil
 		}
-		if err := r.dedup.Commit(ctx, storeKey, remaining); err != nil {
+		if err := r.dedup.Commit(ctx, storeKey, ev.ID, remaining); err != nil {
 			errs = append(errs, err)
 		}
 		return nil

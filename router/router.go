@@ -41,8 +41,7 @@ type Options struct {
 	// and for tests (a stream of their own, a short AckWait).
 	NatsOptions []natsq.Option
 	// DedupOptions are passed to the dedup store after the options the
-	// config sets: dedup.WithPrefix gives the Redis store a key prefix of
-	// its own. Like NatsOptions, for embedders and tests.
+	// config sets (dedup.redis_prefix), for embedders and tests.
 	DedupOptions []dedup.Option
 	// ConsoleSampleEvery is how often the console samples the router for
 	// its overview's rates and bars (default 10s); tests shorten it.
@@ -56,9 +55,16 @@ type Router struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 
-	rt          atomic.Pointer[Runtime]
-	queue       queue.Queue
-	dedup       dedup.Store
+	rt    atomic.Pointer[Runtime]
+	queue queue.Queue
+	dedup dedup.Store
+	// dedupTimeout bounds each dedup call of a request (dedup.timeout).
+	dedupTimeout time.Duration
+	// bg runs the background releases of claims (releaseLater); quit stops
+	// them at shutdown, before the store closes.
+	bg          sync.WaitGroup
+	quit        chan struct{}
+	quitOnce    sync.Once
 	dispatcher  *dispatch.Dispatcher
 	deadLetters *dispatch.DeadLetters
 	console     *console.Console
@@ -72,10 +78,12 @@ type Router struct {
 	stopped   bool
 	// fresh holds the connections that have not sent a byte yet, which
 	// fasthttp's shutdown waits for (it counts them idle only after 5s).
-	freshMu   sync.Mutex
-	fresh     map[net.Conn]struct{}
-	freshN    atomic.Int64 // len(fresh), read without the lock
-	draining  atomic.Bool
+	freshMu  sync.Mutex
+	fresh    map[net.Conn]struct{}
+	freshN   atomic.Int64 // len(fresh), read without the lock
+	draining atomic.Bool
+	// refused is the last refusal of an event since one was accepted.
+	refused   atomic.Pointer[refusal]
 	processed atomic.Int64
 	startedAt time.Time
 
@@ -92,7 +100,7 @@ func New(f *config.File, opts Options) (*Router, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	r := &Router{opts: opts, log: opts.Log, metrics: metrics.New(), startedAt: time.Now()}
+	r := &Router{opts: opts, log: opts.Log, metrics: metrics.New(), startedAt: time.Now(), quit: make(chan struct{})}
 	rt, problems := Build(f, nil, r.log, opts.Version)
 	if problems != nil {
 		return nil, problems
@@ -104,6 +112,7 @@ func New(f *config.File, opts Options) (*Router, error) {
 	if r.deadLetters, err = dispatch.OpenDeadLetters(filepath.Join(f.DataDir, "dead-letter.jsonl")); err != nil {
 		return nil, err
 	}
+	r.dedupTimeout = f.Dedup.Timeout.Std()
 	if r.dedup, err = openDedup(f, opts.DedupOptions); err != nil {
 		r.deadLetters.Close()
 		return nil, err
@@ -137,6 +146,7 @@ const storeCheckTimeout = 5 * time.Second
 func openDedup(f *config.File, opts []dedup.Option) (dedup.Store, error) {
 	switch f.Dedup.Store {
 	case "redis":
+		opts = append([]dedup.Option{dedup.WithPrefix(f.Dedup.RedisPrefix)}, opts...)
 		s, err := dedup.NewRedis(f.Dedup.RedisURL, opts...)
 		if err != nil {
 			return nil, err
@@ -316,6 +326,8 @@ func (r *Router) Shutdown(ctx context.Context) error {
 		admin.Close()
 	}
 	errs = append(errs, r.dispatcher.Close(ctx))
+	r.quitOnce.Do(func() { close(r.quit) })
+	r.bg.Wait()
 	errs = append(errs, r.queue.Close(), r.dedup.Close(), r.deadLetters.Close())
 	return errors.Join(errs...)
 }

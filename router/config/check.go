@@ -24,6 +24,8 @@ const (
 	defaultQueueBytes    = Size(1 << 30)
 	defaultMaxBodyBytes  = Size(1 << 20)
 	defaultDedupTTL      = Duration(24 * time.Hour)
+	defaultDedupTimeout  = Duration(2 * time.Second)
+	defaultRedisPrefix   = "hookrouter:dedup:"
 	defaultMaxAttempts   = 8
 	defaultInitBackoff   = Duration(500 * time.Millisecond)
 	defaultMaxBackoff    = Duration(time.Minute)
@@ -208,6 +210,10 @@ func (d *decoder) checkDedup() {
 	if d.oneOf("dedup.store", dd.Store, "dedup store", "memory", "redis") && dd.Store == "redis" &&
 		d.required("dedup.redis_url", dd.RedisURL, "required: dedup.store redis needs a redis_url, such as redis://127.0.0.1:6379/0") {
 		d.serviceURL("dedup.redis_url", dd.RedisURL, "redis", "rediss", "unix")
+	}
+	defaultValue(&dd.Timeout, defaultDedupTimeout)
+	if !d.set["dedup.redis_prefix"] {
+		dd.RedisPrefix = defaultRedisPrefix
 	}
 	if !d.set["dedup.max_keys"] {
 		dd.MaxKeys = defaultMaxKeys

@@ -158,7 +158,7 @@ func TestFull(t *testing.T) {
 				Dedup: SourceDedup{TTL: Duration(24 * time.Hour)},
 			},
 		},
-		Dedup: Dedup{Store: "redis", MaxKeys: 5000, RedisURL: "redis://127.0.0.1:6379/2"},
+		Dedup: Dedup{Store: "redis", MaxKeys: 5000, Timeout: Duration(2 * time.Second), RedisURL: "redis://127.0.0.1:6379/2", RedisPrefix: "hookrouter:dedup:"},
 		Queue: Queue{Backend: "nats", MaxBytes: 256 << 20, NATS: natsq.Config{URL: "nats://127.0.0.1:4222"}},
 		Sinks: map[string]*Sink{
 			"crm":        crm,
@@ -272,7 +272,7 @@ func TestSpecExample(t *testing.T) {
 		t.Errorf("got %d sources, %d sinks, %d rules; want 1, 3, 5", len(f.Sources), len(f.Sinks), len(f.Rules))
 	}
 	_, err = Parse("spec-example.yaml", data, testEnv(map[string]string{"WEBHOOK_SECRET_KEY": "x"}))
-	want := `spec-example.yaml:38:5: sinks.support.webhook_url: required: the Slack incoming-webhook URL (it is "${SLACK_WEBHOOK_URL:-}", which is empty in this environment)`
+	want := `spec-example.yaml:40:5: sinks.support.webhook_url: required: the Slack incoming-webhook URL (it is "${SLACK_WEBHOOK_URL:-}", which is empty in this environment)`
 	if err == nil || err.Error() != want {
 		t.Errorf("without SLACK_WEBHOOK_URL: got %v, want %s", err, want)
 	}
@@ -317,7 +317,7 @@ func TestDefaults(t *testing.T) {
 		{"listen", f.Listen, ":3000"},
 		{"admin_listen", f.AdminListen, "127.0.0.1:3001"},
 		{"data_dir", f.DataDir, "./data"},
-		{"dedup", f.Dedup, Dedup{Store: "memory", MaxKeys: 1_000_000}},
+		{"dedup", f.Dedup, Dedup{Store: "memory", MaxKeys: 1_000_000, Timeout: Duration(2 * time.Second), RedisPrefix: "hookrouter:dedup:"}},
 		{"queue", f.Queue, Queue{Backend: "disk", MaxBytes: 1 << 30}},
 		{"log", f.Log, Log{Level: "info", Format: "json"}},
 		{"max_body_bytes", f.Sources[0].MaxBodyBytes, Size(1 << 20)},

@@ -61,9 +61,16 @@ type SourceDedup struct {
 
 // Dedup selects the store that remembers dedup keys.
 type Dedup struct {
-	Store    string `yaml:"store"` // memory | redis
-	MaxKeys  int    `yaml:"max_keys"`
-	RedisURL string `yaml:"redis_url"`
+	Store   string `yaml:"store"` // memory | redis
+	MaxKeys int    `yaml:"max_keys"`
+	// Timeout bounds every call of the ingress path to the store, waiting
+	// for a copy in flight included; beyond it the request is answered 503
+	// with Retry-After. Default 2s.
+	Timeout  Duration `yaml:"timeout"`
+	RedisURL string   `yaml:"redis_url"`
+	// RedisPrefix is prepended to every key the Redis store writes, so that
+	// several deployments can share one Redis. Default "hookrouter:dedup:".
+	RedisPrefix string `yaml:"redis_prefix"`
 }
 
 // Queue selects where accepted events wait for delivery. The settings of one

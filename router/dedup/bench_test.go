@@ -32,11 +32,11 @@ func BenchmarkMemoryClaimCommit(b *testing.B) {
 		b.ReportAllocs()
 		cpu := startCPU(b)
 		for i := range b.N {
-			ok, err := m.Claim(ctx, keys[i], time.Hour)
+			ok, err := m.Claim(ctx, keys[i], "t")
 			if err != nil || !ok {
 				b.Fatalf("Claim = %v, %v", ok, err)
 			}
-			if err := m.Commit(ctx, keys[i], time.Hour); err != nil {
+			if err := m.Commit(ctx, keys[i], "t", time.Hour); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -60,12 +60,12 @@ func BenchmarkMemoryClaimCommit(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					k := keys[next.Add(1)-1]
-					ok, err := m.Claim(ctx, k, time.Hour)
+					ok, err := m.Claim(ctx, k, "t")
 					if err != nil || !ok {
 						b.Errorf("Claim = %v, %v", ok, err)
 						return
 					}
-					if err := m.Commit(ctx, k, time.Hour); err != nil {
+					if err := m.Commit(ctx, k, "t", time.Hour); err != nil {
 						b.Error(err)
 						return
 					}
@@ -102,12 +102,12 @@ func BenchmarkMemoryClaimCommit(b *testing.B) {
 					time.Sleep(time.Until(due))
 					due = due.Add(period)
 					start := time.Now()
-					ok, err := m.Claim(ctx, keys[i], time.Hour)
+					ok, err := m.Claim(ctx, keys[i], "t")
 					if err != nil || !ok {
 						b.Errorf("Claim = %v, %v", ok, err)
 						return
 					}
-					if err := m.Commit(ctx, keys[i], time.Hour); err != nil {
+					if err := m.Commit(ctx, keys[i], "t", time.Hour); err != nil {
 						b.Error(err)
 						return
 					}
@@ -124,17 +124,17 @@ func BenchmarkMemoryClaimCommit(b *testing.B) {
 	b.Run("duplicate", func(b *testing.B) {
 		m := newTestMemory(b, 1024)
 		ctx := b.Context()
-		if _, err := m.Claim(ctx, "dup", time.Hour); err != nil {
+		if _, err := m.Claim(ctx, "dup", "t"); err != nil {
 			b.Fatal(err)
 		}
-		if err := m.Commit(ctx, "dup", time.Hour); err != nil {
+		if err := m.Commit(ctx, "dup", "t", time.Hour); err != nil {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if ok, _ := m.Claim(ctx, "dup", time.Hour); ok {
+				if ok, _ := m.Claim(ctx, "dup", "t"); ok {
 					b.Error("duplicate claimed")
 					return
 				}
@@ -153,12 +153,12 @@ func BenchmarkRedisClaimCommit(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			k := keys[next.Add(1)-1]
-			ok, err := r.Claim(ctx, k, time.Hour)
+			ok, err := r.Claim(ctx, k, "t")
 			if err != nil || !ok {
 				b.Errorf("Claim = %v, %v", ok, err)
 				return
 			}
-			if err := r.Commit(ctx, k, time.Hour); err != nil {
+			if err := r.Commit(ctx, k, "t", time.Hour); err != nil {
 				b.Error(err)
 				return
 			}

@@ -28,11 +28,11 @@ func TestMemoryHeapMillionKeys(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < n; i += workers {
-				if ok, err := m.Claim(t.Context(), keys[i], 24*time.Hour); err != nil || !ok {
+				if ok, err := m.Claim(t.Context(), keys[i], "t"); err != nil || !ok {
 					t.Errorf("Claim = %v, %v", ok, err)
 					return
 				}
-				if err := m.Commit(t.Context(), keys[i], 24*time.Hour); err != nil {
+				if err := m.Commit(t.Context(), keys[i], "t", 24*time.Hour); err != nil {
 					t.Error(err)
 					return
 				}

@@ -73,6 +73,10 @@ type Memory struct {
 	keyHash   func(string) uint64
 	claimTTL  int64 // nanoseconds
 	overflowN int64
+	// now is the store's clock (unix nanoseconds): time.Now unless a test
+	// gives it another with WithClock. Ristretto keeps its own wall-clock
+	// TTLs; the store's clock decides for the in-flight set.
+	now func() int64
 
 	// closed is read under a shard lock by every operation before it touches
 	// ristretto, and Close sets it, then takes each shard lock once, before it
@@ -140,6 +144,9 @@ type shard struct {
 	// lot since a burst.
 	highWater int
 	nextSweep int64
+	// waiters holds, for a claimed key that another copy is waiting on, what
+	// the claim's owner does with it (nil until a copy first waits).
+	waiters map[keyID]*waiter
 	// key is where Claim spells a keyID for ristretto, under mu.
 	key idBytes
 	// The padding keeps two shards' hot fields off one cache line whatever
@@ -165,6 +172,13 @@ const (
 	// overflowed: committed, and ristretto would not hold it.
 	overflowed
 )
+
+// waiter is the outcome of a claim that copies of its key wait for: done is
+// closed when the claim's owner commits (committed) or releases it.
+type waiter struct {
+	done      chan struct{}
+	committed bool
+}
 
 // commitRec is one Commit waiting for the verifier.
 type commitRec struct {
@@ -207,6 +221,9 @@ func NewMemory(maxKeys int, opts ...Option) (*Memory, error) {
 		return nil, fmt.Errorf("dedup max_keys must be positive, got %d", maxKeys)
 	}
 	o := buildOptions(opts)
+	if o.clock == nil {
+		o.clock = func() int64 { return time.Now().UnixNano() }
+	}
 	if o.keyHash == nil {
 		// maphash (AES-based where the CPU has it) hashes a ~40-byte key
 		// in about a third of xxhash's time; its seed, unlike m.seed, makes
@@ -215,6 +232,7 @@ func NewMemory(maxKeys int, opts ...Option) (*Memory, error) {
 		o.keyHash = func(k string) uint64 { return maphash.String(seed, k) }
 	}
 	m := &Memory{
+		now:      o.clock,
 		seed:     maphash.MakeSeed(),
 		keyHash:  o.keyHash,
 		claimTTL: int64(o.claimTimeout),
@@ -299,48 +317,132 @@ func (m *Memory) onEvict(it *ristretto.Item[struct{}]) {
 	}
 }
 
-// Claim implements Store.
-func (m *Memory) Claim(_ context.Context, key string, _ time.Duration) (bool, error) {
+// Claim implements Store. The memory store makes no call that a client
+// could retry, so the token only has to be unique; a copy of a key in flight
+// waits on the claim's waiter, or until the claim expires.
+func (m *Memory) Claim(ctx context.Context, key, _ string) (bool, error) {
 	id := m.id(key)
 	s := m.shard(id)
-	now := time.Now().UnixNano()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if m.closed.Load() {
-		return false, ErrClosed
-	}
-	if e, ok := s.m[id]; ok {
-		if now < e.until {
+	for {
+		now := m.now()
+		s.mu.Lock()
+		if m.closed.Load() {
+			s.mu.Unlock()
+			return false, ErrClosed
+		}
+		e, ok := s.m[id]
+		if ok && now >= e.until {
+			m.remove(s, id, e)
+			ok = false
+		}
+		if ok && e.state != claimed {
+			s.mu.Unlock()
 			return false, nil
 		}
-		m.remove(s, id, e)
+		if !ok {
+			// Checked after the in-flight set and under the shard lock: the
+			// verifier removes a committed key from the set under this
+			// lock, and only once ristretto holds it.
+			if m.held(id, &s.key) {
+				s.mu.Unlock()
+				return false, nil
+			}
+			s.m[id] = entry{until: now + m.claimTTL}
+			s.highWater = max(s.highWater, len(s.m))
+			m.maybeSweep(s, now)
+			s.mu.Unlock()
+			return true, nil
+		}
+		// Another request holds the claim: wait for its outcome.
+		w := s.waiters[id]
+		if w == nil {
+			if s.waiters == nil {
+				s.waiters = map[keyID]*waiter{}
+			}
+			w = &waiter{done: make(chan struct{})}
+			s.waiters[id] = w
+		}
+		left := time.Duration(e.until - now)
+		s.mu.Unlock()
+		committed, err := m.wait(ctx, w, left)
+		if err != nil {
+			return false, err
+		}
+		if w.isDone() {
+			if committed {
+				return false, nil
+			}
+			return false, ErrInFlightFailed
+		}
+		// The claim expired unanswered: its owner is gone; look again.
 	}
-	// Checked after the in-flight set and under the shard lock: the verifier
-	// removes a committed key from the set under this lock, and only once
-	// ristretto holds it.
-	if m.held(id, &s.key) {
+}
+
+// wait blocks until w is done, ctx is done, or left has passed on the
+// wall clock (a claim's remaining life). It reports w's outcome.
+func (m *Memory) wait(ctx context.Context, w *waiter, left time.Duration) (committed bool, err error) {
+	t := time.NewTimer(max(left, time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-w.done:
+		return w.committed, nil
+	case <-ctx.Done():
+		return false, fmt.Errorf("%w: %w", ErrCopyInFlight, ctx.Err())
+	case <-t.C:
 		return false, nil
+	case <-m.stop:
+		return false, ErrClosed
 	}
-	s.m[id] = entry{until: now + m.claimTTL}
-	s.highWater = max(s.highWater, len(s.m))
-	m.maybeSweep(s, now)
-	return true, nil
+}
+
+func (w *waiter) isDone() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// settle tells the copies waiting on id's claim what became of it; s.mu
+// must be held.
+func (s *shard) settle(id keyID, committed bool) {
+	if w := s.waiters[id]; w != nil {
+		w.committed = committed
+		close(w.done)
+		delete(s.waiters, id)
+	}
 }
 
 // Commit implements Store. The key is a duplicate for every Claim that starts
 // after Commit returns: it stays in the in-flight set until the verifier has
 // seen ristretto hold it.
-func (m *Memory) Commit(_ context.Context, key string, ttl time.Duration) error {
+func (m *Memory) Commit(ctx context.Context, key, _ string, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errTTL
 	}
-	id := m.id(key)
-	s := m.shard(id)
-	now := time.Now().UnixNano()
+	now := m.now()
 	until := now + int64(ttl)
 	if until < now {
 		until = math.MaxInt64
 	}
+	return m.commit(ctx, m.id(key), now, until)
+}
+
+// Seed remembers key until expires, as a committed key, without a claim: the
+// router seeds the store at start with the keys a durable queue kept across
+// the restart. An expired key is ignored.
+func (m *Memory) Seed(key string, expires time.Time) {
+	now := m.now()
+	if until := expires.UnixNano(); until > now {
+		_ = m.commit(context.Background(), m.id(key), now, until)
+	}
+}
+
+// commit marks id committed until the given time and queues it for the
+// verifier.
+func (m *Memory) commit(ctx context.Context, id keyID, now, until int64) error {
+	s := m.shard(id)
 	s.mu.Lock()
 	if m.closed.Load() {
 		s.mu.Unlock()
@@ -355,6 +457,7 @@ func (m *Memory) Commit(_ context.Context, key string, ttl time.Duration) error 
 		s.unverified++
 	}
 	s.m[id] = entry{until: until, state: committed}
+	s.settle(id, true)
 	s.highWater = max(s.highWater, len(s.m))
 	s.queue = append(s.queue, commitRec{id: id, until: until})
 	var taken chan struct{}
@@ -374,16 +477,19 @@ func (m *Memory) Commit(_ context.Context, key string, ttl time.Duration) error 
 		}
 	}
 	if taken != nil {
+		// The key is committed already; this only holds the caller back
+		// while the verifier is far behind, and never past its deadline.
 		select {
 		case <-taken:
 		case <-m.stop:
+		case <-ctx.Done():
 		}
 	}
 	return nil
 }
 
 // Release implements Store. A committed key is not released.
-func (m *Memory) Release(_ context.Context, key string) error {
+func (m *Memory) Release(_ context.Context, key, _ string) error {
 	id := m.id(key)
 	s := m.shard(id)
 	s.mu.Lock()
@@ -393,6 +499,7 @@ func (m *Memory) Release(_ context.Context, key string) error {
 	}
 	if e, ok := s.m[id]; ok && e.state == claimed {
 		m.remove(s, id, e)
+		s.settle(id, false)
 	}
 	return nil
 }
@@ -418,6 +525,12 @@ func (m *Memory) maybeSweep(s *shard, now int64) {
 	for id, e := range s.m {
 		if now >= e.until {
 			m.remove(s, id, e)
+		}
+	}
+	// A waiter whose claim is gone was left by copies that gave up.
+	for id := range s.waiters {
+		if e, ok := s.m[id]; !ok || e.state != claimed {
+			delete(s.waiters, id)
 		}
 	}
 	s.shrink()
@@ -513,7 +626,7 @@ func (m *Memory) round(v *verifier) {
 	}
 
 	losses := m.rejected.Load() + m.evicted.Load()
-	now := time.Now().UnixNano()
+	now := m.now()
 	v.visible = v.visible[:0]
 	for i := range v.batch {
 		r := &v.batch[i]
@@ -554,7 +667,7 @@ func (m *Memory) round(v *verifier) {
 		}
 	}
 
-	now = time.Now().UnixNano()
+	now = m.now()
 	var s *shard
 	for i := range v.batch {
 		r := &v.batch[i]
@@ -665,6 +778,7 @@ func (m *Memory) Close() error {
 			s := &m.shards[i]
 			s.mu.Lock()
 			s.m, s.queue, s.unverified, s.highWater = map[keyID]entry{}, nil, 0, 0
+			s.waiters = nil // their copies see m.stop
 			s.mu.Unlock()
 		}
 		m.overflow.Store(0)

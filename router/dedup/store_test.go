@@ -79,7 +79,7 @@ func newTestRedis(t testing.TB, opts ...Option) *Redis {
 
 func mustClaim(t *testing.T, s Store, key string, want bool) {
 	t.Helper()
-	got, err := s.Claim(t.Context(), key, time.Hour)
+	got, err := s.Claim(t.Context(), key, "t")
 	if err != nil {
 		t.Fatalf("Claim(%q): %v", key, err)
 	}
@@ -88,9 +88,16 @@ func mustClaim(t *testing.T, s Store, key string, want bool) {
 	}
 }
 
+func mustCommitTok(t *testing.T, s Store, key, token string, ttl time.Duration) {
+	t.Helper()
+	if err := s.Commit(t.Context(), key, token, ttl); err != nil {
+		t.Fatalf("Commit(%q): %v", key, err)
+	}
+}
+
 func mustCommit(t *testing.T, s Store, key string, ttl time.Duration) {
 	t.Helper()
-	if err := s.Commit(t.Context(), key, ttl); err != nil {
+	if err := s.Commit(t.Context(), key, "t", ttl); err != nil {
 		t.Fatalf("Commit(%q): %v", key, err)
 	}
 }
@@ -100,26 +107,135 @@ func TestSameKeyConcurrentClaims(t *testing.T) {
 		t.Run(kind.name, func(t *testing.T) {
 			s := kind.open(t)
 			const n = 40
-			var wins atomic.Int32
+			var wins, dups atomic.Int32
 			start := make(chan struct{})
 			var wg sync.WaitGroup
-			for range n {
+			for i := range n {
 				wg.Go(func() {
 					<-start
-					ok, err := s.Claim(t.Context(), "evt_same", time.Hour)
+					ok, err := s.Claim(t.Context(), "evt_same", "req-"+strconv.Itoa(i))
 					if err != nil {
 						t.Errorf("Claim: %v", err)
+						return
 					}
-					if ok {
-						wins.Add(1)
+					if !ok {
+						dups.Add(1)
+						return
+					}
+					wins.Add(1)
+					// The copies wait for this outcome.
+					if err := s.Commit(t.Context(), "evt_same", "req-"+strconv.Itoa(i), time.Hour); err != nil {
+						t.Errorf("Commit: %v", err)
 					}
 				})
 			}
 			close(start)
 			wg.Wait()
-			if got := wins.Load(); got != 1 {
-				t.Fatalf("%d of %d concurrent claims won, want exactly 1", got, n)
+			if got := wins.Load(); got != 1 || dups.Load() != n-1 {
+				t.Fatalf("%d of %d concurrent claims won and %d saw a duplicate, want exactly 1 and %d", got, n, dups.Load(), n-1)
 			}
+		})
+	}
+}
+
+// TestClaimWaitsForCopyInFlight: a copy of a key another request holds waits
+// for that request's outcome, and answers within its own deadline.
+func TestClaimWaitsForCopyInFlight(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			cases := []struct {
+				name    string
+				outcome func(t *testing.T, s Store)
+				want    func(ok bool, err error) bool
+			}{
+				{"commit: duplicate", func(t *testing.T, s Store) { mustCommitTok(t, s, "k", "first", time.Hour) },
+					func(ok bool, err error) bool { return !ok && err == nil }},
+				{"release: in flight failed", func(t *testing.T, s Store) {
+					if err := s.Release(t.Context(), "k", "first"); err != nil {
+						t.Fatal(err)
+					}
+				}, func(ok bool, err error) bool { return !ok && errors.Is(err, ErrInFlightFailed) }},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					s := kind.open(t)
+					if ok, err := s.Claim(t.Context(), "k", "first"); err != nil || !ok {
+						t.Fatalf("first Claim = %v, %v", ok, err)
+					}
+					type result struct {
+						ok  bool
+						err error
+					}
+					got := make(chan result, 1)
+					go func() {
+						ok, err := s.Claim(t.Context(), "k", "second")
+						got <- result{ok, err}
+					}()
+					// The copy is waiting (it has not answered) ...
+					select {
+					case r := <-got:
+						t.Fatalf("copy answered %v, %v before the first request's outcome", r.ok, r.err)
+					case <-time.After(30 * time.Millisecond):
+					}
+					// ... until the outcome.
+					tc.outcome(t, s)
+					if r := <-got; !tc.want(r.ok, r.err) {
+						t.Fatalf("copy's Claim = %v, %v", r.ok, r.err)
+					}
+				})
+			}
+			t.Run("deadline", func(t *testing.T) {
+				s := kind.open(t)
+				if ok, err := s.Claim(t.Context(), "k", "first"); err != nil || !ok {
+					t.Fatalf("first Claim = %v, %v", ok, err)
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+				defer cancel()
+				start := time.Now()
+				ok, err := s.Claim(ctx, "k", "second")
+				if ok || !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("copy's Claim past its deadline = %v, %v, want a deadline error", ok, err)
+				}
+				if d := time.Since(start); d > time.Second {
+					t.Fatalf("copy's Claim took %v with a 50ms deadline", d)
+				}
+			})
+		})
+	}
+}
+
+// TestClaimTokens: a Claim repeated with the same token (a client retrying a
+// call whose answer it lost) is the same claim, and only the owner's token
+// releases it.
+func TestClaimTokens(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			s := kind.open(t)
+			if kind.name == "redis" {
+				for range 2 {
+					if ok, err := s.Claim(t.Context(), "k", "mine"); err != nil || !ok {
+						t.Fatalf("Claim with the claim's own token = %v, %v, want the claim", ok, err)
+					}
+				}
+			} else if ok, err := s.Claim(t.Context(), "k", "mine"); err != nil || !ok {
+				t.Fatalf("Claim = %v, %v", ok, err)
+			}
+			if kind.name == "redis" {
+				// Memory tokens are not checked: its calls are never retried.
+				if err := s.Release(t.Context(), "k", "other"); err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond)
+				_, err := s.Claim(ctx, "k", "third")
+				cancel()
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("after another token's Release, Claim = %v, want it still held", err)
+				}
+			}
+			if err := s.Release(t.Context(), "k", "mine"); err != nil {
+				t.Fatal(err)
+			}
+			mustClaim(t, s, "k", true)
 		})
 	}
 }
@@ -139,12 +255,13 @@ func TestDistinctKeysClaimedTwice(t *testing.T) {
 			var wg sync.WaitGroup
 			// Two groups walk the same keys in the same order, so each key
 			// is claimed by two goroutines at nearly the same moment.
-			for range 2 {
+			for g := range 2 {
+				tok := "group-" + strconv.Itoa(g)
 				for w := range workers {
 					wg.Go(func() {
 						<-start
 						for i := w; i < keys; i += workers {
-							ok, err := s.Claim(t.Context(), key(i), time.Hour)
+							ok, err := s.Claim(t.Context(), key(i), tok)
 							if err != nil {
 								t.Errorf("Claim: %v", err)
 								return
@@ -154,7 +271,7 @@ func TestDistinctKeysClaimedTwice(t *testing.T) {
 							}
 							wins[i].Add(1)
 							total.Add(1)
-							if err := s.Commit(t.Context(), key(i), time.Hour); err != nil {
+							if err := s.Commit(t.Context(), key(i), tok, time.Hour); err != nil {
 								t.Errorf("Commit: %v", err)
 								return
 							}
@@ -177,7 +294,7 @@ func TestDistinctKeysClaimedTwice(t *testing.T) {
 			for w := range workers {
 				wg.Go(func() {
 					for i := w; i < keys; i += workers {
-						ok, err := s.Claim(t.Context(), key(i), time.Hour)
+						ok, err := s.Claim(t.Context(), key(i), "t")
 						if err != nil {
 							t.Errorf("Claim: %v", err)
 							return
@@ -215,8 +332,7 @@ func TestReleaseAndCommitSemantics(t *testing.T) {
 			}{
 				{"release frees a claim", func(t *testing.T, s Store) {
 					mustClaim(t, s, "k", true)
-					mustClaim(t, s, "k", false)
-					if err := s.Release(t.Context(), "k"); err != nil {
+					if err := s.Release(t.Context(), "k", "t"); err != nil {
 						t.Fatal(err)
 					}
 					mustClaim(t, s, "k", true)
@@ -224,13 +340,13 @@ func TestReleaseAndCommitSemantics(t *testing.T) {
 				{"release does not forget a committed key", func(t *testing.T, s Store) {
 					mustClaim(t, s, "k", true)
 					mustCommit(t, s, "k", time.Hour)
-					if err := s.Release(t.Context(), "k"); err != nil {
+					if err := s.Release(t.Context(), "k", "t"); err != nil {
 						t.Fatal(err)
 					}
 					mustClaim(t, s, "k", false)
 				}},
 				{"release of an unknown key is harmless", func(t *testing.T, s Store) {
-					if err := s.Release(t.Context(), "never"); err != nil {
+					if err := s.Release(t.Context(), "never", "t"); err != nil {
 						t.Fatal(err)
 					}
 					mustClaim(t, s, "never", true)
@@ -252,7 +368,7 @@ func TestReleaseAndCommitSemantics(t *testing.T) {
 				}},
 				{"zero ttl is refused", func(t *testing.T, s Store) {
 					mustClaim(t, s, "k", true)
-					if err := s.Commit(t.Context(), "k", 0); err == nil {
+					if err := s.Commit(t.Context(), "k", "t", 0); err == nil {
 						t.Fatal("Commit with ttl 0: no error")
 					}
 				}},
@@ -264,17 +380,35 @@ func TestReleaseAndCommitSemantics(t *testing.T) {
 	}
 }
 
+// TestClaimTimeout: a claim neither committed nor released (its request
+// died) holds its key for the claim timeout only; a copy waiting on it then
+// claims the key itself.
 func TestClaimTimeout(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			s := kind.open(t, WithClaimTimeout(80*time.Millisecond))
-			mustClaim(t, s, "stuck", true)
-			mustClaim(t, s, "stuck", false)
-			time.Sleep(150 * time.Millisecond)
-			mustClaim(t, s, "stuck", true)
+			if ok, err := s.Claim(t.Context(), "stuck", "dead"); err != nil || !ok {
+				t.Fatalf("Claim = %v, %v", ok, err)
+			}
+			start := time.Now()
+			if kind.name == "memory" {
+				// The memory store's waiter sees the claim expire and
+				// claims the key.
+				if ok, err := s.Claim(t.Context(), "stuck", "next"); err != nil || !ok {
+					t.Fatalf("Claim after the claim timeout = %v, %v, want the key", ok, err)
+				}
+				if d := time.Since(start); d < 70*time.Millisecond {
+					t.Fatalf("second Claim won after %v, before the claim timeout", d)
+				}
+			} else {
+				// Redis reports the expired claim as a failed copy in flight.
+				if _, err := s.Claim(t.Context(), "stuck", "next"); !errors.Is(err, ErrInFlightFailed) {
+					t.Fatalf("Claim after the claim timeout = %v, want ErrInFlightFailed", err)
+				}
+				mustClaim(t, s, "stuck", true)
+			}
 			// A commit after the timeout still makes the key a duplicate.
 			mustCommit(t, s, "stuck", time.Hour)
-			time.Sleep(150 * time.Millisecond)
 			mustClaim(t, s, "stuck", false)
 		})
 	}
@@ -289,11 +423,11 @@ func TestMemoryNoneForgottenAtMaxKeys(t *testing.T) {
 		wg.Go(func() {
 			for i := w; i < n; i += workers {
 				k := fmt.Sprintf("device.connected_dev-%d_1700000000", i)
-				if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || !ok {
+				if ok, err := m.Claim(t.Context(), k, "t"); err != nil || !ok {
 					t.Errorf("Claim(%q) = %v, %v", k, ok, err)
 					return
 				}
-				if err := m.Commit(t.Context(), k, time.Hour); err != nil {
+				if err := m.Commit(t.Context(), k, "t", time.Hour); err != nil {
 					t.Errorf("Commit: %v", err)
 					return
 				}
@@ -306,7 +440,7 @@ func TestMemoryNoneForgottenAtMaxKeys(t *testing.T) {
 	for range 2 {
 		for i := range n {
 			k := fmt.Sprintf("device.connected_dev-%d_1700000000", i)
-			if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || ok {
+			if ok, err := m.Claim(t.Context(), k, "t"); err != nil || ok {
 				t.Fatalf("re-Claim(%q) = %v, %v: a committed key was forgotten (stats %+v)", k, ok, err, m.Stats())
 			}
 		}
@@ -326,7 +460,7 @@ func TestMemoryBeyondMaxKeys(t *testing.T) {
 	m := newTestMemory(t, maxKeys)
 	for i := range n {
 		k := "over-" + strconv.Itoa(i)
-		if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || !ok {
+		if ok, err := m.Claim(t.Context(), k, "t"); err != nil || !ok {
 			t.Fatalf("Claim(%q) = %v, %v", k, ok, err)
 		}
 		mustCommit(t, m, k, time.Hour)
@@ -345,7 +479,7 @@ func TestMemoryBeyondMaxKeys(t *testing.T) {
 	// Every key still held, by ristretto or in overflow, must be refused.
 	refused := 0
 	for i := range n {
-		ok, err := m.Claim(t.Context(), "over-"+strconv.Itoa(i), time.Hour)
+		ok, err := m.Claim(t.Context(), "over-"+strconv.Itoa(i), "t")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -381,11 +515,14 @@ func TestMemoryOverflowKeepsRefusedKeys(t *testing.T) {
 	// Past the overflow bound keys are forgotten, as counted.
 	mustClaim(t, m, key(n-1), true)
 
-	// Overflow entries expire with their TTL like any key.
-	m2 := newTestMemory(t, maxKeys, withKeyHash(func(string) uint64 { return 42 }))
+	// Overflow entries expire with their TTL like any key, on the store's
+	// clock: the test moves it on rather than sleeping, so a slow verifier
+	// round cannot see the key expire early.
+	clock := &testClock{now: time.Now().UnixNano()}
+	m2 := newTestMemory(t, maxKeys, withKeyHash(func(string) uint64 { return 42 }), WithClock(clock.Now))
 	for _, k := range []string{"first", "short"} {
 		mustClaim(t, m2, k, true)
-		mustCommit(t, m2, k, 80*time.Millisecond)
+		mustCommit(t, m2, k, time.Hour)
 	}
 	mustClaim(t, m2, "short", false)
 	settle(t, m2)
@@ -393,8 +530,29 @@ func TestMemoryOverflowKeepsRefusedKeys(t *testing.T) {
 		t.Fatalf("stats = %+v, want 1 key in overflow", st)
 	}
 	mustClaim(t, m2, "short", false)
-	time.Sleep(150 * time.Millisecond)
+	clock.advance(time.Hour - time.Second)
+	mustClaim(t, m2, "short", false)
+	clock.advance(2 * time.Second)
 	mustClaim(t, m2, "short", true)
+}
+
+// testClock is a clock for WithClock that only moves when told to.
+type testClock struct{ now int64 }
+
+func (c *testClock) Now() int64              { return atomic.LoadInt64(&c.now) }
+func (c *testClock) advance(d time.Duration) { atomic.AddInt64(&c.now, int64(d)) }
+
+// TestMemorySeed: a seeded key is a duplicate until it expires; an expired
+// one is not seeded.
+func TestMemorySeed(t *testing.T) {
+	clock := &testClock{now: time.Now().UnixNano()}
+	m := newTestMemory(t, 1000, WithClock(clock.Now))
+	m.Seed("kept", time.Unix(0, clock.Now()).Add(time.Hour))
+	m.Seed("stale", time.Unix(0, clock.Now()).Add(-time.Second))
+	mustClaim(t, m, "kept", false)
+	mustClaim(t, m, "stale", true)
+	settle(t, m)
+	mustClaim(t, m, "kept", false)
 }
 
 // settle waits until the verifier has seen every committed key in ristretto
@@ -427,13 +585,13 @@ func TestMemoryClosed(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := m.Claim(t.Context(), "k", time.Hour); !errors.Is(err, ErrClosed) {
+	if _, err := m.Claim(t.Context(), "k", "t"); !errors.Is(err, ErrClosed) {
 		t.Errorf("Claim after Close: %v, want ErrClosed", err)
 	}
-	if err := m.Commit(t.Context(), "k", time.Hour); !errors.Is(err, ErrClosed) {
+	if err := m.Commit(t.Context(), "k", "t", time.Hour); !errors.Is(err, ErrClosed) {
 		t.Errorf("Commit after Close: %v, want ErrClosed", err)
 	}
-	if err := m.Release(t.Context(), "k"); !errors.Is(err, ErrClosed) {
+	if err := m.Release(t.Context(), "k", "t"); !errors.Is(err, ErrClosed) {
 		t.Errorf("Release after Close: %v, want ErrClosed", err)
 	}
 }
@@ -451,8 +609,8 @@ func TestRedisKeysAndValues(t *testing.T) {
 	ctx := t.Context()
 	mustClaim(t, r, "evt", true)
 	full := r.prefix + "evt"
-	if v, err := r.client.Get(ctx, full).Result(); err != nil || v != valueClaimed {
-		t.Fatalf("after Claim %s = %q, %v, want %q", full, v, err, valueClaimed)
+	if v, err := r.client.Get(ctx, full).Result(); err != nil || v != claimPrefix+"t" {
+		t.Fatalf("after Claim %s = %q, %v, want %q", full, v, err, claimPrefix+"t")
 	}
 	if ttl := r.client.PTTL(ctx, full).Val(); ttl <= 0 || ttl > 30*time.Second {
 		t.Fatalf("claim PTTL = %v, want within the 30s claim timeout", ttl)
@@ -489,13 +647,13 @@ func TestRedisErrors(t *testing.T) {
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
-	if _, err := r.Claim(ctx, "k", time.Hour); err == nil {
+	if _, err := r.Claim(ctx, "k", "t"); err == nil {
 		t.Error("Claim against a closed port: no error")
 	}
-	if err := r.Commit(ctx, "k", time.Hour); err == nil {
+	if err := r.Commit(ctx, "k", "t", time.Hour); err == nil {
 		t.Error("Commit against a closed port: no error")
 	}
-	if err := r.Release(ctx, "k"); err == nil {
+	if err := r.Release(ctx, "k", "t"); err == nil {
 		t.Error("Release against a closed port: no error")
 	}
 	if err := r.Ping(ctx); err == nil {
@@ -531,7 +689,7 @@ func TestMemoryCommitThenClaimElsewhere(t *testing.T) {
 					var recent [512]string
 					n := 0
 					for k := range handoff {
-						if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || ok {
+						if ok, err := m.Claim(t.Context(), k, "t"); err != nil || ok {
 							slipped.Add(1)
 							t.Errorf("Claim(%q) right after its Commit = %v, %v, want a duplicate", k, ok, err)
 						}
@@ -539,7 +697,7 @@ func TestMemoryCommitThenClaimElsewhere(t *testing.T) {
 						n++
 						for j := range 6 {
 							old := recent[(n*7+j*131+c)%min(n, len(recent))]
-							if ok, err := m.Claim(t.Context(), old, time.Hour); err != nil || ok {
+							if ok, err := m.Claim(t.Context(), old, "t"); err != nil || ok {
 								slipped.Add(1)
 								t.Errorf("re-Claim(%q) = %v, %v, want a duplicate (stats %+v)", old, ok, err, m.Stats())
 							}
@@ -551,7 +709,7 @@ func TestMemoryCommitThenClaimElsewhere(t *testing.T) {
 				producers.Go(func() {
 					for i := range perWriter {
 						k := fmt.Sprintf("agent.message_out_w%d-%d", w, i)
-						if ok, err := m.Claim(t.Context(), k, time.Hour); err != nil || !ok {
+						if ok, err := m.Claim(t.Context(), k, "t"); err != nil || !ok {
 							t.Errorf("first Claim(%q) = %v, %v", k, ok, err)
 							return
 						}
@@ -594,12 +752,12 @@ func TestMemoryCloseWhileBusy(t *testing.T) {
 		wg.Go(func() {
 			for i := 0; ; i++ {
 				k := "busy-" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
-				_, err := m.Claim(t.Context(), k, time.Hour)
+				_, err := m.Claim(t.Context(), k, "t")
 				if err == nil {
 					if i%3 == 0 {
-						err = m.Release(t.Context(), k)
+						err = m.Release(t.Context(), k, "t")
 					} else {
-						err = m.Commit(t.Context(), k, time.Hour)
+						err = m.Commit(t.Context(), k, "t", time.Hour)
 					}
 				}
 				calls.Add(1)
@@ -632,7 +790,7 @@ func TestMemoryClaimCommitAllocs(t *testing.T) {
 	keys := benchKeys(20_001)
 	i := 0
 	allocs := testing.AllocsPerRun(20_000, func() {
-		if ok, err := m.Claim(t.Context(), keys[i], time.Hour); err != nil || !ok {
+		if ok, err := m.Claim(t.Context(), keys[i], "t"); err != nil || !ok {
 			t.Fatalf("Claim = %v, %v", ok, err)
 		}
 		mustCommit(t, m, keys[i], time.Hour)
