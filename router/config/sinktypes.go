@@ -2,15 +2,21 @@ package config
 
 import (
 	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/sinks/amqp"
 	"github.com/hookrouter/hookrouter/sinks/file"
 	"github.com/hookrouter/hookrouter/sinks/httpsink"
+	"github.com/hookrouter/hookrouter/sinks/nats"
+	"github.com/hookrouter/hookrouter/sinks/postgres"
+	"github.com/hookrouter/hookrouter/sinks/redis"
 	"github.com/hookrouter/hookrouter/sinks/slack"
 	"github.com/hookrouter/hookrouter/sinks/stdout"
 )
 
 // sinkTypes returns the sink types newSinkConfig knows, in the order
 // problems list them.
-func sinkTypes() []string { return []string{"http", "slack", "file", "stdout"} }
+func sinkTypes() []string {
+	return []string{"http", "slack", "file", "stdout", "postgres", "nats", "amqp", "redis"}
+}
 
 // newSinkConfig returns an empty Config for sinks of type typ, or nil for an
 // unknown type. This switch is where sink types are wired: adding a sink is a
@@ -27,6 +33,14 @@ func newSinkConfig(typ string) sinks.Config {
 		return &file.Config{}
 	case "stdout":
 		return &stdout.Config{}
+	case "postgres":
+		return &postgres.Config{}
+	case "nats":
+		return &nats.Config{}
+	case "amqp":
+		return &amqp.Config{}
+	case "redis":
+		return &redis.Config{}
 	}
 	return nil
 }

@@ -27,65 +27,10 @@ import (
 	"github.com/hookrouter/hookrouter/sinks/render"
 )
 
-// DefaultTimeout bounds one publish and its confirm when Config.Timeout is zero.
-const DefaultTimeout = 10 * time.Second
-
 // channels is how many publisher channels a sink keeps open: one batch or
 // send in flight on each, so that a returned message belongs to the batch on
 // its channel.
 const channels = 4
-
-// Config is an amqp sink's settings, as written under `sinks.NAME` with
-// `type: amqp`.
-type Config struct {
-	// URL is amqp://user:pass@host:5672/vhost (amqps:// for TLS). Its
-	// password never appears in errors.
-	URL string `yaml:"url"`
-	// Exchange is the exchange to publish to; "" is the default exchange
-	// (the routing key is then a queue name).
-	Exchange string `yaml:"exchange"`
-	// RoutingKey is a template over the payload. Empty is allowed for
-	// fanout and headers exchanges; a non-empty template that renders
-	// empty fails that delivery.
-	RoutingKey string `yaml:"routing_key"`
-	// Mandatory makes an unroutable message a failed delivery; nil means true.
-	Mandatory *bool `yaml:"mandatory"`
-	// Timeout bounds one publish and its confirm; zero means DefaultTimeout.
-	Timeout time.Duration `yaml:"timeout"`
-}
-
-// FieldError is a problem with one key of Config.
-type FieldError struct {
-	Name string
-	Err  error
-}
-
-func (e *FieldError) Error() string { return e.Name + ": " + e.Err.Error() }
-
-// Field is the config key the problem is about.
-func (e *FieldError) Field() string { return e.Name }
-
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// Validate reports every problem with c, one FieldError each.
-func (c *Config) Validate() []error {
-	var errs []error
-	if c.URL == "" {
-		errs = append(errs, &FieldError{"url", errors.New("required")})
-	} else if _, err := amqp.ParseURI(c.URL); err != nil {
-		errs = append(errs, &FieldError{"url", errors.New("must be amqp://user:password@host:port/vhost")})
-	}
-	if _, err := render.ParseTemplate("routing_key", c.RoutingKey); err != nil {
-		errs = append(errs, &FieldError{"routing_key", err})
-	}
-	if c.Exchange == "" && c.RoutingKey == "" {
-		errs = append(errs, &FieldError{"routing_key", errors.New("required with the default exchange (it names the queue)")})
-	}
-	if c.Timeout < 0 {
-		errs = append(errs, &FieldError{"timeout", errors.New("must not be negative")})
-	}
-	return errs
-}
 
 var (
 	_ sinks.Sink        = (*Sink)(nil)
@@ -125,8 +70,9 @@ type pubChan struct {
 
 // New checks cfg and builds the sink. It does no I/O: the first Send dials.
 func New(cfg Config, log *slog.Logger) (*Sink, error) {
+	cfg.Default()
 	if errs := cfg.Validate(); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs[0]
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -142,9 +88,6 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	}
 	if u, err := url.Parse(cfg.URL); err == nil && u.User != nil {
 		s.secret, _ = u.User.Password()
-	}
-	if s.timeout == 0 {
-		s.timeout = DefaultTimeout
 	}
 	for range channels {
 		s.free <- nil

@@ -260,7 +260,7 @@ func TestValidate(t *testing.T) {
 	c := Config{URL: "http://x", RoutingKey: "{{ .a", Timeout: -1}
 	var got []string
 	for _, err := range c.Validate() {
-		got = append(got, err.(*FieldError).Field())
+		got = append(got, err.Field)
 	}
 	if fmt.Sprint(got) != "[url routing_key timeout]" {
 		t.Fatalf("fields %v", got)

@@ -85,22 +85,9 @@ func CheckTable(table string) ([]string, error) {
 	return parts, nil
 }
 
-// FieldError is a problem with one key of `columns:`.
-type FieldError struct {
-	Column string
-	Err    error
-}
-
-func (e *FieldError) Error() string { return fmt.Sprintf("columns.%s: %v", e.Column, e.Err) }
-
-// Field is the config path of the problem, below the sink.
-func (e *FieldError) Field() string { return "columns." + e.Column }
-
-func (e *FieldError) Unwrap() error { return e.Err }
-
 // New compiles columns (column name → expr expression); nil or empty means
-// the default columns.
-func New(columns map[string]string) (*Mapper, error) {
+// the default columns. Problems are reported per key, as columns.NAME.
+func New(columns map[string]string) (*Mapper, []sinks.FieldError) {
 	m := &Mapper{cols: []Column{{Name: ColEventID, Kind: Text}}}
 	if len(columns) == 0 {
 		m.cols = append(m.cols,
@@ -110,26 +97,27 @@ func New(columns map[string]string) (*Mapper, error) {
 			Column{Name: ColPayload, Kind: JSON})
 		return m, nil
 	}
-	var errs []error
+	var errs []sinks.FieldError
 	for _, name := range slices.Sorted(mapsKeys(columns)) {
+		field := "columns." + name
 		if name == ColEventID {
-			errs = append(errs, &FieldError{name, errors.New("event_id is always the event's id (the primary key); leave it out")})
+			errs = append(errs, sinks.Errorf(field, "event_id is always the event's id (the primary key); leave it out"))
 			continue
 		}
 		if err := CheckIdent(name); err != nil {
-			errs = append(errs, &FieldError{name, err})
+			errs = append(errs, sinks.Errorf(field, "%v", err))
 			continue
 		}
 		b, err := render.CompileBody(columns[name])
 		if err != nil {
 			msg, _, _ := strings.Cut(err.Error(), "\n")
-			errs = append(errs, &FieldError{name, fmt.Errorf("expression does not compile: %s", msg)})
+			errs = append(errs, sinks.Errorf(field, "expression does not compile: %s", msg))
 			continue
 		}
 		m.cols = append(m.cols, Column{Name: name, Kind: Any, expr: b})
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs
 	}
 	return m, nil
 }

@@ -27,61 +27,6 @@ import (
 	"github.com/hookrouter/hookrouter/sinks/render"
 )
 
-// DefaultTimeout bounds one publish (and its ack) when Config.Timeout is zero.
-const DefaultTimeout = 10 * time.Second
-
-// Config is a nats sink's settings, as written under `sinks.NAME` with
-// `type: nats`.
-type Config struct {
-	// URL is the server, nats://[user:pass@]host:4222; several may be given
-	// comma-separated. Credentials in it never appear in errors.
-	URL string `yaml:"url"`
-	// Subject is a template over the payload, e.g. 'events.{{ .event }}'.
-	Subject string `yaml:"subject"`
-	// JetStream waits for the stream's PubAck (a stream must capture the subject).
-	JetStream bool `yaml:"jetstream"`
-	// Timeout bounds one publish; zero means DefaultTimeout.
-	Timeout time.Duration `yaml:"timeout"`
-}
-
-// FieldError is a problem with one key of Config.
-type FieldError struct {
-	Name string
-	Err  error
-}
-
-func (e *FieldError) Error() string { return e.Name + ": " + e.Err.Error() }
-
-// Field is the config key the problem is about.
-func (e *FieldError) Field() string { return e.Name }
-
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// Validate reports every problem with c, one FieldError each.
-func (c *Config) Validate() []error {
-	var errs []error
-	if c.URL == "" {
-		errs = append(errs, &FieldError{"url", errors.New("required")})
-	} else {
-		for u := range strings.SplitSeq(c.URL, ",") {
-			p, err := url.Parse(strings.TrimSpace(u))
-			if err != nil || p.Host == "" || (p.Scheme != "nats" && p.Scheme != "tls") {
-				errs = append(errs, &FieldError{"url", errors.New("must be nats://host:port (or tls://)")})
-				break
-			}
-		}
-	}
-	if c.Subject == "" {
-		errs = append(errs, &FieldError{"subject", errors.New("required")})
-	} else if _, err := render.ParseTemplate("subject", c.Subject); err != nil {
-		errs = append(errs, &FieldError{"subject", err})
-	}
-	if c.Timeout < 0 {
-		errs = append(errs, &FieldError{"timeout", errors.New("must not be negative")})
-	}
-	return errs
-}
-
 var (
 	_ sinks.Sink        = (*Sink)(nil)
 	_ sinks.BatchSender = (*Sink)(nil)
@@ -106,8 +51,9 @@ type Sink struct {
 // New checks cfg and builds the sink. It does no I/O: the connection is made
 // by the first Send, and nats.go reconnects it for good after that.
 func New(cfg Config, log *slog.Logger) (*Sink, error) {
+	cfg.Default()
 	if errs := cfg.Validate(); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs[0]
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -127,9 +73,6 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		}
 	}
 	s.where = strings.Join(where, ",")
-	if s.timeout == 0 {
-		s.timeout = DefaultTimeout
-	}
 	return s, nil
 }
 

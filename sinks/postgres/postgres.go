@@ -27,76 +27,6 @@ import (
 	"github.com/hookrouter/hookrouter/sinks/dbrow"
 )
 
-// DefaultTimeout bounds one insert (or batch) when Config.Timeout is zero.
-const DefaultTimeout = 10 * time.Second
-
-// Config is a postgres sink's settings, as written under `sinks.NAME` with
-// `type: postgres`.
-type Config struct {
-	// DSN is a PostgreSQL connection string, URL (postgres://user:pass@host/db)
-	// or key=value form. It may hold a password: it never appears in errors.
-	DSN string `yaml:"dsn"`
-	// Table is the table, optionally schema-qualified (schema.table).
-	Table string `yaml:"table"`
-	// CreateTable creates the table (default columns: event_id text primary
-	// key, source, event, received_at timestamptz, payload jsonb) if it does
-	// not exist, before the first insert.
-	CreateTable bool `yaml:"create_table"`
-	// Columns maps column names to expr expressions over the payload; empty
-	// means the default columns. event_id is always added.
-	Columns map[string]string `yaml:"columns"`
-	// Timeout bounds one insert; zero means DefaultTimeout.
-	Timeout time.Duration `yaml:"timeout"`
-	// MaxConns bounds the connection pool; zero means 4.
-	MaxConns int `yaml:"-"`
-}
-
-// FieldError is a problem with one key of Config.
-type FieldError struct {
-	Name string // the key, as in the YAML: dsn, table, columns.X
-	Err  error
-}
-
-func (e *FieldError) Error() string { return e.Name + ": " + e.Err.Error() }
-
-// Field is the config key the problem is about.
-func (e *FieldError) Field() string { return e.Name }
-
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// Validate reports every problem with c, one FieldError each.
-func (c *Config) Validate() []error {
-	var errs []error
-	if c.DSN == "" {
-		errs = append(errs, &FieldError{"dsn", errors.New("required")})
-	} else if _, err := pgxpool.ParseConfig(c.DSN); err != nil {
-		// pgx's parse errors can quote the DSN; say only what kind of problem.
-		errs = append(errs, &FieldError{"dsn", errors.New("not a valid PostgreSQL connection string")})
-	}
-	if _, err := dbrow.CheckTable(c.Table); err != nil {
-		errs = append(errs, &FieldError{"table", err})
-	}
-	if _, err := dbrow.New(c.Columns); err != nil {
-		var fe *dbrow.FieldError
-		for _, e := range unjoin(err) {
-			if errors.As(e, &fe) {
-				errs = append(errs, &FieldError{fe.Field(), fe.Err})
-			}
-		}
-	}
-	if c.Timeout < 0 {
-		errs = append(errs, &FieldError{"timeout", errors.New("must not be negative")})
-	}
-	return errs
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
 var (
 	_ sinks.Sink        = (*Sink)(nil)
 	_ sinks.BatchSender = (*Sink)(nil)
@@ -124,20 +54,18 @@ type Sink struct {
 // New checks cfg and builds the sink. It does no I/O: connections are made
 // by the first Send.
 func New(cfg Config, log *slog.Logger) (*Sink, error) {
+	cfg.Default()
 	if errs := cfg.Validate(); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs[0]
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	pc, err := pgxpool.ParseConfig(cfg.DSN)
 	if err != nil {
-		return nil, &FieldError{"dsn", errors.New("not a valid PostgreSQL connection string")}
+		return nil, sinks.Errorf("dsn", "not a valid PostgreSQL connection string")
 	}
-	pc.MaxConns = 4
-	if cfg.MaxConns > 0 {
-		pc.MaxConns = int32(cfg.MaxConns)
-	}
+	pc.MaxConns = int32(cfg.MaxConns)
 	if pc.ConnConfig.ConnectTimeout == 0 {
 		pc.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
@@ -145,7 +73,7 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	parts, _ := dbrow.CheckTable(cfg.Table)
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
-		return nil, &FieldError{"dsn", errors.New("not a valid PostgreSQL connection string")}
+		return nil, sinks.Errorf("dsn", "not a valid PostgreSQL connection string")
 	}
 	s := &Sink{
 		pool:    pool,
@@ -156,9 +84,6 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		timeout: cfg.Timeout,
 		create:  cfg.CreateTable,
 		log:     log,
-	}
-	if s.timeout == 0 {
-		s.timeout = DefaultTimeout
 	}
 	return s, nil
 }

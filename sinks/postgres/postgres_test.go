@@ -233,7 +233,7 @@ func TestValidate(t *testing.T) {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("problem carries the password: %v", err)
 				}
-				got = append(got, err.(*FieldError).Field())
+				got = append(got, err.Field)
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("Validate fields = %q, want %q", got, tc.want)

@@ -24,59 +24,6 @@ import (
 	"github.com/hookrouter/hookrouter/sinks/render"
 )
 
-// DefaultTimeout bounds one XADD (or pipeline) when Config.Timeout is zero.
-const DefaultTimeout = 10 * time.Second
-
-// Config is a redis sink's settings, as written under `sinks.NAME` with
-// `type: redis`.
-type Config struct {
-	// URL is redis://[user:pass@]host:6379[/db] (rediss:// for TLS). Its
-	// password never appears in errors.
-	URL string `yaml:"url"`
-	// Stream is a template over the payload giving the stream's key.
-	Stream string `yaml:"stream"`
-	// MaxLen trims the stream to about this many entries (XADD MAXLEN ~);
-	// zero keeps every entry.
-	MaxLen int64 `yaml:"max_len"`
-	// Timeout bounds one XADD; zero means DefaultTimeout.
-	Timeout time.Duration `yaml:"timeout"`
-}
-
-// FieldError is a problem with one key of Config.
-type FieldError struct {
-	Name string
-	Err  error
-}
-
-func (e *FieldError) Error() string { return e.Name + ": " + e.Err.Error() }
-
-// Field is the config key the problem is about.
-func (e *FieldError) Field() string { return e.Name }
-
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// Validate reports every problem with c, one FieldError each.
-func (c *Config) Validate() []error {
-	var errs []error
-	if c.URL == "" {
-		errs = append(errs, &FieldError{"url", errors.New("required")})
-	} else if _, err := redis.ParseURL(c.URL); err != nil {
-		errs = append(errs, &FieldError{"url", errors.New("must be redis://[user:password@]host:port[/db]")})
-	}
-	if c.Stream == "" {
-		errs = append(errs, &FieldError{"stream", errors.New("required")})
-	} else if _, err := render.ParseTemplate("stream", c.Stream); err != nil {
-		errs = append(errs, &FieldError{"stream", err})
-	}
-	if c.MaxLen < 0 {
-		errs = append(errs, &FieldError{"max_len", errors.New("must not be negative")})
-	}
-	if c.Timeout < 0 {
-		errs = append(errs, &FieldError{"timeout", errors.New("must not be negative")})
-	}
-	return errs
-}
-
 var (
 	_ sinks.Sink        = (*Sink)(nil)
 	_ sinks.BatchSender = (*Sink)(nil)
@@ -98,8 +45,9 @@ type Sink struct {
 
 // New checks cfg and builds the sink. It does no I/O.
 func New(cfg Config, log *slog.Logger) (*Sink, error) {
+	cfg.Default()
 	if errs := cfg.Validate(); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs[0]
 	}
 	opt, _ := redis.ParseURL(cfg.URL)
 	// The dispatcher owns retry: a command resent by the client after a
@@ -114,9 +62,6 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		where:   sinks.RedactURL(cfg.URL),
 		secret:  opt.Password,
 		timeout: cfg.Timeout,
-	}
-	if s.timeout == 0 {
-		s.timeout = DefaultTimeout
 	}
 	return s, nil
 }

@@ -222,7 +222,7 @@ func TestValidate(t *testing.T) {
 	c := Config{URL: "http://x", Stream: "{{ .a", MaxLen: -1, Timeout: -1}
 	var got []string
 	for _, err := range c.Validate() {
-		got = append(got, err.(*FieldError).Field())
+		got = append(got, err.Field)
 	}
 	if fmt.Sprint(got) != "[url stream max_len timeout]" {
 		t.Fatalf("fields %v", got)
