@@ -39,7 +39,7 @@ func Parse(name string, data []byte, env func(string) (string, bool)) (*File, er
 	if env == nil {
 		env = func(string) (string, bool) { return "", false }
 	}
-	f := &File{Name: name, Hash: sha256.Sum256(data), positions: map[string]Pos{}}
+	f := &File{Name: name, Hash: sha256.Sum256(data), positions: map[string]Pos{}, data: data}
 	d := newDecoder(f, env)
 	if d.decodeFile(data) {
 		d.check()

@@ -196,7 +196,7 @@ func TestFull(t *testing.T) {
 		},
 		Log: Log{Level: "debug", Format: "text"},
 	}
-	want.Name, want.Hash, want.positions = f.Name, f.Hash, f.positions
+	want.Name, want.Hash, want.positions, want.data = f.Name, f.Hash, f.positions, f.data
 	if !reflect.DeepEqual(f, want) {
 		for _, name := range f.SinkNames() {
 			if !reflect.DeepEqual(f.Sinks[name], want.Sinks[name]) {

@@ -31,6 +31,7 @@ type File struct {
 	Hash [32]byte `yaml:"-"`
 
 	positions map[string]Pos
+	data      []byte // the file's bytes, for ValuePos
 }
 
 // Admin configures the admin listener (admin_listen).
@@ -47,6 +48,10 @@ type Source struct {
 	MaxBodyBytes Size        `yaml:"max_body_bytes"`
 	Auth         auth.Config `yaml:"auth"`
 	Dedup        SourceDedup `yaml:"dedup"`
+	// Schema describes the payloads, so that rules are type-checked against
+	// them: "platform" (built in) or a JSON Schema file, relative to the
+	// config file's directory. Empty: no schema (router/rules/schema).
+	Schema string `yaml:"schema"`
 }
 
 // SourceDedup configures duplicate detection for one source.
