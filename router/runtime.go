@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/dispatch"
 	"github.com/hookrouter/hookrouter/router/rules"
+	"github.com/hookrouter/hookrouter/router/rules/check"
 	"github.com/hookrouter/hookrouter/sinks"
 )
 
@@ -81,14 +83,28 @@ func Build(f *config.File, prev *Runtime, log *slog.Logger, version string) (*Ru
 			rt.Sinks[name] = &Sink{Name: name, Type: c.Type, Sink: s, Config: *c}
 		}
 	}
+	for i := range problems {
+		problems[i].Msg = exprPosition(problems[i].Msg)
+	}
+	problems = append(problems, typeProblems(f, problems)...)
 	if len(problems) > 0 {
-		for i := range problems {
-			problems[i].Msg = exprPosition(problems[i].Msg)
-		}
 		problems.Sort()
 		return nil, problems
 	}
 	return rt, nil
+}
+
+// typeProblems are check.Check's problems (fields the schema lacks, types
+// that do not fit) at paths that have no other problem: a compiler's message
+// about an expression is the more basic one.
+func typeProblems(f *config.File, reported config.Problems) config.Problems {
+	var out config.Problems
+	for _, p := range check.Check(f) {
+		if !slices.ContainsFunc(reported, func(q config.Problem) bool { return q.Path == p.Path }) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // exprAt matches the "(LINE:COL)" that expr puts at the end of its errors.

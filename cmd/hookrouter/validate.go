@@ -10,12 +10,14 @@ import (
 
 	"github.com/hookrouter/hookrouter/router"
 	"github.com/hookrouter/hookrouter/router/config"
+	"github.com/hookrouter/hookrouter/router/rules/check"
 )
 
 // validate checks the file as a reload would: YAML, schema, environment
 // variables, every expression and template, sink references. It prints one
 // line per problem (FILE:LINE:COL: path: message) and exits 1, or prints
-// "ok: N rules, M sinks" and exits 0.
+// "ok: N rules, M sinks" and exits 0, after a "warning: FILE:LINE:COL: …"
+// line for each thing that is valid but cannot be meant (check.Warnings).
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -27,6 +29,9 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		printProblems(stdout, err)
 		return 1
+	}
+	for _, w := range check.Warnings(f) {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "ok: %d rules, %d sinks\n", len(f.Rules), len(rt.Sinks))
 	return 0
@@ -46,8 +51,9 @@ func load(path string) (*config.File, *router.Runtime, error) {
 		}
 	}
 	rt, built := router.Build(f, nil, slog.New(slog.DiscardHandler), getVersion())
+	loaded := problems
 	for _, p := range built {
-		if !coveredBy(p, problems) {
+		if !coveredBy(p, loaded) {
 			problems = append(problems, p)
 		}
 	}

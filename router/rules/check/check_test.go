@@ -1,0 +1,96 @@
+package check
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hookrouter/hookrouter/router/config"
+)
+
+func load(t *testing.T, yaml string) *config.File {
+	t.Helper()
+	f, err := config.Parse("rules.yaml", []byte(yaml), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+const sources = `sources:
+  - name: platform
+    path: /webhook
+    auth: {type: none}
+    schema: platform
+  - name: other
+    path: /other
+    auth: {type: none}
+OTHER
+sinks:
+  out: {type: stdout}
+rules:
+  - name: r
+    when: WHEN
+    to: [out]
+`
+
+// TestCheckSources: rules reach every source's events, so they are checked
+// strictly only when every source has a schema.
+func TestCheckSources(t *testing.T) {
+	for _, tc := range []struct {
+		name, other, when, want string
+	}{
+		{"both platform, typo", "    schema: platform", `message.chanel == "x"`, `rules[0].when: message.chanel: message has no field "chanel"`},
+		{"both platform, fine", "    schema: platform", `message.channel.engine == "x"`, ""},
+		{"one without schema", "", `message.chanel == "x"`, ""},
+		{"one without schema, shape", "", `event + "x"`, "must return bool, but returns string"},
+		{"one without schema, functions", "", `source() == 1`, "mismatched types string and int"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := strings.Replace(strings.Replace(sources, "OTHER", tc.other, 1), "WHEN", "'"+tc.when+"'", 1)
+			ps := Check(load(t, yaml))
+			switch {
+			case tc.want == "" && len(ps) > 0:
+				t.Errorf("problems %v, want none", ps)
+			case tc.want != "" && (len(ps) != 1 || !strings.Contains(ps[0].String(), tc.want)):
+				t.Errorf("problems %v, want one with %q", ps, tc.want)
+			}
+		})
+	}
+}
+
+// TestCheckValid: what the checker must not reject, with the platform schema.
+func TestCheckValid(t *testing.T) {
+	for _, when := range []string{
+		`message?.channel?.engine == "wa"`,
+		`message.channel.engine in ["wa", "ig"] && need_human == 1`,
+		`need_human == nil || need_human > 0`,
+		`message == nil`,
+		`len(message.content.attachments) > 0 && message.content.attachments[0].size > 1000`,
+		`any(message?.content?.attachments ?? [], .mime_type startsWith "image/")`,
+		`let ch = message?.channel; ch?.engine == "wa"`,
+		`header("X-Load-Test") == "1" || source() == "platform"`,
+		`lower(message.sender_name) contains "budi"`,
+		`timestamp > 1738056000 && timestamp < 1.8e9`,
+		`device?.status == "connected"`,
+		`$env.event == "x"`,
+		`message["channel"]["engine"] == "wa"`,
+	} {
+		yaml := strings.Replace(strings.Replace(sources, "OTHER", "    schema: platform", 1), "WHEN", "'"+when+"'", 1)
+		if ps := Check(load(t, yaml)); len(ps) > 0 {
+			t.Errorf("%s: %v", when, ps)
+		}
+	}
+}
+
+func TestWording(t *testing.T) {
+	for in, want := range map[string]string{
+		`invalid operation: == (mismatched types struct { F0 *string "expr:\"engine\""; F1 *struct { F0 []interface {} "expr:\"x{\"" } "expr:\"id\"" } and string)`: `invalid operation: == (mismatched types object and string)`,
+		`expected bool, but got *string`:                   `must return bool, but returns string`,
+		`expected bool, but got []*struct { F0 *int "x" }`: `must return bool, but returns array`,
+		`expected bool, but got map[string]interface {}`:   `must return bool, but returns object`,
+	} {
+		if got := wording(in); got != want {
+			t.Errorf("wording(%q)\n = %q\nwant %q", in, got, want)
+		}
+	}
+}
