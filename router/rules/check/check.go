@@ -31,6 +31,7 @@ import (
 
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/rules/schema"
+	"github.com/hookrouter/hookrouter/sinks"
 )
 
 // Check returns the problems of f's expressions and templates against its
@@ -67,19 +68,20 @@ type field struct {
 	template bool
 }
 
-// sinkFields lists the expressions and templates of a sink's config, the
-// ones whose field references are checked. A sink type with a new
-// expression or template field adds it here.
+// sinkFields lists the expressions and templates of a sink's config, in a
+// stable order: those its type's Config declares (sinks.PayloadFields).
 func sinkFields(s *config.Sink) []field {
+	pf, ok := s.Settings.(sinks.PayloadFields)
+	if !ok {
+		return nil
+	}
 	var out []field
-	if s.Body != "" {
-		out = append(out, field{path: "body", src: s.Body})
+	exprs, templates := pf.Expressions(), pf.Templates()
+	for _, path := range sortedKeys(exprs) {
+		out = append(out, field{path: path, src: exprs[path]})
 	}
-	if s.Text != "" {
-		out = append(out, field{path: "text", src: s.Text, template: true})
-	}
-	for _, name := range sortedKeys(s.Headers) {
-		out = append(out, field{path: "headers." + name, src: s.Headers[name], template: true})
+	for _, path := range sortedKeys(templates) {
+		out = append(out, field{path: path, src: templates[path], template: true})
 	}
 	return out
 }
