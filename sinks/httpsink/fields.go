@@ -1,6 +1,5 @@
 package httpsink
 
-
 // Expressions implements sinks.PayloadFields: the body.
 func (c *Config) Expressions() map[string]string {
 	if c.Body == "" {
