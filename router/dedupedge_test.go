@@ -242,3 +242,38 @@ func TestConcurrentCopiesWaitForFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestDedupKeysSurviveRestart (issue 12 item 3, with i19's disk queue
+// keeping the keys): after a restart of hookrouter with the disk queue and
+// the memory dedup store, an event re-sent is still a duplicate, whether it
+// was delivered, unrouted or still owed; a new event is not.
+func TestDedupKeysSurviveRestart(t *testing.T) {
+	d := newDest(t)
+	cfg := baseConfig("{backend: disk}",
+		fmt.Sprintf("  hook: {type: http, url: %q, retry: {max_attempts: 1000, initial_backoff: 5ms, max_backoff: 10ms}, breaker: {failures: 3, open_for: 100ms}}", d.URL),
+		"  - {name: routed, when: 'message?.id != \"unrouted\"', to: [hook]}")
+	s := startServer(t, cfg)
+	for _, id := range []string{"delivered-1", "delivered-2", "unrouted"} {
+		if a := s.post("/webhook", message(id)); a.status != 200 || isDuplicate(a) {
+			t.Fatalf("post %s: %d duplicate=%v", id, a.status, isDuplicate(a))
+		}
+	}
+	waitFor(t, 5*time.Second, "2 deliveries", func() bool { return d.gotCount() == 2 })
+	d.set(503)
+	if a := s.post("/webhook", message("owed")); a.status != 200 {
+		t.Fatalf("post owed: %d", a.status)
+	}
+	waitFor(t, 5*time.Second, "an attempt at the owed event", func() bool { return len(d.requests()) >= 3 })
+
+	s.restart()
+	for _, id := range []string{"delivered-1", "delivered-2", "unrouted", "owed"} {
+		if a := s.post("/webhook", message(id)); a.status != 200 || !isDuplicate(a) {
+			t.Errorf("%s re-sent after a restart: %d duplicate=%v, want a duplicate", id, a.status, isDuplicate(a))
+		}
+	}
+	if a := s.post("/webhook", message("new-after-restart")); a.status != 200 || isDuplicate(a) {
+		t.Errorf("new event after restart: %d duplicate=%v", a.status, isDuplicate(a))
+	}
+	d.set(200)
+	waitFor(t, 5*time.Second, "owed and new delivered", func() bool { return d.gotCount() == 4 })
+}

@@ -122,8 +122,8 @@ func New(f *config.File, opts Options) (*Router, error) {
 		r.deadLetters.Close()
 		return nil, err
 	}
-	if err := r.reclaimQueuedKeys(rt); err != nil {
-		r.log.Warn("could not re-claim dedup keys of queued events", "error", err)
+	if err := r.seedDedup(); err != nil {
+		r.log.Warn("could not load the dedup keys the queue kept", "error", err)
 	}
 	rt.Generation = 1
 	r.install(rt)
@@ -163,6 +163,25 @@ func openDedup(f *config.File, opts []dedup.Option) (dedup.Store, error) {
 	default:
 		return dedup.NewMemory(f.Dedup.MaxKeys, opts...)
 	}
+}
+
+// seedDedup gives the memory dedup store the keys a KeyKeeper queue (disk)
+// kept across the restart: those of delivered and unrouted events, and of
+// the events still owed, so that an event re-sent after a deploy is still a
+// duplicate. A Redis store keeps its own keys.
+func (r *Router) seedDedup() error {
+	kk, ok := r.queue.(queue.KeyKeeper)
+	m, isMem := r.dedup.(*dedup.Memory)
+	if !ok || !isMem {
+		return nil
+	}
+	n := 0
+	err := kk.Keys(func(key string, expires time.Time) {
+		m.Seed(key, expires)
+		n++
+	})
+	r.log.Info("dedup keys loaded from the queue", "keys", n)
+	return err
 }
 
 // redactURL hides the password of a service URL in errors.
