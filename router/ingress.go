@@ -1,12 +1,12 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -32,12 +32,13 @@ var (
 
 // handle is the fasthttp handler of the main listener.
 func (r *Router) handle(ctx *fasthttp.RequestCtx) {
-	rt := r.acquire()
-	src := rt.sources[string(ctx.Path())]
-	if src == nil {
+	// The body is read before the runtime is acquired: a sender that
+	// stalls must not hold a reload up (it waits for the requests of the
+	// runtime it replaces).
+	pre := r.rt.Load().sources[string(ctx.Path())]
+	if pre == nil {
 		// Not an event. Nothing else is served here, whoever the client
 		// seems to be: admin endpoints are on the admin listener only.
-		rt.release()
 		if string(ctx.Path()) == "/health" {
 			r.serveIngressHealth(ctx)
 			return
@@ -45,26 +46,44 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 		jsonAnswer(ctx, fasthttp.StatusNotFound, bodyNotFound)
 		return
 	}
-	defer rt.release()
-	src.m.received.Inc()
+	pre.m.received.Inc()
 	if !ctx.IsPost() {
 		ctx.Response.Header.Set("Allow", "POST")
-		r.reject(ctx, src, fasthttp.StatusMethodNotAllowed, "method", bodyMethod)
+		r.reject(ctx, pre, fasthttp.StatusMethodNotAllowed, "method", bodyMethod)
 		return
 	}
 	if r.draining.Load() {
-		ctx.Response.Header.Set("Retry-After", retryAfterSeconds)
-		ctx.SetConnectionClose()
-		r.reject(ctx, src, fasthttp.StatusServiceUnavailable, "shutting_down", bodyShutdown)
+		r.shuttingDown(ctx, pre)
 		return
 	}
-	if !src.verifier.Verify(&ctx.Request.Header, ctx.PostBody()) {
+	// Header and bearer auth decide from the headers, before the body is
+	// read: a stranger's body is never buffered (the server streams request
+	// bodies, and discards or cuts off what a refused one sends).
+	if !pre.verifier.ReadsBody() && !pre.verifier.Verify(&ctx.Request.Header, nil) {
+		r.reject(ctx, pre, fasthttp.StatusUnauthorized, "unauthorized", bodyUnauthorized)
+		return
+	}
+	body, release, ok := r.readBody(ctx, pre)
+	if !ok {
+		return
+	}
+	defer release()
+
+	rt := r.acquire()
+	defer rt.release()
+	src := rt.sources[string(ctx.Path())]
+	switch {
+	case src == nil: // removed by a reload while the body was read
+		jsonAnswer(ctx, fasthttp.StatusNotFound, bodyNotFound)
+		return
+	case r.draining.Load(): // reading the body took until the shutdown
+		r.shuttingDown(ctx, src)
+		return
+	}
+	// Body-reading auth is checked now, and header auth again if a reload
+	// changed the source meanwhile.
+	if (src.verifier.ReadsBody() || src != pre) && !src.verifier.Verify(&ctx.Request.Header, body) {
 		r.reject(ctx, src, fasthttp.StatusUnauthorized, "unauthorized", bodyUnauthorized)
-		return
-	}
-	body := ctx.PostBody()
-	if len(body) > src.maxBody {
-		r.reject(ctx, src, fasthttp.StatusRequestEntityTooLarge, "too_large", bodyTooLarge)
 		return
 	}
 	r.accept(ctx, rt, src, body)
@@ -81,6 +100,10 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 
 	if len(body) == 0 {
 		r.invalid(ctx, src, "empty body")
+		return
+	}
+	if !utf8.Valid(body) {
+		r.invalid(ctx, src, invalidUTF8(body))
 		return
 	}
 	if err := in.Parse(body); err != nil {
@@ -255,6 +278,12 @@ func (r *Router) reject(ctx *fasthttp.RequestCtx, src *source, status int, reaso
 	ctx.SetBody(body)
 }
 
+func (r *Router) shuttingDown(ctx *fasthttp.RequestCtx, src *source) {
+	ctx.Response.Header.Set("Retry-After", retryAfterSeconds)
+	ctx.SetConnectionClose()
+	r.reject(ctx, src, fasthttp.StatusServiceUnavailable, "shutting_down", bodyShutdown)
+}
+
 func (r *Router) unavailable(ctx *fasthttp.RequestCtx, src *source, reason string) {
 	ctx.Response.Header.Set("Retry-After", retryAfterSeconds)
 	r.reject(ctx, src, fasthttp.StatusServiceUnavailable, reason, bodyUnavailable)
@@ -292,17 +321,4 @@ func (r *Router) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetConnectionClose()
-}
-
-// headerReceived applies the source's max_body_bytes before fasthttp reads
-// the body, so an oversized request is refused (413) without buffering it.
-func (r *Router) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	uri := h.RequestURI()
-	if i := bytes.IndexByte(uri, '?'); i >= 0 {
-		uri = uri[:i]
-	}
-	if src := r.rt.Load().sources[string(uri)]; src != nil {
-		return fasthttp.RequestConfig{MaxRequestBodySize: src.maxBody}
-	}
-	return fasthttp.RequestConfig{}
 }

@@ -234,6 +234,7 @@ func (r *Router) install(rt *Runtime) {
 	r.metrics.ConfigGeneration.Set(float64(rt.Generation))
 	r.metrics.ConfigLastReloadSuccess.SetToCurrentTime()
 	r.rt.Store(rt)
+	warnWeakSecrets(r.log, rt.File)
 }
 
 // Runtime returns the runtime in force.
@@ -244,21 +245,28 @@ func (r *Router) Runtime() *Runtime { return r.rt.Load() }
 // endpoints, whoever the client seems to be). It returns when the
 // listeners are closed by Shutdown.
 func (r *Router) Serve(ln, adminLn net.Listener) error {
-	rt := r.rt.Load()
 	server := &fasthttp.Server{
-		Handler:            r.handle,
-		ErrorHandler:       r.errorHandler,
-		HeaderReceived:     r.headerReceived,
-		Name:               "hookrouter",
-		ReadTimeout:        30 * time.Second,
-		WriteTimeout:       30 * time.Second,
-		IdleTimeout:        2 * time.Minute,
-		ReadBufferSize:     16 << 10, // also the limit on request line + headers (431 beyond)
-		MaxRequestBodySize: max(rt.maxBody(), 4<<10),
-		CloseOnShutdown:    true,
-		LazyRequestTime:    true, // the handler reads the clock itself, once
-		ConnState:          r.connState,
-		Logger:             fasthttpLogger{r.log},
+		Handler:        r.handle,
+		ErrorHandler:   r.errorHandler,
+		Name:           "hookrouter",
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   30 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		ReadBufferSize: 16 << 10, // also the limit on request line + headers (431 beyond)
+		// Bodies are streamed: the handler gets a request once its headers
+		// and the first byte of its body are in, and reads the rest itself
+		// only for a request that may be kept (readBody applies each
+		// source's max_body_bytes). With streaming, MaxRequestBodySize only
+		// sets how much fasthttp reads ahead: one byte, the least it can.
+		// Multipart bodies are not pre-parsed, which would read them whole
+		// before the handler could refuse them.
+		StreamRequestBody:            true,
+		MaxRequestBodySize:           1,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		LazyRequestTime:              true, // the handler reads the clock itself, once
+		ConnState:                    r.connState,
+		Logger:                       fasthttpLogger{r.log},
 	}
 	var admin *http.Server
 	if adminLn != nil {

@@ -148,13 +148,3 @@ func (rt *Runtime) targets() map[string]dispatch.Target {
 	}
 	return out
 }
-
-// maxBody is the largest max_body_bytes of any source: the server-wide read
-// limit for paths that are not sources.
-func (rt *Runtime) maxBody() int {
-	m := 0
-	for _, s := range rt.sources {
-		m = max(m, s.maxBody)
-	}
-	return m
-}

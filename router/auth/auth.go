@@ -48,6 +48,10 @@ type Headers interface {
 // concurrent use and must not retain h or body.
 type Verifier interface {
 	Verify(h Headers, body []byte) bool
+	// ReadsBody reports whether Verify needs the body. When it does not
+	// (header, bearer, none), ingress decides before reading the body, so
+	// a stranger's body is never buffered; it then passes a nil body.
+	ReadsBody() bool
 }
 
 // Option tunes a Verifier built by New.
@@ -146,6 +150,8 @@ type headerVerifier struct {
 	digest [sha256.Size]byte
 }
 
+func (*headerVerifier) ReadsBody() bool { return false }
+
 func (v *headerVerifier) Verify(h Headers, _ []byte) bool {
 	return equalDigest(h.Peek(v.name), &v.digest)
 }
@@ -156,6 +162,8 @@ type bearerVerifier struct {
 	name   string
 	digest [sha256.Size]byte
 }
+
+func (*bearerVerifier) ReadsBody() bool { return false }
 
 func (v *bearerVerifier) Verify(h Headers, _ []byte) bool {
 	token, ok := cutPrefixFold(h.Peek(v.name), "bearer ")
@@ -170,6 +178,8 @@ type hmacVerifier struct {
 	name string
 	macs *macPool
 }
+
+func (*hmacVerifier) ReadsBody() bool { return true }
 
 func (v *hmacVerifier) Verify(h Headers, body []byte) bool {
 	sig, _ := cutPrefixFold(trimSpace(h.Peek(v.name)), "sha256=")
@@ -234,6 +244,8 @@ type standardWebhooksVerifier struct {
 	now       func() time.Time
 }
 
+func (*standardWebhooksVerifier) ReadsBody() bool { return true }
+
 func (v *standardWebhooksVerifier) Verify(h Headers, body []byte) bool {
 	id, ts, sigs := h.Peek(HeaderWebhookID), h.Peek(HeaderWebhookTimestamp), h.Peek(HeaderWebhookSignature)
 	if len(id) == 0 || len(sigs) == 0 {
@@ -293,6 +305,8 @@ func parseUnix(b []byte) (int64, bool) {
 type noneVerifier struct{}
 
 func (noneVerifier) Verify(Headers, []byte) bool { return true }
+
+func (noneVerifier) ReadsBody() bool { return false }
 
 // macPool reuses HMAC states, whose creation allocates, across requests.
 type macPool struct{ p sync.Pool }
