@@ -145,6 +145,11 @@ func (rt *Runtime) targets() map[string]dispatch.Target {
 			BreakerOpenFor:  c.Breaker.OpenFor.Std(),
 			Workers:         c.Workers,
 		}}
+		if rl := c.RateLimit; rl != nil {
+			t := out[name]
+			t.Settings.Rate, t.Settings.Burst = float64(rl.Rate), rl.Burst
+			out[name] = t
+		}
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -293,6 +294,7 @@ func (d *decoder) checkSinks() {
 		if s.Workers > maxWorkers && !d.isBad(p+".workers") {
 			d.problemf(p+".workers", "must be from 1 to %d, got %d", maxWorkers, s.Workers)
 		}
+		d.rateLimit(p+".rate_limit", s)
 	}
 }
 
@@ -396,5 +398,27 @@ func defaultString(s *string, def string) {
 func defaultValue[T Duration | Size](v *T, def T) {
 	if *v == 0 {
 		*v = def
+	}
+}
+
+// rateLimit fills a sink's rate_limit: the sink type's default when absent
+// (DefaultRateLimit, Slack's), a burst of the rate per second (at least 1)
+// when only a rate is given.
+func (d *decoder) rateLimit(path string, s *Sink) {
+	if s.RateLimit == nil {
+		if r, ok := s.Settings.(interface{ DefaultRateLimit() (float64, int) }); ok {
+			rate, burst := r.DefaultRateLimit()
+			s.RateLimit = &RateLimit{Rate: Rate(rate), Burst: burst}
+		}
+		return
+	}
+	rl := s.RateLimit
+	switch {
+	case rl.Burst < 0:
+		d.problemf(path+".burst", "must not be negative, got %d", rl.Burst)
+	case rl.Rate == 0 && rl.Burst > 0 && !d.isBad(path+".rate"):
+		d.problemf(path+".rate", "required with a burst: the average rate, such as 10/s (rate 0 means no limit)")
+	case rl.Burst == 0 && rl.Rate > 0:
+		rl.Burst = max(1, int(math.Ceil(float64(rl.Rate))))
 	}
 }

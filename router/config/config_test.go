@@ -169,9 +169,10 @@ func TestFull(t *testing.T) {
 					WebhookURL: "https://hooks.slack.com/services/T0/B0/X0",
 					Text:       "*{{ .message.sender_name }}*: {{ .message.content.text | truncate 200 }}",
 				},
-				Retry:   retry,
-				Breaker: Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
-				Workers: 4,
+				Retry:     retry,
+				Breaker:   Breaker{Failures: 5, OpenFor: Duration(30 * time.Second)},
+				Workers:   4,
+				RateLimit: &RateLimit{Rate: 1, Burst: 3}, // slack's default
 			},
 			"archive": {
 				Type:     "file",
@@ -328,7 +329,7 @@ func TestDefaults(t *testing.T) {
 		{"http sink", *f.Sinks["crm"], Sink{Type: "http", Settings: &httpsink.Config{URL: "http://127.0.0.1:9000/", Method: "POST", Timeout: 5 * time.Second}, Retry: retry, Breaker: breaker, Workers: 4}},
 		{"file sink", *f.Sinks["archive"], Sink{Type: "file", Settings: &file.Config{Path: "./events.jsonl", Format: "payload", FlushInterval: 200 * time.Millisecond}, Retry: retry, Breaker: breaker, Workers: 16}},
 		{"stdout sink", *f.Sinks["out"], Sink{Type: "stdout", Settings: &stdout.Config{Format: "payload"}, Retry: retry, Breaker: breaker, Workers: 16}},
-		{"slack sink", *f.Sinks["support"], Sink{Type: "slack", Settings: &slack.Config{WebhookURL: "https://hooks.slack.com/x", Text: "hi"}, Retry: retry, Breaker: breaker, Workers: 4}},
+		{"slack sink", *f.Sinks["support"], Sink{Type: "slack", Settings: &slack.Config{WebhookURL: "https://hooks.slack.com/x", Text: "hi"}, Retry: retry, Breaker: breaker, Workers: 4, RateLimit: &RateLimit{Rate: 1, Burst: 3}}},
 	}
 	for _, tc := range tests {
 		if !reflect.DeepEqual(tc.got, tc.want) {

@@ -150,6 +150,9 @@ func (d *decoder) into(n *yaml.Node, v reflect.Value, path string) {
 	case reflect.TypeFor[Size]():
 		d.size(n, v, path)
 		return
+	case reflect.TypeFor[Rate]():
+		d.rate(n, v, path)
+		return
 	}
 	switch v.Kind() {
 	case reflect.Pointer:
@@ -279,6 +282,20 @@ func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
 	default:
 		v.SetInt(int64(dur))
 	}
+}
+
+func (d *decoder) rate(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.ScalarNode {
+		d.typeProblem(n, path, "a rate such as 10/s")
+		return
+	}
+	r, err := parseRate(n.Value)
+	if err != nil {
+		d.bad[path] = true
+		d.problemAt(n, path, "%s", err)
+		return
+	}
+	v.SetFloat(float64(r))
 }
 
 func (d *decoder) size(n *yaml.Node, v reflect.Value, path string) {

@@ -100,12 +100,26 @@ type Sink struct {
 	Retry   Retry   `yaml:"retry"`
 	Breaker Breaker `yaml:"breaker"`
 	Workers int     `yaml:"workers"`
+	// RateLimit bounds the sink's deliveries; nil means the sink type's
+	// default (Slack: about one per second), else none.
+	RateLimit *RateLimit `yaml:"rate_limit"`
 
 	// Settings is the Config of the sink's type (a *httpsink.Config for
 	// http, ...), defaulted and validated; nil when the type is unknown.
 	// newSinkConfig says which type has which Config.
 	Settings sinks.Config `yaml:"-"`
 }
+
+// RateLimit is a token bucket: Rate events per second on average, at most
+// Burst at once. A Rate of zero means no limit.
+type RateLimit struct {
+	Rate  Rate `yaml:"rate"`
+	Burst int  `yaml:"burst"`
+}
+
+// Rate is events per second, written as "10/s", "600/m", "1/h" or a bare
+// number of events per second.
+type Rate float64
 
 // Retry bounds the dispatcher's attempts for one sink.
 type Retry struct {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -76,4 +77,32 @@ func parseSize(s string) (Size, error) {
 
 func errSizeRange(s string) error {
 	return fmt.Errorf("size %q is too large", s)
+}
+
+// parseRate parses an event rate: a number per second, minute or hour
+// ("10/s", "600/m", "1/h", "0.5/s"); a bare number is per second, and "0"
+// means no limit.
+func parseRate(s string) (Rate, error) {
+	t := strings.TrimSpace(s)
+	num, unit, hasUnit := strings.Cut(t, "/")
+	per := 1.0
+	if hasUnit {
+		switch strings.TrimSpace(unit) {
+		case "s":
+		case "m":
+			per = 60
+		case "h":
+			per = 3600
+		default:
+			return 0, fmt.Errorf("invalid rate %q: the unit after / is s, m or h (10/s, 600/m)", s)
+		}
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {
+		return 0, fmt.Errorf("invalid rate %q: use a number per second, minute or hour (10/s, 600/m, 1/h)", s)
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("rate %q must not be negative", s)
+	}
+	return Rate(n / per), nil
 }

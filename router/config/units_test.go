@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -160,6 +161,24 @@ func TestSuggest(t *testing.T) {
 	for _, tc := range tests {
 		if got := Suggest(tc.in, known); got != tc.want {
 			t.Errorf("Suggest(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Rate
+		err  bool
+	}{
+		{"10/s", 10, false}, {"600/m", 10, false}, {"36/h", 0.01, false}, {"0.5/s", 0.5, false},
+		{"5", 5, false}, {"0", 0, false}, {" 2 / s ", 2, false},
+		{"10/d", 0, true}, {"fast", 0, true}, {"-1/s", 0, true}, {"10abc/s", 0, true}, {"NaN", 0, true}, {"", 0, true},
+	}
+	for _, tc := range tests {
+		got, err := parseRate(tc.in)
+		if (err != nil) != tc.err || (!tc.err && math.Abs(float64(got-tc.want)) > 1e-9) {
+			t.Errorf("parseRate(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
 		}
 	}
 }

@@ -26,7 +26,7 @@ import (
 
 // Settings are one sink's delivery policy. Zero fields take the defaults of
 // the config file: 8 attempts, backoff from 500ms up to 1m, a breaker that
-// opens after 5 consecutive failures for 30s, 4 workers.
+// opens after 5 consecutive failures for 30s, 4 workers, no rate limit.
 type Settings struct {
 	MaxAttempts     int
 	InitialBackoff  time.Duration
@@ -34,6 +34,12 @@ type Settings struct {
 	BreakerFailures int
 	BreakerOpenFor  time.Duration
 	Workers         int
+	// Rate bounds the sink's attempts to this many per second on average,
+	// with bursts of up to Burst (at least 1); zero means no limit. A
+	// delivery beyond it waits, still queued, for its turn: it is neither
+	// dropped nor counted as a failure.
+	Rate  float64
+	Burst int
 }
 
 // withDefaults fills the zero fields of s.
@@ -56,6 +62,11 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.Workers <= 0 {
 		s.Workers = 4
+	}
+	if s.Rate > 0 {
+		s.Burst = max(s.Burst, 1)
+	} else {
+		s.Rate, s.Burst = 0, 0
 	}
 	return s
 }

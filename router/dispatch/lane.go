@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
 
 	"github.com/hookrouter/hookrouter/router/queue"
 	"github.com/hookrouter/hookrouter/sinks"
@@ -33,6 +34,13 @@ type lane struct {
 	// takeMu lets one worker at a time gather a batch: idle workers then
 	// wait here rather than each being woken for a single delivery.
 	takeMu sync.Mutex
+	// limiter is the sink's rate_limit, nil without one. Workers wait on it
+	// after taking a delivery and before each attempt: the delivery stays
+	// owed in the queue (and counted in its depth) meanwhile.
+	limiter *rate.Limiter
+	// maxBatch is maxBatch, or the burst when that is smaller: a batch
+	// spends one token per event.
+	maxBatch int
 
 	takeCtx context.Context // cancelled to stop taking (reload or Close)
 	stop    context.CancelFunc
@@ -87,6 +95,11 @@ func (d *Dispatcher) start(name string, t Target, orphan bool) *lane {
 		mBreaker:     m.BreakerState.WithLabelValues(name),
 	}
 	l.takeCtx, l.stop = context.WithCancel(context.Background())
+	l.maxBatch = maxBatch
+	if l.set.Rate > 0 {
+		l.limiter = rate.NewLimiter(rate.Limit(l.set.Rate), l.set.Burst)
+		l.maxBatch = min(maxBatch, l.set.Burst)
+	}
 	failures := uint32(l.set.BreakerFailures)
 	l.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        name,
@@ -214,19 +227,23 @@ func (l *lane) workBatches() {
 func (l *lane) takeBatch() ([]*queue.Delivery, error) {
 	l.takeMu.Lock()
 	defer l.takeMu.Unlock()
-	dvs, err := l.bq.TakeBatch(l.takeCtx, l.name, maxBatch)
-	if err != nil || len(dvs) == maxBatch {
+	dvs, err := l.bq.TakeBatch(l.takeCtx, l.name, l.maxBatch)
+	if err != nil || len(dvs) == l.maxBatch {
 		return dvs, err
 	}
 	// Stopped while lingering: the caller sees takeCtx done and gives dvs back.
 	sleep(l.takeCtx, batchLinger)
-	return append(dvs, l.bq.TakeDue(l.name, maxBatch-len(dvs))...), nil
+	return append(dvs, l.bq.TakeDue(l.name, l.maxBatch-len(dvs))...), nil
 }
 
 // deliver sends dv through the breaker until it has an outcome. While the
 // breaker is open the worker keeps dv and waits, spending no attempt.
 func (l *lane) deliver(dv *queue.Delivery) {
 	for {
+		if !l.wait(1) {
+			l.giveBack(dv)
+			return
+		}
 		ch := l.changedCh() // before Execute, so that no state change is missed
 		_, err := l.cb.Execute(func() (struct{}, error) {
 			return struct{}{}, l.target.Sink.Send(l.d.sendCtx, dv.Event)
@@ -248,6 +265,12 @@ func (l *lane) deliver(dv *queue.Delivery) {
 // failed retryably. Each delivery then gets its own outcome, as from deliver.
 func (l *lane) deliverBatch(dvs []*queue.Delivery, evs []*sinks.Event) {
 	for {
+		if !l.wait(len(evs)) {
+			for _, dv := range dvs {
+				l.giveBack(dv)
+			}
+			return
+		}
 		ch := l.changedCh() // before Execute, so that no state change is missed
 		var errs []error
 		_, err := l.cb.Execute(func() (struct{}, error) {
@@ -272,6 +295,15 @@ func (l *lane) deliverBatch(dvs []*queue.Delivery, evs []*sinks.Event) {
 		}
 		return
 	}
+}
+
+// wait waits for the rate limit to allow n more attempts, and reports false
+// if the lane is stopping first (the caller gives its deliveries back).
+func (l *lane) wait(n int) bool {
+	if l.limiter == nil {
+		return true
+	}
+	return l.limiter.WaitN(l.takeCtx, n) == nil
 }
 
 // rejected reports whether the breaker refused the call without making it.

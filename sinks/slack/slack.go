@@ -52,6 +52,11 @@ func (c *Config) Default() {
 	}
 }
 
+// DefaultRateLimit is the rate_limit of a slack sink that sets none: one
+// message per second, Slack's documented limit for incoming webhooks, with
+// bursts of up to 3 (Slack tolerates short bursts). The config loader asks.
+func (c *Config) DefaultRateLimit() (perSecond float64, burst int) { return 1, 3 }
+
 // Validate implements sinks.Config. The template is parsed by New.
 func (c *Config) Validate() []sinks.FieldError {
 	if strings.TrimSpace(c.WebhookURL) == "" {
