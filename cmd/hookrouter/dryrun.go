@@ -37,11 +37,12 @@ func dryRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	headers := headerFlags{}
 	fs.Var(headers, "H", "request header 'Name: value' (repeatable)")
 	sourceName := fs.String("source", "", "source the event arrives on (default: the first source)")
+	explain := fs.Bool("explain", false, "add each rule's sub-expression values (why it did or did not match)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: hookrouter test [-config FILE] [-H 'Name: value']... PAYLOAD.json|-")
+		fmt.Fprintln(stderr, "usage: hookrouter test [-config FILE] [-explain] [-H 'Name: value']... PAYLOAD.json|-")
 		return 2
 	}
 	var body []byte
@@ -76,7 +77,12 @@ func dryRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hookrouter test: -source %q is not a source of %s (it has %s)\n", src, f.Name, strings.Join(names, ", "))
 		return 2
 	}
-	rep, err := evaluate(rt, src, headers, body)
+	var rep *dryrun.Report
+	if *explain {
+		rep, err = rt.DryRunExplain(src, dryrun.Headers(headers), body)
+	} else {
+		rep, err = evaluate(rt, src, headers, body)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "hookrouter test: %s: %v\n", name, err)
 		return 1

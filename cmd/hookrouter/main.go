@@ -3,7 +3,7 @@
 //
 //	hookrouter serve    [-config FILE]                 run the router (the default)
 //	hookrouter validate [-config FILE]                 check a config file fully
-//	hookrouter test     [-config FILE] [-H 'N: v']... PAYLOAD.json|-
+//	hookrouter test     [-config FILE] [-explain] [-H 'N: v']... PAYLOAD.json|-
 //	hookrouter diff     -config OLD -against NEW EVENTS.jsonl
 //	hookrouter replay   [-config FILE] DEAD_LETTER_FILE
 //	hookrouter version
@@ -63,7 +63,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 const usage = `Usage:
   hookrouter [serve] [-config FILE]                     run the router
   hookrouter validate [-config FILE]                    check a config file
-  hookrouter test [-config FILE] [-H 'Name: value']... PAYLOAD.json|-
+  hookrouter test [-config FILE] [-explain] [-H 'Name: value']... PAYLOAD.json|-
                                                         dry-run one event: rules, key, deliveries
   hookrouter diff -config OLD -against NEW EVENTS.jsonl compare routing of recorded events
   hookrouter replay [-config FILE] DEAD_LETTER_FILE     re-queue dead-lettered deliveries

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hookrouter/hookrouter/router/rules"
+	"github.com/hookrouter/hookrouter/router/rules/explain"
 	"github.com/hookrouter/hookrouter/sinks"
 )
 
@@ -30,6 +31,9 @@ type Report struct {
 type RuleResult struct {
 	Name   string `json:"name"`
 	Result any    `json:"result"` // true, false or "error: …"
+	// Explain is the value of each part of the rule's `when`, when asked
+	// for (Explain, `hookrouter test -explain`).
+	Explain []explain.Part `json:"explain,omitempty"`
 }
 
 // Delivery is what one chosen sink would be sent: the rendered body as JSON
