@@ -67,8 +67,10 @@ const (
 	// maxUnapplied makes the committer wait for the applier before logging
 	// more: logged Puts keep their records in memory until applied.
 	maxUnapplied = 64 << 20
-	// maxCacheBytes caps the bodies kept in memory (Queue.cacheBudget).
-	maxCacheBytes = 64 << 20
+	// maxCacheBytes caps the events kept in memory (Queue.cacheBudget):
+	// small, since a delivery made within flushDelay is sent from the
+	// logged copy anyway, and a backlog is read back from the file.
+	maxCacheBytes = 4 << 20
 )
 
 // Queue is the disk-backed queue.Queue. Create it with Open.
@@ -122,12 +124,13 @@ type Queue struct {
 	applyTimer   *time.Timer
 }
 
-// entry is what the deliveries of one event share in memory.
+// entry is what the deliveries of one event share in memory: for an event
+// not cached, only what scheduling and the bound need.
 type entry struct {
 	seq  uint64
 	size int64 // counted against maxBytes until owed reaches 0
-	// ev is the whole event when cached, else a copy without Body; it is
-	// immutable once the entry is published.
+	// ev is the whole event when cached, else nil (read back on Take); it
+	// is immutable once the entry is published.
 	ev     *sinks.Event
 	cached bool
 	// unapplied holds the whole event of an uncached entry until the
@@ -354,16 +357,19 @@ func (q *Queue) replay(dir string, st *state) (int, error) {
 			for _, s := range rec.to {
 				size += deliveryBytes(s)
 			}
-			e := &entry{seq: rec.seq, size: size, ev: ev, cached: st.cached+size <= q.cacheBudget}
+			e := &entry{seq: rec.seq, size: size, cached: st.cached+size <= q.cacheBudget}
 			if e.cached {
 				st.cached += size
+				e.ev = ev
 			} else {
 				e.unapplied.Store(ev)
-				e.ev = &sinks.Event{ID: ev.ID, Source: ev.Source, ReceivedAt: ev.ReceivedAt}
 			}
 			e.owed.Store(int32(len(rec.to)))
-			for _, s := range rec.to {
-				st.items = append(st.items, item{d: &queue.Delivery{Event: e.ev, Sink: s, Ref: &ref{e: e}}})
+			dels := make([]delivery, len(rec.to))
+			for i, s := range rec.to {
+				dels[i] = delivery{d: queue.Delivery{Event: e.ev, Sink: s}, r: ref{e: e}}
+				dels[i].d.Ref = &dels[i].r
+				st.items = append(st.items, item{d: &dels[i].d})
 			}
 			st.events++
 			st.used += size
@@ -431,14 +437,16 @@ func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 	if !q.reserve(size) {
 		return queue.ErrFull
 	}
-	e := &entry{size: size, ev: ev}
+	e := &entry{size: size}
 	e.owed.Store(int32(len(to)))
 	if q.cached.Add(size) <= q.cacheBudget {
 		e.cached = true
+		e.ev = ev
 	} else {
+		// Not even its metadata stays in memory once applied: Take reads
+		// the event back (until then, from unapplied).
 		q.cached.Add(-size)
 		e.unapplied.Store(ev)
-		e.ev = &sinks.Event{ID: ev.ID, Source: ev.Source, ReceivedAt: ev.ReceivedAt}
 	}
 	r := &putReq{ev: ev, to: to, e: e, dels: make([]delivery, len(to))}
 	for i, sink := range to {
@@ -560,13 +568,15 @@ func (q *Queue) prepareAll(ds []*queue.Delivery) ([]*queue.Delivery, error) {
 	return out, nil
 }
 
-// prepare gives a taken delivery its event body, from memory or the file.
-// It reports false for a delivery that cannot be made (dropped), and
-// queue.ErrClosed once the file is closed.
+// prepare gives a taken delivery its event, from memory or the file: an
+// uncached delivery holds none while it waits. It reports false for a
+// delivery that cannot be made (dropped), and queue.ErrClosed once the file
+// is closed.
 func (q *Queue) prepare(d *queue.Delivery) (bool, error) {
 	r := d.Ref.(*ref)
 	r.taken.Store(true)
 	if r.e.cached {
+		d.Event = r.e.ev
 		return true, nil
 	}
 	if ev := r.e.unapplied.Load(); ev != nil {
@@ -583,7 +593,7 @@ func (q *Queue) prepare(d *queue.Delivery) (bool, error) {
 	}
 	// Open verified every record, so this is damage done since: the
 	// delivery cannot be made, and keeping it would fail forever.
-	q.log.Error("queued event unreadable, delivery dropped", "sink", d.Sink, "event_id", r.e.ev.ID, "seq", r.e.seq, "error", err)
+	q.log.Error("queued event unreadable, delivery dropped", "sink", d.Sink, "seq", r.e.seq, "error", err)
 	if derr := q.Done(d); derr != nil {
 		return false, derr
 	}
@@ -635,8 +645,9 @@ func (q *Queue) Retry(d *queue.Delivery, delay time.Duration) error {
 		st.nextAt = time.Now().Add(delay).UnixNano()
 	}
 	err = q.record(update{seq: r.e.seq, sink: d.Sink, state: st})
-	if !r.e.cached {
-		d.Event = r.e.ev
+	if !r.e.cached && d.Event != nil {
+		// Drop the body while it waits; the caller may still log the ID.
+		d.Event = &sinks.Event{ID: d.Event.ID, Source: d.Event.Source, ReceivedAt: d.Event.ReceivedAt}
 	}
 	q.sched.Delay(d, delay)
 	return err
@@ -650,7 +661,7 @@ func (q *Queue) handOver(d *queue.Delivery) (*ref, error) {
 		return nil, fmt.Errorf("queue: delivery to %q is not from this queue", d.Sink)
 	}
 	if !r.taken.CompareAndSwap(true, false) {
-		return nil, fmt.Errorf("queue: delivery of event %q to %q is not in flight", r.e.ev.ID, d.Sink)
+		return nil, fmt.Errorf("queue: delivery of event #%d to %q is not in flight", r.e.seq, d.Sink)
 	}
 	return r, nil
 }

@@ -229,11 +229,11 @@ func decodeDelivery(key, v []byte) (deliveryState, error) {
 }
 
 // splitDeliveryKey returns the acceptance number and sink of a deliveries key.
-func splitDeliveryKey(k []byte) (uint64, string, bool) {
+func splitDeliveryKey(k []byte) (uint64, []byte, bool) {
 	if len(k) <= 8 {
-		return 0, "", false
+		return 0, nil, false
 	}
-	return binary.BigEndian.Uint64(k), string(k[8:]), true
+	return binary.BigEndian.Uint64(k), k[8:], true
 }
 
 // Sizes counted against maxBytes: the records and keys as written, plus

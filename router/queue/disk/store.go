@@ -229,6 +229,7 @@ func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
 					}
 				}
 			}
+			names := map[string]string{}
 			dc := tx.Bucket(bucketDeliveries).Cursor()
 			for k, v := dc.First(); k != nil; k, v = dc.Next() {
 				seq, sink, ok := splitDeliveryKey(k)
@@ -250,8 +251,16 @@ func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
 					if ek == nil || binary.BigEndian.Uint64(ek) != seq {
 						cur, curBad = &entry{seq: seq}, true
 					} else {
+						// Checked here; kept in memory only within the
+						// cache's budget, else read back on Take.
 						withBody := st.cached+int64(len(ev)) <= q.cacheBudget
-						e, err := decodeEvent(ek, ev, withBody)
+						var e *sinks.Event
+						var err error
+						if withBody {
+							e, err = decodeEvent(ek, ev, true)
+						} else if _, ok := parseEvent(ek, ev); !ok {
+							err = errBadRecord
+						}
 						if err != nil {
 							if err := problem(bucketEvents, ek, "checksum or layout"); err != nil {
 								return err
@@ -270,10 +279,18 @@ func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
 					}
 					continue
 				}
-				cur.size += deliveryBytes(sink)
+				// One allocation per delivery, with its Ref; sink names
+				// shared, not one copy per delivery.
+				name, ok := names[string(sink)]
+				if !ok {
+					name = string(sink)
+					names[name] = name
+				}
+				cur.size += deliveryBytes(name)
 				cur.owed.Add(1)
-				d := &queue.Delivery{Event: cur.ev, Sink: sink, Attempts: ds.attempts, LastError: ds.lastError, Ref: &ref{e: cur}}
-				st.items = append(st.items, item{d: d, nextAt: ds.nextAt})
+				dl := &delivery{d: queue.Delivery{Event: cur.ev, Sink: name, Attempts: ds.attempts, LastError: ds.lastError}, r: ref{e: cur}}
+				dl.d.Ref = &dl.r
+				st.items = append(st.items, item{d: &dl.d, nextAt: ds.nextAt})
 			}
 			finish()
 			for ; ek != nil; ek, _ = evc.Next() {
