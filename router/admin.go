@@ -107,12 +107,16 @@ func (r *Router) Health() Health {
 	}
 	if r.draining.Load() {
 		h.Status, h.Reason = "shutting_down", "shutting down"
+	} else if reason := r.degraded(); reason != "" {
+		// Still 200: the router accepts again once the cause clears.
+		h.Status, h.Reason = "degraded", reason
 	}
 	return h
 }
 
 // healthStatus is the HTTP status of a /health answer: 503 while shutting
-// down, so that a load balancer stops sending; 200 otherwise.
+// down, so that a load balancer stops sending; 200 otherwise, degraded
+// included (the router accepts again once the cause clears).
 func healthStatus(h Health) int {
 	if h.Status == "shutting_down" {
 		return http.StatusServiceUnavailable

@@ -85,12 +85,19 @@ type LaneStatus struct {
 	// Breaker is "closed", "half-open" or "open".
 	Breaker string `json:"breaker"`
 	// Depth counts the deliveries owed to the sink: due, waiting or in flight.
-	Depth   int `json:"depth"`
-	Workers int `json:"workers"`
+	Depth int `json:"depth"`
+	// OldestUndeliveredSeconds is how long ago the oldest delivery owed to
+	// the sink was accepted; 0 when none is owed (or the queue, nats, does
+	// not tell).
+	OldestUndeliveredSeconds float64 `json:"oldest_undelivered_seconds"`
+	Workers                  int     `json:"workers"`
 	// Delivered and Failed count deliveries finished by this lane since it
 	// started: sent, or dead-lettered.
 	Delivered int64 `json:"delivered"`
 	Failed    int64 `json:"failed"`
+	// DeadLetters counts the deliveries this lane wrote to the dead-letter
+	// file since it started (every failed delivery is dead-lettered).
+	DeadLetters int64 `json:"dead_letters"`
 	// Draining is set for a sink removed from the config that is still owed
 	// deliveries.
 	Draining bool `json:"draining,omitempty"`
@@ -237,6 +244,7 @@ func (d *Dispatcher) reconcileLocked() {
 			delete(d.draining, name)
 			d.retire(l)
 			d.m.QueueDepth.DeleteLabelValues(name)
+			d.m.QueueOldest.DeleteLabelValues(name)
 			d.m.BreakerState.DeleteLabelValues(name)
 			d.log.Info("removed sink drained, closing it", "sink", name)
 		}
@@ -246,6 +254,7 @@ func (d *Dispatcher) reconcileLocked() {
 			delete(d.orphans, name)
 			d.retire(l)
 			d.m.QueueDepth.DeleteLabelValues(name)
+			d.m.QueueOldest.DeleteLabelValues(name)
 		}
 	}
 	// A shared queue (nats) may owe deliveries to a sink that another
@@ -263,8 +272,23 @@ func (d *Dispatcher) reconcileLocked() {
 	for _, set := range []map[string]*lane{d.lanes, d.draining, d.orphans} {
 		for name := range set {
 			d.m.QueueDepth.WithLabelValues(name).Set(float64(d.q.Depth(name)))
+			d.m.QueueOldest.WithLabelValues(name).Set(d.oldestSeconds(name))
 		}
 	}
+}
+
+// oldestSeconds is how long ago the oldest delivery owed to sink was
+// accepted, 0 if none is owed or the queue does not tell.
+func (d *Dispatcher) oldestSeconds(sink string) float64 {
+	a, ok := d.q.(queue.Ager)
+	if !ok {
+		return 0
+	}
+	at, ok := a.Oldest(sink)
+	if !ok {
+		return 0
+	}
+	return max(0, time.Since(at).Seconds())
 }
 
 // retire stops l taking deliveries and, once its workers are done, closes

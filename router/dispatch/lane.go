@@ -465,15 +465,18 @@ func (l *lane) status(draining bool) LaneStatus {
 	l.failMu.Lock()
 	last := l.lastFail
 	l.failMu.Unlock()
+	failed := l.failed.Load()
 	return LaneStatus{
-		Type:      l.target.Type,
-		Breaker:   l.cb.State().String(),
-		Depth:     l.d.q.Depth(l.name),
-		Workers:   l.set.Workers,
-		Delivered: l.delivered.Load(),
-		Failed:    l.failed.Load(),
-		Draining:  draining,
-		LastError: last,
+		Type:                     l.target.Type,
+		Breaker:                  l.cb.State().String(),
+		Depth:                    l.d.q.Depth(l.name),
+		OldestUndeliveredSeconds: l.d.oldestSeconds(l.name),
+		Workers:                  l.set.Workers,
+		Delivered:                l.delivered.Load(),
+		Failed:                   failed,
+		DeadLetters:              failed,
+		Draining:                 draining,
+		LastError:                last,
 	}
 }
 

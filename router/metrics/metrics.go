@@ -29,6 +29,7 @@ type Metrics struct {
 	Attempts         *prometheus.CounterVec   // sink, result (ok | retryable | permanent)
 	DeliverySeconds  *prometheus.HistogramVec // sink: accepted → delivered
 	QueueDepth       *prometheus.GaugeVec     // sink
+	QueueOldest      *prometheus.GaugeVec     // sink: seconds since the oldest owed delivery was accepted
 	BreakerState     *prometheus.GaugeVec     // sink: 0 closed, 1 half-open, 2 open
 	DeadLetters      *prometheus.CounterVec   // sink
 	DedupStoreErrors prometheus.Counter
@@ -71,12 +72,18 @@ func New() *Metrics {
 	}, []string{"sink"})
 	f(m.DeliverySeconds)
 	m.QueueDepth = gaugeVec(f, "queue_depth", "Deliveries owed to a sink, due or waiting.", "sink")
+	m.QueueOldest = gaugeVec(f, "queue_oldest_seconds", "Seconds since the oldest delivery owed to a sink was accepted; 0 when none is owed.", "sink")
 	m.BreakerState = gaugeVec(f, "breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", "sink")
 	m.DeadLetters = counterVec(f, "dead_letters_total", "Deliveries written to the dead-letter file.", "sink")
 	m.DedupStoreErrors = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hookrouter", Name: "dedup_store_errors_total", Help: "Errors from the dedup store."})
 	f(m.DedupStoreErrors)
 
 	m.ConfigReloads = counterVec(f, "config_reloads_total", "Config reloads by result (success | failure | unchanged).", "result")
+	// Present from the start, at 0, so that rate() and alerts work before
+	// the first reload.
+	for _, result := range []string{"success", "failure", "unchanged"} {
+		m.ConfigReloads.WithLabelValues(result)
+	}
 	m.ConfigLastReloadSuccess = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hookrouter", Name: "config_last_reload_success_timestamp_seconds", Help: "When the config was last loaded successfully."})
 	f(m.ConfigLastReloadSuccess)
 	m.ConfigGeneration = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hookrouter", Name: "config_generation", Help: "Generation of the config in force; 1 at start, +1 per applied reload."})

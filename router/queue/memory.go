@@ -115,6 +115,9 @@ func (m *Memory) Depth(sink string) int { return m.sched.Depth(sink) }
 // Pending lists the sinks that are owed deliveries.
 func (m *Memory) Pending() []string { return m.sched.Pending() }
 
+// Oldest implements Ager.
+func (m *Memory) Oldest(sink string) (time.Time, bool) { return m.sched.Oldest(sink) }
+
 // Remaining returns every delivery still owed, in acceptance order; the
 // dispatcher dead-letters them at shutdown since memory does not survive it.
 func (m *Memory) Remaining() []*Delivery { return m.sched.Remaining() }

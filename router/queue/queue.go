@@ -39,6 +39,9 @@ type Delivery struct {
 
 	// seq is the Scheduler's acceptance number, assigned on first Push.
 	seq uint64
+	// accepted is the event's ReceivedAt (unix nanoseconds), kept by the
+	// Scheduler for Oldest.
+	accepted int64
 }
 
 // Queue is the contract shared by every backend. All methods are safe for
@@ -93,4 +96,13 @@ type KeyKeeper interface {
 	KeepKey(key string, expires time.Time) error
 	// Keys calls fn for each kept key not yet expired, oldest first.
 	Keys(fn func(key string, expires time.Time)) error
+}
+
+// Ager is implemented by queues that know how long their oldest delivery
+// per sink has waited (memory, disk), for /health and the
+// hookrouter_queue_oldest_seconds gauge.
+type Ager interface {
+	// Oldest returns when the oldest delivery owed to sink was accepted,
+	// and false if none is owed.
+	Oldest(sink string) (time.Time, bool)
 }

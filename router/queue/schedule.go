@@ -73,6 +73,7 @@ func (l *schedLane) wake() {
 // returns them in: call Push in acceptance order (also when recovering).
 func (s *Scheduler) Push(d *Delivery) {
 	s.mu.Lock()
+	d.noteAccepted()
 	l := s.lane(d.Sink)
 	if d.seq == 0 {
 		// New: never handed out, so not in the in-flight set (a delete of
@@ -99,6 +100,7 @@ func (s *Scheduler) Delay(d *Delivery, after time.Duration) {
 	}
 	at := time.Now().Add(after)
 	s.mu.Lock()
+	d.noteAccepted()
 	l := s.lane(d.Sink)
 	delete(l.inflight, d)
 	if d.seq == 0 {
@@ -292,6 +294,55 @@ func (s *Scheduler) Depth(sink string) int {
 		return 0
 	}
 	return l.due() + l.waiting + len(l.inflight)
+}
+
+// Oldest returns when the oldest delivery owed to sink (due, waiting for a
+// retry or in flight) was accepted, and false if none is owed. It walks the
+// waiting and in-flight deliveries, so it is for health and metrics, not for
+// every request.
+func (s *Scheduler) Oldest(sink string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.lanes[sink]
+	if l == nil {
+		return time.Time{}, false
+	}
+	var oldest *Delivery
+	consider := func(d *Delivery) {
+		if d != nil && (oldest == nil || d.seq < oldest.seq) {
+			oldest = d
+		}
+	}
+	if l.fresh.n > 0 {
+		consider(l.fresh.buf[l.fresh.head])
+	}
+	if len(l.retried) > 0 {
+		consider(l.retried[0])
+	}
+	for d := range l.inflight {
+		consider(d)
+	}
+	if l.waiting > 0 {
+		for _, t := range s.timers {
+			if t.d.Sink == sink {
+				consider(t.d)
+			}
+		}
+	}
+	if oldest == nil || oldest.accepted == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, oldest.accepted), true
+}
+
+// noteAccepted copies d's acceptance time the first time the Scheduler sees
+// d, while no worker holds it: a backend may swap d.Event later (the disk
+// queue loads the body into a taken delivery), and Oldest reads only this.
+// s.mu is held.
+func (d *Delivery) noteAccepted() {
+	if d.accepted == 0 && d.Event != nil {
+		d.accepted = d.Event.ReceivedAt.UnixNano()
+	}
 }
 
 // Pending lists, sorted, the sinks that are owed at least one delivery.

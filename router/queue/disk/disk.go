@@ -691,6 +691,9 @@ func (q *Queue) Depth(sink string) int { return q.sched.Depth(sink) }
 // Open that the current config may no longer name.
 func (q *Queue) Pending() []string { return q.sched.Pending() }
 
+// Oldest implements queue.Ager.
+func (q *Queue) Oldest(sink string) (time.Time, bool) { return q.sched.Oldest(sink) }
+
 // Used is the number of bytes counted against maxBytes.
 func (q *Queue) Used() int64 { return q.used.Load() }
 

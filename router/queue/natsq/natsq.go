@@ -660,3 +660,11 @@ var _ queue.Queue = (*Queue)(nil)
 
 // Shared reports true: instances share the stream (see queue.Sharer).
 func (q *Queue) Shared() bool { return true }
+
+// Ping reports whether the NATS server answers (a round trip), for /health.
+func (q *Queue) Ping(ctx context.Context) error {
+	if err := q.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("nats queue: %w", err)
+	}
+	return nil
+}
