@@ -5,6 +5,7 @@ import (
 	"github.com/hookrouter/hookrouter/sinks/amqp"
 	"github.com/hookrouter/hookrouter/sinks/file"
 	"github.com/hookrouter/hookrouter/sinks/httpsink"
+	"github.com/hookrouter/hookrouter/sinks/mysql"
 	"github.com/hookrouter/hookrouter/sinks/nats"
 	"github.com/hookrouter/hookrouter/sinks/postgres"
 	"github.com/hookrouter/hookrouter/sinks/redis"
@@ -15,7 +16,7 @@ import (
 // sinkTypes returns the sink types newSinkConfig knows, in the order
 // problems list them.
 func sinkTypes() []string {
-	return []string{"http", "slack", "file", "stdout", "postgres", "nats", "amqp", "redis"}
+	return []string{"http", "slack", "file", "stdout", "postgres", "mysql", "nats", "amqp", "redis"}
 }
 
 // newSinkConfig returns an empty Config for sinks of type typ, or nil for an
@@ -35,6 +36,8 @@ func newSinkConfig(typ string) sinks.Config {
 		return &stdout.Config{}
 	case "postgres":
 		return &postgres.Config{}
+	case "mysql":
+		return &mysql.Config{}
 	case "nats":
 		return &nats.Config{}
 	case "amqp":
