@@ -44,6 +44,11 @@ type Delivery struct {
 	accepted int64
 }
 
+// SetAccepted records when d's event was accepted, for Oldest, by a backend
+// that does not keep d.Event in memory while d waits (disk). Call it before
+// d is first pushed.
+func (d *Delivery) SetAccepted(t time.Time) { d.accepted = t.UnixNano() }
+
 // Queue is the contract shared by every backend. All methods are safe for
 // concurrent use.
 type Queue interface {

@@ -369,6 +369,7 @@ func (q *Queue) replay(dir string, st *state) (int, error) {
 			for i, s := range rec.to {
 				dels[i] = delivery{d: queue.Delivery{Event: e.ev, Sink: s}, r: ref{e: e}}
 				dels[i].d.Ref = &dels[i].r
+				dels[i].d.SetAccepted(ev.ReceivedAt)
 				st.items = append(st.items, item{d: &dels[i].d})
 			}
 			st.events++
@@ -453,6 +454,7 @@ func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 		dl := &r.dels[i]
 		dl.r.e = e
 		dl.d = queue.Delivery{Event: e.ev, Sink: sink, Ref: &dl.r}
+		dl.d.SetAccepted(ev.ReceivedAt)
 	}
 	r.done.Add(1)
 

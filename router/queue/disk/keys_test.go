@@ -261,3 +261,37 @@ func TestKeyRecordDamaged(t *testing.T) {
 		t.Fatalf("salvage not logged as such:\n%s", logs.String())
 	}
 }
+
+// TestOldestUncached checks queue.Ager on deliveries that hold no event in
+// memory (nothing cached): the acceptance time is known after Put and after
+// a restart, without the event.
+func TestOldestUncached(t *testing.T) {
+	dir := t.TempDir()
+	q, err := open(dir, 1<<30, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := event("first", 300)
+	first.ReceivedAt = time.Unix(1700000000, 0)
+	put(t, q, first, "a")
+	second := event("second", 300)
+	second.ReceivedAt = time.Unix(1700000100, 0)
+	put(t, q, second, "a")
+	if at, ok := q.Oldest("a"); !ok || !at.Equal(first.ReceivedAt) {
+		t.Fatalf("Oldest after Put = %v, %v; want %v", at, ok, first.ReceivedAt)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q, err = open(dir, 1<<30, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if at, ok := q.Oldest("a"); !ok || !at.Equal(first.ReceivedAt) {
+		t.Fatalf("Oldest after a restart = %v, %v; want %v", at, ok, first.ReceivedAt)
+	}
+	if d := take(t, q, "a"); d.Event == nil || d.Event.ID != "first" {
+		t.Fatalf("taken %+v", d.Event)
+	}
+}

@@ -230,6 +230,7 @@ func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
 				}
 			}
 			names := map[string]string{}
+			var curAccepted time.Time // cur's ReceivedAt, for queue.Ager
 			dc := tx.Bucket(bucketDeliveries).Cursor()
 			for k, v := dc.First(); k != nil; k, v = dc.Next() {
 				seq, sink, ok := splitDeliveryKey(k)
@@ -256,10 +257,12 @@ func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
 						withBody := st.cached+int64(len(ev)) <= q.cacheBudget
 						var e *sinks.Event
 						var err error
-						if withBody {
-							e, err = decodeEvent(ek, ev, true)
-						} else if _, ok := parseEvent(ek, ev); !ok {
+						f, ok := parseEvent(ek, ev)
+						switch {
+						case !ok:
 							err = errBadRecord
+						case withBody:
+							e, err = decodeEvent(ek, ev, true)
 						}
 						if err != nil {
 							if err := problem(bucketEvents, ek, "checksum or layout"); err != nil {
@@ -268,6 +271,7 @@ func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
 							cur, curBad = &entry{seq: seq}, true
 						} else {
 							cur = &entry{seq: seq, ev: e, cached: withBody, size: eventBytes(len(ev))}
+							curAccepted = time.Unix(0, f.receivedAt)
 						}
 						ek, ev = evc.Next()
 					}
@@ -290,6 +294,7 @@ func (q *Queue) loadState(db *bolt.DB, repair bool) (*state, error) {
 				cur.owed.Add(1)
 				dl := &delivery{d: queue.Delivery{Event: cur.ev, Sink: name, Attempts: ds.attempts, LastError: ds.lastError}, r: ref{e: cur}}
 				dl.d.Ref = &dl.r
+				dl.d.SetAccepted(curAccepted)
 				st.items = append(st.items, item{d: &dl.d, nextAt: ds.nextAt})
 			}
 			finish()
