@@ -208,12 +208,22 @@ func (r *Router) Replay(ctx context.Context, recs []dispatch.Record) ReplayResul
 			res.Errors = append(res.Errors, fmt.Sprintf("record %d: sink %q is not in the config", i+1, rec.Sink))
 			continue
 		}
-		if err := r.queue.Put(ctx, rec.Event(), []string{rec.Sink}); err != nil {
+		ran, err := r.replayed.Once(rec.ID(), func() error {
+			return r.queue.Put(ctx, rec.Event(), []string{rec.Sink})
+		})
+		switch {
+		case !ran:
+			res.Skipped++
+			res.Errors = append(res.Errors, fmt.Sprintf("record %d: already replayed (event %s to sink %q)", i+1, rec.Event().ID, rec.Sink))
+		case err != nil:
 			res.Skipped++
 			res.Errors = append(res.Errors, fmt.Sprintf("record %d: %v", i+1, err))
-			continue
+		default:
+			res.Requeued++
 		}
-		res.Requeued++
+	}
+	if err := r.replayed.Sync(); err != nil {
+		res.Errors = append(res.Errors, err.Error())
 	}
 	return res
 }

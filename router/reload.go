@@ -362,6 +362,10 @@ func (r *Router) stopWatching() {
 // ReopenFiles asks every sink that holds files open to reopen them (SIGHUP,
 // after logrotate moved them).
 func (r *Router) ReopenFiles() {
+	// The dead-letter file too: recreated if it was moved aside or deleted.
+	if err := r.deadLetters.Reopen(); err != nil {
+		r.log.Error("reopen failed", "file", r.deadLetters.Path(), "error", err)
+	}
 	for name, s := range r.rt.Load().Sinks {
 		if ro, ok := s.Sink.(interface{ Reopen() error }); ok {
 			if err := ro.Reopen(); err != nil {

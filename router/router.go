@@ -67,6 +67,8 @@ type Router struct {
 	quitOnce    sync.Once
 	dispatcher  *dispatch.Dispatcher
 	deadLetters *dispatch.DeadLetters
+	// replayed remembers the dead-letter records already replayed.
+	replayed *dispatch.Replayed
 	console     *console.Console
 
 	// srvMu orders Serve and Shutdown, which run on different goroutines:
@@ -112,14 +114,20 @@ func New(f *config.File, opts Options) (*Router, error) {
 	if r.deadLetters, err = dispatch.OpenDeadLetters(filepath.Join(f.DataDir, "dead-letter.jsonl")); err != nil {
 		return nil, err
 	}
+	if r.replayed, err = dispatch.OpenReplayed(filepath.Join(f.DataDir, replayedFile)); err != nil {
+		r.deadLetters.Close()
+		return nil, err
+	}
 	r.dedupTimeout = f.Dedup.Timeout.Std()
 	if r.dedup, err = openDedup(f, opts.DedupOptions); err != nil {
 		r.deadLetters.Close()
+		r.replayed.Close()
 		return nil, err
 	}
 	if r.queue, err = openQueue(f, r.log, opts.NatsOptions); err != nil {
 		r.dedup.Close()
 		r.deadLetters.Close()
+		r.replayed.Close()
 		return nil, err
 	}
 	if err := r.seedDedup(); err != nil {
@@ -134,10 +142,15 @@ func New(f *config.File, opts Options) (*Router, error) {
 		r.queue.Close()
 		r.dedup.Close()
 		r.deadLetters.Close()
+		r.replayed.Close()
 		return nil, err
 	}
 	return r, nil
 }
+
+// replayedFile, in data_dir, lists the IDs of the dead-letter records
+// already replayed (dispatch.Record.ID), one a line.
+const replayedFile = "dead-letter.replayed"
 
 // storeCheckTimeout bounds the check at start that the shared dedup store
 // answers: an instance that cannot reach it would answer 503 to every event.
@@ -355,7 +368,7 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	errs = append(errs, r.dispatcher.Close(ctx))
 	r.quitOnce.Do(func() { close(r.quit) })
 	r.bg.Wait()
-	errs = append(errs, r.queue.Close(), r.dedup.Close(), r.deadLetters.Close())
+	errs = append(errs, r.queue.Close(), r.dedup.Close(), r.deadLetters.Close(), r.replayed.Close())
 	return errors.Join(errs...)
 }
 

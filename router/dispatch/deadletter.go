@@ -37,6 +37,18 @@ type RecordEvent struct {
 	Payload    json.RawMessage `json:"payload"`
 }
 
+// ID identifies the record across copies of the dead-letter file: the event,
+// the sink and when the delivery failed. Replay skips a record whose ID it
+// has already replayed; a delivery that fails again after its replay is a new
+// record, with a new failed_at.
+func (r *Record) ID() string {
+	id := r.Envelope.ID
+	if id == "" {
+		id = r.EventID
+	}
+	return id + " " + r.Sink + " " + r.FailedAt.UTC().Format(time.RFC3339Nano)
+}
+
 // Event rebuilds the dead-lettered event with its original ID, so that a
 // replay carries the same X-Hookrouter-Event-Id and receivers can
 // deduplicate it.
@@ -62,6 +74,7 @@ type DeadLetters struct {
 	path string
 	mu   sync.Mutex
 	f    *os.File
+	fi   os.FileInfo // of f, to notice that path was moved or deleted
 }
 
 // OpenDeadLetters opens (creating it, mode 0600 since payloads may be
@@ -74,11 +87,57 @@ func OpenDeadLetters(path string) (*DeadLetters, error) {
 			return nil, fmt.Errorf("dead letters: %w", err)
 		}
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("dead letters: %w", err)
+	dl := &DeadLetters{path: path}
+	if err := dl.open(); err != nil {
+		return nil, err
 	}
-	return &DeadLetters{path: path, f: f}, nil
+	return dl, nil
+}
+
+// open opens (creating it) the file at dl.path; dl.mu is held or dl is new.
+func (dl *DeadLetters) open() error {
+	f, err := os.OpenFile(dl.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("dead letters: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("dead letters: %w", err)
+	}
+	dl.f, dl.fi = f, fi
+	return nil
+}
+
+// Reopen closes the file and opens the one at its path again, creating it
+// if it was moved or deleted (SIGHUP, after an operator moved it aside).
+func (dl *DeadLetters) Reopen() error {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	if dl.f == nil {
+		return fmt.Errorf("dead letters: %w", os.ErrClosed)
+	}
+	old := dl.f
+	if err := dl.open(); err != nil {
+		return err
+	}
+	old.Close()
+	return nil
+}
+
+// current reopens the file if its path no longer names it (moved or
+// deleted), so that a record is never written where nobody will look: a
+// stat per dead letter, which are rare. dl.mu is held.
+func (dl *DeadLetters) current() error {
+	if fi, err := os.Stat(dl.path); err == nil && os.SameFile(fi, dl.fi) {
+		return nil
+	}
+	old := dl.f
+	if err := dl.open(); err != nil {
+		return err
+	}
+	old.Close()
+	return nil
 }
 
 // Path is the file the records go to.
@@ -103,6 +162,9 @@ func (dl *DeadLetters) Write(rec *Record) error {
 	defer dl.mu.Unlock()
 	if dl.f == nil {
 		return fmt.Errorf("dead letters: %w", os.ErrClosed)
+	}
+	if err := dl.current(); err != nil {
+		return err
 	}
 	if _, err := dl.f.Write(line); err != nil {
 		return fmt.Errorf("dead letters: write: %w", err)
