@@ -69,7 +69,7 @@ type Router struct {
 	deadLetters *dispatch.DeadLetters
 	// replayed remembers the dead-letter records already replayed.
 	replayed *dispatch.Replayed
-	console     *console.Console
+	console  *console.Console
 
 	// srvMu orders Serve and Shutdown, which run on different goroutines:
 	// a Shutdown that comes first makes Serve return at once.
