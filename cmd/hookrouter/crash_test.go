@@ -271,7 +271,9 @@ func (in *crashInstance) health() (map[string]crashSinkHealth, error) {
 	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
 		return nil, fmt.Errorf("health: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK || h.Status != "healthy" {
+	// "degraded" is still serving: it lasts a while after a refusal (queue
+	// full) that no accepted event has cleared, while the backlog drains.
+	if resp.StatusCode != http.StatusOK || (h.Status != "healthy" && h.Status != "degraded") {
 		return nil, fmt.Errorf("health: %d %q", resp.StatusCode, h.Status)
 	}
 	return h.Sinks, nil
