@@ -26,11 +26,15 @@ func diff(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	newPath := fs.String("against", "", "the candidate config")
 	headers := headerFlags{}
 	fs.Var(headers, "H", "request header 'Name: value' assumed for every event (repeatable)")
+	fromJournal := fs.Bool("journal", false, "replay the running router's journal (GET /-/events on its admin address) instead of a file")
+	since := fs.String("since", "24h", "with -journal: events received since, a duration back (24h) or an RFC 3339 time")
+	addr := fs.String("addr", "", "with -journal: admin address of the running router (default: the config's admin_listen; its admin.token is sent)")
+	limit := fs.Int("limit", 10000, "with -journal: at most this many events, newest first")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *newPath == "" || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: hookrouter diff -config OLD -against NEW EVENTS.jsonl")
+	if *newPath == "" || (fs.NArg() != 1) != *fromJournal {
+		fmt.Fprintln(stderr, "usage: hookrouter diff -config OLD -against NEW EVENTS.jsonl\n       hookrouter diff -against NEW -journal [-since 24h] [-addr ADMIN]")
 		return 2
 	}
 	_, oldRT, err := load(config.Resolve(*oldPath))
@@ -42,6 +46,9 @@ func diff(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		printProblems(stderr, err)
 		return 1
+	}
+	if *fromJournal {
+		return diffJournal(oldRT, newRT, headers, journalQuery{addr: *addr, since: *since, limit: *limit}, stdout, stderr)
 	}
 	in := stdin
 	if fs.Arg(0) != "-" {
@@ -111,34 +118,40 @@ func diffEvents(oldRT, newRT *router.Runtime, headers headerFlags, r io.Reader, 
 		if json.Unmarshal(raw, &env) == nil && len(env.Payload) > 0 && env.Payload[0] == '{' {
 			body, src = env.Payload, env.Source
 		}
-		oldRep, err1 := evaluate(oldRT, sourceFor(oldRT, src), headers, body)
-		newRep, err2 := evaluate(newRT, sourceFor(newRT, src), headers, body)
-		if err1 != nil || err2 != nil {
-			sum.invalid++
-			fmt.Fprintf(w, "line %d: unreadable event: %v\n", line, firstErr(err1, err2))
-			continue
-		}
-		oldTo, newTo := sinksOf(oldRep), sinksOf(newRep)
-		var gained, lost []string
-		for _, s := range newTo {
-			if !slices.Contains(oldTo, s) {
-				gained = append(gained, s)
-				sum.gained[s]++
-			}
-		}
-		for _, s := range oldTo {
-			if !slices.Contains(newTo, s) {
-				lost = append(lost, s)
-				sum.lost[s]++
-			}
-		}
-		if len(gained) == 0 && len(lost) == 0 {
-			continue
-		}
-		sum.changed++
-		fmt.Fprintf(w, "line %d: %s: gained [%s] lost [%s]\n", line, newRep.DedupKey, strings.Join(gained, " "), strings.Join(lost, " "))
+		sum.compare(oldRT, newRT, headers, src, body, fmt.Sprintf("line %d", line), w)
 	}
 	return sum, sc.Err()
+}
+
+// compare routes one event (body, on source src) through both configs and
+// prints, as label, its sinks gained and lost when they differ.
+func (sum *diffSummary) compare(oldRT, newRT *router.Runtime, headers headerFlags, src string, body []byte, label string, w io.Writer) {
+	oldRep, err1 := evaluate(oldRT, sourceFor(oldRT, src), headers, body)
+	newRep, err2 := evaluate(newRT, sourceFor(newRT, src), headers, body)
+	if err1 != nil || err2 != nil {
+		sum.invalid++
+		fmt.Fprintf(w, "%s: unreadable event: %v\n", label, firstErr(err1, err2))
+		return
+	}
+	oldTo, newTo := sinksOf(oldRep), sinksOf(newRep)
+	var gained, lost []string
+	for _, s := range newTo {
+		if !slices.Contains(oldTo, s) {
+			gained = append(gained, s)
+			sum.gained[s]++
+		}
+	}
+	for _, s := range oldTo {
+		if !slices.Contains(newTo, s) {
+			lost = append(lost, s)
+			sum.lost[s]++
+		}
+	}
+	if len(gained) == 0 && len(lost) == 0 {
+		return
+	}
+	sum.changed++
+	fmt.Fprintf(w, "%s: %s: gained [%s] lost [%s]\n", label, newRep.DedupKey, strings.Join(gained, " "), strings.Join(lost, " "))
 }
 
 // sourceFor picks the recorded source if the config has it, else the first.

@@ -5,6 +5,7 @@
 //	hookrouter validate [-config FILE]                 check a config file fully
 //	hookrouter test     [-config FILE] [-explain] [-H 'N: v']... PAYLOAD.json|-
 //	hookrouter diff     -config OLD -against NEW EVENTS.jsonl
+//	hookrouter diff     -against NEW -journal [-since 24h] [-addr ADMIN]
 //	hookrouter replay   [-config FILE] DEAD_LETTER_FILE
 //	hookrouter version
 package main
@@ -66,6 +67,8 @@ const usage = `Usage:
   hookrouter test [-config FILE] [-explain] [-H 'Name: value']... PAYLOAD.json|-
                                                         dry-run one event: rules, key, deliveries
   hookrouter diff -config OLD -against NEW EVENTS.jsonl compare routing of recorded events
+  hookrouter diff -against NEW -journal [-since 24h] [-addr ADMIN]
+                                                        the same over the running router's journal
   hookrouter replay [-config FILE] DEAD_LETTER_FILE     re-queue dead-lettered deliveries
   hookrouter version
 
