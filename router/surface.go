@@ -17,14 +17,22 @@ const placeholderSecret = "your_secret_key"
 func warnWeakSecrets(log *slog.Logger, f *config.File) {
 	for _, s := range f.Sources {
 		a := s.Auth
-		switch {
-		case a.Type == "none":
+		if a.Type == "none" {
 			log.Warn("source accepts events from anyone: its auth type is none", "source", s.Name, "path", s.Path)
-		case a.Secret == "":
+			continue
+		}
+		secrets := a.AllSecrets()
+		if len(secrets) == 0 {
 			log.Warn("source secret is empty: set it", "source", s.Name, "path", s.Path)
-		case a.Secret == placeholderSecret:
-			log.Warn("source secret is the documentation's placeholder \"your_secret_key\": set WEBHOOK_SECRET_KEY or the source's secret",
-				"source", s.Name, "path", s.Path)
+		}
+		for i, sec := range secrets {
+			switch sec {
+			case "":
+				log.Warn("source secret is empty: set it", "source", s.Name, "path", s.Path, "secret_index", i)
+			case placeholderSecret:
+				log.Warn("source secret is the documentation's placeholder \"your_secret_key\": set WEBHOOK_SECRET_KEY or the source's secret",
+					"source", s.Name, "path", s.Path, "secret_index", i)
+			}
 		}
 	}
 }

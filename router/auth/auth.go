@@ -74,22 +74,29 @@ func New(cfg Config, opts ...Option) (Verifier, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	needsSecret := cfg.Type != TypeNone
-	if needsSecret && cfg.Secret == "" {
-		return nil, fmt.Errorf("auth %s: secret is empty", cfg.Type)
+	secrets := cfg.AllSecrets()
+	if cfg.Type != TypeNone {
+		if len(secrets) == 0 {
+			return nil, fmt.Errorf("auth %s: secret is empty", cfg.Type)
+		}
+		for _, sec := range secrets {
+			if sec == "" {
+				return nil, fmt.Errorf("auth %s: a secret is empty", cfg.Type)
+			}
+		}
 	}
 	switch cfg.Type {
 	case TypeHeader:
-		return &headerVerifier{name: or(cfg.Header, DefaultHeader), digest: sha256.Sum256([]byte(cfg.Secret))}, nil
+		return &headerVerifier{name: or(cfg.Header, DefaultHeader), digests: digests(secrets)}, nil
 	case TypeBearer:
-		return &bearerVerifier{name: or(cfg.Header, DefaultHeader), digest: sha256.Sum256([]byte(cfg.Secret))}, nil
+		return &bearerVerifier{name: or(cfg.Header, DefaultHeader), digests: digests(secrets)}, nil
 	case TypeHMACSHA256:
-		return &hmacVerifier{name: or(cfg.Header, DefaultSignatureHeader), macs: newMACPool([]byte(cfg.Secret))}, nil
-	case TypeStandardWebhooks:
-		key, err := webhookKey(cfg.Secret)
-		if err != nil {
-			return nil, err
+		v := &hmacVerifier{name: or(cfg.Header, DefaultSignatureHeader)}
+		for _, sec := range secrets {
+			v.macs = append(v.macs, newMACPool([]byte(sec)))
 		}
+		return v, nil
+	case TypeStandardWebhooks:
 		tol := cfg.Tolerance
 		switch {
 		case tol < 0:
@@ -97,7 +104,15 @@ func New(cfg Config, opts ...Option) (Verifier, error) {
 		case tol == 0:
 			tol = DefaultTolerance
 		}
-		return &standardWebhooksVerifier{macs: newMACPool(key), tolerance: tol, now: o.now}, nil
+		v := &standardWebhooksVerifier{tolerance: tol, now: o.now}
+		for _, sec := range secrets {
+			key, err := webhookKey(sec)
+			if err != nil {
+				return nil, err
+			}
+			v.macs = append(v.macs, newMACPool(key))
+		}
+		return v, nil
 	case TypeNone:
 		return noneVerifier{}, nil
 	case "":
@@ -135,32 +150,46 @@ func webhookKey(secret string) ([]byte, error) {
 	return key, nil
 }
 
-// equalDigest compares v with the secret whose SHA-256 is want. Hashing v
-// first makes the comparison fixed-size: its duration depends on len(v), which
-// the sender chose, never on the secret.
-func equalDigest(v []byte, want *[sha256.Size]byte) bool {
+func digests(secrets []string) [][sha256.Size]byte {
+	out := make([][sha256.Size]byte, len(secrets))
+	for i, sec := range secrets {
+		out[i] = sha256.Sum256([]byte(sec))
+	}
+	return out
+}
+
+// equalDigest reports whether v is one of the secrets whose SHA-256 digests
+// are wants. Hashing v first makes each comparison fixed-size: the duration
+// depends on len(v), which the sender chose, and on how many secrets there
+// are, never on their content or length. Every digest is compared, so the
+// time does not tell which one matched.
+func equalDigest(v []byte, wants [][sha256.Size]byte) bool {
 	got := sha256.Sum256(v)
-	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+	ok := 0
+	for i := range wants {
+		ok |= subtle.ConstantTimeCompare(got[:], wants[i][:])
+	}
+	return ok == 1
 }
 
 // headerVerifier accepts a request whose header carries the bare secret, as
 // the messaging platform sends it in Authorization.
 type headerVerifier struct {
-	name   string
-	digest [sha256.Size]byte
+	name    string
+	digests [][sha256.Size]byte
 }
 
 func (*headerVerifier) ReadsBody() bool { return false }
 
 func (v *headerVerifier) Verify(h Headers, _ []byte) bool {
-	return equalDigest(h.Peek(v.name), &v.digest)
+	return equalDigest(h.Peek(v.name), v.digests)
 }
 
 // bearerVerifier accepts "Authorization: Bearer <secret>"; the scheme is
 // case-insensitive (RFC 9110 §11.1).
 type bearerVerifier struct {
-	name   string
-	digest [sha256.Size]byte
+	name    string
+	digests [][sha256.Size]byte
 }
 
 func (*bearerVerifier) ReadsBody() bool { return false }
@@ -169,14 +198,14 @@ func (v *bearerVerifier) Verify(h Headers, _ []byte) bool {
 	token, ok := cutPrefixFold(h.Peek(v.name), "bearer ")
 	// The digest is compared even without the scheme, so that both
 	// rejections take the same time.
-	return equalDigest(trimSpace(token), &v.digest) && ok
+	return equalDigest(trimSpace(token), v.digests) && ok
 }
 
 // hmacVerifier accepts a request whose header carries the HMAC-SHA256 of the
 // raw body, hex or base64, with an optional "sha256=" prefix.
 type hmacVerifier struct {
 	name string
-	macs *macPool
+	macs []*macPool // one per accepted secret
 }
 
 func (*hmacVerifier) ReadsBody() bool { return true }
@@ -187,10 +216,17 @@ func (v *hmacVerifier) Verify(h Headers, body []byte) bool {
 	if !decodeSignature(sig, &want) {
 		return false
 	}
-	m := v.macs.get()
-	defer v.macs.put(m)
-	m.h.Write(body)
-	return hmac.Equal(m.h.Sum(m.sum[:0]), want[:])
+	// Every key is tried, so the time does not tell which one matched.
+	matched := false
+	for _, mp := range v.macs {
+		m := mp.get()
+		m.h.Write(body)
+		if hmac.Equal(m.h.Sum(m.sum[:0]), want[:]) {
+			matched = true
+		}
+		mp.put(m)
+	}
+	return matched
 }
 
 // decodeSignature decodes a 32-byte signature written in hex (64 characters)
@@ -239,7 +275,7 @@ func decodeBase64(s []byte, dst *[sha256.Size]byte) bool {
 // header a space-separated list of "v1,<base64>" of which one must match, and
 // the timestamp must be within the tolerance of now, which bounds replays.
 type standardWebhooksVerifier struct {
-	macs      *macPool
+	macs      []*macPool // one per accepted secret
 	tolerance time.Duration
 	now       func() time.Time
 }
@@ -260,26 +296,27 @@ func (v *standardWebhooksVerifier) Verify(h Headers, body []byte) bool {
 		return false
 	}
 
-	m := v.macs.get()
-	defer v.macs.put(m)
-	m.h.Write(id)
-	m.h.Write(dot)
-	m.h.Write(ts)
-	m.h.Write(dot)
-	m.h.Write(body)
-	mac := m.h.Sum(m.sum[:0])
-
-	// Every listed signature is checked, so the time taken does not tell
-	// which one matched.
+	// Every key and every listed signature is checked, so the time taken
+	// does not tell which one matched.
 	matched := false
-	for len(sigs) > 0 {
-		var sig []byte
-		sig, sigs = cutSpace(sigs)
-		b64, isV1 := cutPrefixFold(sig, "v1,")
-		var want [sha256.Size]byte
-		if isV1 && decodeBase64(b64, &want) && hmac.Equal(mac, want[:]) {
-			matched = true
+	for _, mp := range v.macs {
+		m := mp.get()
+		m.h.Write(id)
+		m.h.Write(dot)
+		m.h.Write(ts)
+		m.h.Write(dot)
+		m.h.Write(body)
+		mac := m.h.Sum(m.sum[:0])
+		for rest := sigs; len(rest) > 0; {
+			var sig []byte
+			sig, rest = cutSpace(rest)
+			b64, isV1 := cutPrefixFold(sig, "v1,")
+			var want [sha256.Size]byte
+			if isV1 && decodeBase64(b64, &want) && hmac.Equal(mac, want[:]) {
+				matched = true
+			}
 		}
+		mp.put(m)
 	}
 	return matched
 }

@@ -300,3 +300,28 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+func TestValidateSecrets(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    Config
+		want string
+	}{
+		{"both", Config{Type: TypeHeader, Secret: "a", Secrets: []string{"b"}}, "secrets: give secret or secrets, not both"},
+		{"empty list", Config{Type: TypeHeader, Secrets: []string{}}, "secrets: required"},
+		{"empty item", Config{Type: TypeBearer, Secrets: []string{"new", " "}}, "secrets[1]: secret is empty"},
+		{"none with secrets", Config{Type: TypeNone, Secrets: []string{"x"}}, "secrets: auth type none takes no secrets"},
+		{"rotation", Config{Type: TypeHMACSHA256, Secrets: []string{"new", "old"}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.c.Default()
+			var got []string
+			for _, e := range tc.c.Validate() {
+				got = append(got, e.Error())
+			}
+			if all := strings.Join(got, "; "); tc.want == "" && all != "" || !strings.Contains(all, tc.want) {
+				t.Errorf("problems %q, want %q", all, tc.want)
+			}
+		})
+	}
+}

@@ -30,6 +30,9 @@ type Config struct {
 	// hmac-sha256.
 	Header string `yaml:"header"`
 	Secret string `yaml:"secret"`
+	// Secrets are several secrets, any of which is accepted, for rotation:
+	// [NEW, OLD] while senders move to NEW. Either Secret or Secrets.
+	Secrets []string `yaml:"secrets"`
 	// Tolerance bounds the age of a standard-webhooks timestamp. Default 5m.
 	Tolerance time.Duration `yaml:"tolerance"`
 }
@@ -76,10 +79,34 @@ func (c *Config) Validate() []sinks.FieldError {
 	switch {
 	case c.Type == TypeNone && c.Secret != "":
 		errs = append(errs, sinks.Errorf("secret", "auth type none takes no secret: remove it, or choose the auth type that uses it"))
+	case c.Type == TypeNone && c.Secrets != nil:
+		errs = append(errs, sinks.Errorf("secrets", "auth type none takes no secrets: remove them, or choose the auth type that uses them"))
+	case c.Secret != "" && c.Secrets != nil:
+		errs = append(errs, sinks.Errorf("secrets", "give secret or secrets, not both: list every accepted secret under secrets"))
+	case c.Type != TypeNone && c.Secrets != nil:
+		if len(c.Secrets) == 0 {
+			errs = append(errs, sinks.Required("secrets", fmt.Sprintf("required: %s auth needs at least one secret", c.Type)))
+		}
+		for i, sec := range c.Secrets {
+			if strings.TrimSpace(sec) == "" {
+				errs = append(errs, sinks.Required(fmt.Sprintf("secrets[%d]", i), "secret is empty"))
+			}
+		}
 	case c.Type != TypeNone && strings.TrimSpace(c.Secret) == "":
-		errs = append(errs, sinks.Required("secret", fmt.Sprintf("required: %s auth needs a secret", c.Type)))
+		errs = append(errs, sinks.Required("secret", fmt.Sprintf("required: %s auth needs a secret (or secrets: [NEW, OLD])", c.Type)))
 	}
 	return errs
+}
+
+// AllSecrets returns the accepted secrets: Secrets, or Secret alone.
+func (c *Config) AllSecrets() []string {
+	if c.Secrets != nil {
+		return c.Secrets
+	}
+	if c.Secret == "" {
+		return nil
+	}
+	return []string{c.Secret}
 }
 
 // notFor is the problem of a field that type typ does not use.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,6 +61,55 @@ func FuzzVerify(f *testing.F) {
 		}
 		if swV.Verify(swHeaders(value, now, good), changed) {
 			t.Fatal("standard-webhooks: signature accepted for a changed body")
+		}
+	})
+}
+
+// FuzzVerifyRotation builds every verifier with several secrets (the fuzzer
+// picks them): a request made with any one of them verifies, one made with
+// a secret not in the list does not, and a changed body fails.
+func FuzzVerifyRotation(f *testing.F) {
+	f.Add("new-secret", "old-secret", "other", []byte(`{"event":"x"}`), uint8(0))
+	f.Add("a", "a-longer-old-secret", "b", []byte(nil), uint8(1))
+	f.Add("same", "same", "diff", []byte{0xff, 0}, uint8(3))
+	clock := WithClock(func() time.Time { return fixedNow })
+	now := fixedNow.Unix()
+	f.Fuzz(func(t *testing.T, s1, s2, stranger string, payload []byte, pick uint8) {
+		clean := func(s string) string { return string(bytes.Trim([]byte(s), " \t\r\n\x00")) }
+		s1, s2, stranger = clean(s1), clean(s2), clean(stranger)
+		if s1 == "" || s2 == "" || stranger == "" || stranger == s1 || stranger == s2 ||
+			bytes.ContainsAny([]byte(s1+s2+stranger), "\r\n\x00") || strings.HasPrefix(s1+s2+stranger, "whsec_") {
+			return
+		}
+		secrets := []string{s1, s2}
+		use := secrets[int(pick)%2]
+		changed := append(append([]byte(nil), payload...), 'x')
+		for _, typ := range []string{TypeHeader, TypeBearer, TypeHMACSHA256, TypeStandardWebhooks} {
+			v, err := New(Config{Type: typ, Secrets: secrets}, clock)
+			if err != nil {
+				t.Fatalf("%s: %v", typ, err)
+			}
+			sign := func(secret string) headers {
+				switch typ {
+				case TypeHeader:
+					return hdr("Authorization", secret)
+				case TypeBearer:
+					return hdr("Authorization", "Bearer "+secret)
+				case TypeHMACSHA256:
+					return hdr("X-Signature", "sha256="+hex.EncodeToString(mac([]byte(secret), string(payload))))
+				default:
+					return swHeaders("msg_1", now, swSig([]byte(secret), "msg_1", now, string(payload)))
+				}
+			}
+			if !v.Verify(sign(use), payload) {
+				t.Fatalf("%s: secret %d of [%q %q] refused", typ, pick%2, s1, s2)
+			}
+			if v.Verify(sign(stranger), payload) {
+				t.Fatalf("%s: secret %q not in the list accepted", typ, stranger)
+			}
+			if v.ReadsBody() && v.Verify(sign(use), changed) {
+				t.Fatalf("%s: signature accepted for a changed body", typ)
+			}
 		}
 	})
 }

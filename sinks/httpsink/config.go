@@ -62,6 +62,18 @@ type Sign struct {
 	// Secret is the signing key: a "whsec_" prefix means the rest is the
 	// base64 key; otherwise the string's bytes are the key.
 	Secret string `yaml:"secret"`
+	// Secrets are several keys, for rotation: each request carries one
+	// "v1," signature per key, as the Standard Webhooks spec allows, so a
+	// receiver that knows any of them accepts it. Either Secret or Secrets.
+	Secrets []string `yaml:"secrets"`
+}
+
+// keys returns the signing secrets: Secrets, or Secret alone.
+func (s *Sign) keys() []string {
+	if s.Secrets != nil {
+		return s.Secrets
+	}
+	return []string{s.Secret}
 }
 
 var _ sinks.Config = (*Config)(nil)
@@ -105,10 +117,27 @@ func (c *Config) Validate() []sinks.FieldError {
 		errs = append(errs, sinks.Errorf("timeout", "must be positive"))
 	}
 	if c.Sign != nil {
-		if strings.TrimSpace(c.Sign.Secret) == "" {
-			errs = append(errs, sinks.Required("sign.secret", "required: signing needs a secret"))
-		} else if _, err := signingKey(c.Sign.Secret); err != nil {
-			errs = append(errs, sinks.Errorf("sign.secret", "%v", err))
+		switch {
+		case c.Sign.Secret != "" && c.Sign.Secrets != nil:
+			errs = append(errs, sinks.Errorf("sign.secrets", "give sign.secret or sign.secrets, not both"))
+		case c.Sign.Secrets != nil:
+			if len(c.Sign.Secrets) == 0 {
+				errs = append(errs, sinks.Required("sign.secrets", "required: signing needs at least one secret"))
+			}
+			for i, sec := range c.Sign.Secrets {
+				field := fmt.Sprintf("sign.secrets[%d]", i)
+				if strings.TrimSpace(sec) == "" {
+					errs = append(errs, sinks.Required(field, "secret is empty"))
+				} else if _, err := signingKey(sec); err != nil {
+					errs = append(errs, sinks.Errorf(field, "%v", err))
+				}
+			}
+		case strings.TrimSpace(c.Sign.Secret) == "":
+			errs = append(errs, sinks.Required("sign.secret", "required: signing needs a secret (or secrets: [NEW, OLD])"))
+		default:
+			if _, err := signingKey(c.Sign.Secret); err != nil {
+				errs = append(errs, sinks.Errorf("sign.secret", "%v", err))
+			}
 		}
 	}
 	return errs

@@ -94,18 +94,29 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		s.shown = sinks.RedactPath(cfg.URL)
 		if u.Path != "" && u.Path != "/" {
 			s.secrets = append(s.secrets, u.Path, u.EscapedPath())
+			// Each segment but the first on its own too: a Slack error may
+			// quote the token segment alone (/services/T…/B…/TOKEN).
+			segs := strings.Split(strings.Trim(u.Path, "/"), "/")
+			for _, seg := range segs[1:] {
+				s.secrets = append(s.secrets, seg, url.PathEscape(seg))
+			}
 		}
 	} else {
 		s.shown = sinks.RedactURL(cfg.URL)
 	}
 	if u.User != nil {
+		// The client sends the URL's user:password as Authorization: Basic,
+		// whose value a receiver may echo as it is.
 		pw, _ := u.User.Password()
-		s.secrets = append(s.secrets, u.User.Username(), pw)
+		s.secrets = append(s.secrets, u.User.Username(), pw, url.QueryEscape(pw), u.User.String(),
+			base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw)))
 	}
 	if u.RawQuery != "" {
 		s.secrets = append(s.secrets, u.RawQuery)
 		for _, vs := range u.Query() {
-			s.secrets = append(s.secrets, vs...)
+			for _, v := range vs {
+				s.secrets = append(s.secrets, v, url.QueryEscape(v))
+			}
 		}
 	}
 
@@ -140,12 +151,30 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	}
 
 	if cfg.Sign != nil {
-		key, _ := signingKey(cfg.Sign.Secret) // Validate decoded it
+		var keys [][]byte
+		for _, sec := range cfg.Sign.keys() {
+			key, _ := signingKey(sec) // Validate decoded it
+			keys = append(keys, key)
+			s.secrets = append(s.secrets, sec)
+		}
 		s.signing = true
-		s.macs.New = func() any { return &signer{mac: hmac.New(sha256.New, key)} }
-		s.secrets = append(s.secrets, cfg.Sign.Secret)
+		s.macs.New = func() any {
+			g := &signer{}
+			for _, key := range keys {
+				g.macs = append(g.macs, hmac.New(sha256.New, key))
+			}
+			return g
+		}
 	}
 	s.secrets = slices.DeleteFunc(s.secrets, func(v string) bool { return len(v) < 4 })
+	// Longest first: a secret that contains another is replaced whole.
+	slices.SortFunc(s.secrets, func(a, b string) int {
+		if d := len(b) - len(a); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	s.secrets = slices.Compact(s.secrets)
 	s.bufs.New = func() any { return new([]byte) }
 
 	s.client = &fasthttp.Client{
@@ -289,17 +318,17 @@ func (s *Sink) appendBody(buf []byte, ev *sinks.Event) (body, grown []byte, err 
 	}
 }
 
-// signer is one pooled HMAC state with scratch space, so that signing
-// allocates nothing.
+// signer is one pooled set of HMAC states, one per signing key, with
+// scratch space, so that signing allocates nothing.
 type signer struct {
-	mac hash.Hash
-	buf []byte
-	sum [sha256.Size]byte
-	sig [3 + 44]byte // "v1," + base64 of 32 bytes
+	macs []hash.Hash
+	buf  []byte
+	sum  [sha256.Size]byte
+	sig  []byte // "v1,<base64>" per key, space-separated
 }
 
-// sign adds the Standard Webhooks headers: the signature is the base64
-// HMAC-SHA256 of "id.timestamp.body".
+// sign adds the Standard Webhooks headers: each signature is the base64
+// HMAC-SHA256 of "id.timestamp.body" under one key.
 func (s *Sink) sign(req *fasthttp.Request, id string, body []byte) {
 	g := s.macs.Get().(*signer)
 	g.buf = append(g.buf[:0], id...)
@@ -307,14 +336,20 @@ func (s *Sink) sign(req *fasthttp.Request, id string, body []byte) {
 	g.buf = strconv.AppendInt(g.buf, time.Now().Unix(), 10)
 	stamp := g.buf[len(id)+1:]
 	g.buf = append(g.buf, '.')
-	g.mac.Reset()
-	g.mac.Write(g.buf)
-	g.mac.Write(body)
-	copy(g.sig[:], "v1,")
-	base64.StdEncoding.Encode(g.sig[3:], g.mac.Sum(g.sum[:0]))
+	g.sig = g.sig[:0]
+	for i, m := range g.macs {
+		m.Reset()
+		m.Write(g.buf)
+		m.Write(body)
+		if i > 0 {
+			g.sig = append(g.sig, ' ')
+		}
+		g.sig = append(g.sig, "v1,"...)
+		g.sig = base64.StdEncoding.AppendEncode(g.sig, m.Sum(g.sum[:0]))
+	}
 	req.Header.Set("Webhook-Id", id)
 	req.Header.SetBytesV("Webhook-Timestamp", stamp)
-	req.Header.SetBytesV("Webhook-Signature", g.sig[:])
+	req.Header.SetBytesV("Webhook-Signature", g.sig)
 	s.macs.Put(g)
 }
 

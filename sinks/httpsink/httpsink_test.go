@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -381,6 +382,47 @@ func TestSignature(t *testing.T) {
 	}
 }
 
+// TestSignatureRotation: with sign.secrets, each request carries one v1
+// signature per key, so a receiver that knows any one of them accepts it.
+func TestSignatureRotation(t *testing.T) {
+	keys := []string{"new-signing-key-0123456789", "old-signing-key-9876543210"}
+	srv, rec := server(t, nil)
+	s := newSink(t, Config{URL: srv.URL, Sign: &Sign{Secrets: keys}})
+	defer s.Close(t.Context())
+	if err := s.Send(t.Context(), sinktest.Variant(1)); err != nil {
+		t.Fatal(err)
+	}
+	r := rec.all()[0]
+	id, ts, sig := r.header.Get("Webhook-Id"), r.header.Get("Webhook-Timestamp"), r.header.Get("Webhook-Signature")
+	var want []string
+	for _, k := range keys {
+		mac := hmac.New(sha256.New, []byte(k))
+		fmt.Fprintf(mac, "%s.%s.%s", id, ts, r.body)
+		want = append(want, "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+	}
+	if sig != strings.Join(want, " ") {
+		t.Errorf("webhook-signature %q, want %q", sig, strings.Join(want, " "))
+	}
+	for _, tc := range []struct {
+		sign *Sign
+		want string
+	}{
+		{&Sign{Secret: "a", Secrets: []string{"b"}}, "sign.secrets: give sign.secret or sign.secrets, not both"},
+		{&Sign{Secrets: []string{"ok", ""}}, "sign.secrets[1]"},
+		{&Sign{Secrets: []string{}}, "sign.secrets"},
+	} {
+		c := Config{URL: srv.URL, Sign: tc.sign}
+		c.Default()
+		var got []string
+		for _, e := range c.Validate() {
+			got = append(got, e.Error())
+		}
+		if !strings.Contains(strings.Join(got, "; "), tc.want) {
+			t.Errorf("%+v: problems %q, want %q", tc.sign, got, tc.want)
+		}
+	}
+}
+
 func TestTimeouts(t *testing.T) {
 	slow := func(t *testing.T) *httptest.Server {
 		srv, _ := server(t, func(w http.ResponseWriter, r *http.Request, _ recorded) {
@@ -542,5 +584,54 @@ func benchSend(b *testing.B, cfg Config, base string) {
 		if err := s.Send(ctx, ev); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestNoCredentialEchoed: a destination that echoes the whole request in its
+// error body (the Basic value the client derived from the URL's
+// user:password, every header, the URL with its query) leaves none of the
+// credentials in the error, in any encoding it could echo them.
+func TestNoCredentialEchoed(t *testing.T) {
+	const user, pass, key, token = "hookuser", "p@ss w0rd/long", "api-key-value-42", "query token+value"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(400)
+		fmt.Fprintf(w, "refused %s %s Authorization=%s X-Api-Key=%s", r.Method, r.URL.String(), r.Header.Get("Authorization"), r.Header.Get("X-Api-Key"))
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL + "/hook")
+	u.User = url.UserPassword(user, pass)
+	u.RawQuery = url.Values{"token": {token}}.Encode()
+	s := newSink(t, Config{URL: u.String(), Headers: map[string]string{"X-Api-Key": key}})
+	defer s.Close(t.Context())
+	err := s.Send(t.Context(), sinktest.Variant(1))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	for _, secret := range []string{pass, url.QueryEscape(pass), url.PathEscape(pass), key, token, url.QueryEscape(token),
+		base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("error carries %q: %s", secret, msg)
+		}
+	}
+	if !strings.Contains(msg, "REDACTED") {
+		t.Errorf("error %q: the echo was not kept (redacted)", msg)
+	}
+}
+
+// TestSecretPathSegments: with SecretPath (Slack), a destination that quotes
+// one segment of the path on its own does not put it in the error.
+func TestSecretPathSegments(t *testing.T) {
+	const tokenSeg = "XXXXsecretTOKENxxxx1234"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(403)
+		fmt.Fprintf(w, "invalid_token %s", tokenSeg)
+	}))
+	defer srv.Close()
+	s := newSink(t, Config{URL: srv.URL + "/services/T0001/B0002/" + tokenSeg, SecretPath: true})
+	defer s.Close(t.Context())
+	err := s.Send(t.Context(), sinktest.Variant(1))
+	if err == nil || strings.Contains(err.Error(), tokenSeg) || strings.Contains(err.Error(), "B0002") {
+		t.Errorf("error %v", err)
 	}
 }
