@@ -56,11 +56,17 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 		r.shuttingDown(ctx, pre)
 		return
 	}
+	if !r.allowed(ctx, pre) {
+		return
+	}
 	// Header and bearer auth decide from the headers, before the body is
 	// read: a stranger's body is never buffered (the server streams request
 	// bodies, and discards or cuts off what a refused one sends).
 	if !pre.verifier.ReadsBody() && !pre.verifier.Verify(&ctx.Request.Header, nil) {
 		r.reject(ctx, pre, fasthttp.StatusUnauthorized, "unauthorized", bodyUnauthorized)
+		return
+	}
+	if !r.underLimit(ctx, pre) {
 		return
 	}
 	body, release, ok := r.readBody(ctx, pre)

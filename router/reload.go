@@ -163,6 +163,8 @@ func restartOnly(old, new *config.File) []string {
 	}
 	check("listen", old.Listen, new.Listen)
 	check("admin_listen", old.AdminListen, new.AdminListen)
+	check("max_conns", old.MaxConns, new.MaxConns)
+	check("max_conns_per_ip", old.MaxConnsPerIP, new.MaxConnsPerIP)
 	check("data_dir", old.DataDir, new.DataDir)
 	check("queue", old.Queue, new.Queue)
 	check("dedup", old.Dedup, new.Dedup)
@@ -174,6 +176,7 @@ func restartOnly(old, new *config.File) []string {
 // so that the runtime in force describes what the process really does.
 func keepRestartOnly(f, running *config.File) {
 	f.Listen, f.AdminListen, f.DataDir = running.Listen, running.AdminListen, running.DataDir
+	f.MaxConns, f.MaxConnsPerIP = running.MaxConns, running.MaxConnsPerIP
 	f.Queue, f.Dedup, f.Log = running.Queue, running.Dedup, running.Log
 }
 

@@ -258,7 +258,13 @@ func (r *Router) Runtime() *Runtime { return r.rt.Load() }
 // endpoints, whoever the client seems to be). It returns when the
 // listeners are closed by Shutdown.
 func (r *Router) Serve(ln, adminLn net.Listener) error {
+	f := r.rt.Load().File
 	server := &fasthttp.Server{
+		// Connection limits (restart to change): beyond max_conns fasthttp
+		// answers 503; beyond max_conns_per_ip a peer's new connections
+		// are refused (429).
+		Concurrency:    f.MaxConns,
+		MaxConnsPerIP:  f.MaxConnsPerIP,
 		Handler:        r.handle,
 		ErrorHandler:   r.errorHandler,
 		Name:           "hookrouter",

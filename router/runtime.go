@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"regexp"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/hookrouter/hookrouter/router/auth"
 	"github.com/hookrouter/hookrouter/router/config"
@@ -30,6 +32,7 @@ type Runtime struct {
 	Sinks map[string]*Sink
 
 	sources map[string]*source // by path
+	trusted []netip.Prefix     // trusted_proxies
 	// Counters by rule index, set by Router.install.
 	ruleMatch, ruleError []prometheus.Counter
 	// users counts the requests running with this runtime (Router.acquire).
@@ -51,7 +54,12 @@ type source struct {
 	maxBody  int
 	verifier auth.Verifier
 	ttl      int64 // dedup TTL in nanoseconds
-	m        sourceMetrics
+	allow    []netip.Prefix
+	// limiter is the source's rate_limit, nil without one. A reload that
+	// keeps the rate_limit keeps the limiter, and so its bucket.
+	limiter *rate.Limiter
+	limit   config.RateLimit
+	m       sourceMetrics
 }
 
 // Build compiles f into a Runtime. Every problem is reported, positioned in
@@ -67,7 +75,24 @@ func Build(f *config.File, prev *Runtime, log *slog.Logger, version string) (*Ru
 			problems = append(problems, f.Problemf(fmt.Sprintf("sources[%d].auth", i), "%v", err))
 			continue
 		}
-		rt.sources[s.Path] = &source{name: s.Name, maxBody: int(s.MaxBodyBytes), verifier: v, ttl: int64(s.Dedup.TTL)}
+		src := &source{name: s.Name, maxBody: int(s.MaxBodyBytes), verifier: v, ttl: int64(s.Dedup.TTL)}
+		for _, c := range s.AllowIPs {
+			p, _ := config.ParsePrefix(c) // checked by config
+			src.allow = append(src.allow, p)
+		}
+		if rl := s.RateLimit; rl != nil && rl.Rate > 0 {
+			src.limit = *rl
+			if old := prevSource(prev, s.Path); old != nil && old.limiter != nil && old.limit == *rl {
+				src.limiter = old.limiter
+			} else {
+				src.limiter = rate.NewLimiter(rate.Limit(rl.Rate), rl.Burst)
+			}
+		}
+		rt.sources[s.Path] = src
+	}
+	for _, c := range f.TrustedProxies {
+		p, _ := config.ParsePrefix(c) // checked by config
+		rt.trusted = append(rt.trusted, p)
 	}
 	for _, name := range f.SinkNames() {
 		c := f.Sinks[name]
@@ -152,4 +177,11 @@ func (rt *Runtime) targets() map[string]dispatch.Target {
 		}
 	}
 	return out
+}
+
+func prevSource(prev *Runtime, path string) *source {
+	if prev == nil {
+		return nil
+	}
+	return prev.sources[path]
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 // backends are in their packages.
 const (
 	defaultListen        = ":3000"
+	defaultMaxConns      = 10000
 	defaultAdminListen   = "127.0.0.1:3001"
 	defaultDataDir       = "./data"
 	defaultMaxKeys       = 1_000_000
@@ -136,7 +138,48 @@ func (d *decoder) checkSources() {
 		defaultValue(&s.MaxBodyBytes, defaultMaxBodyBytes)
 		defaultValue(&s.Dedup.TTL, defaultDedupTTL)
 		d.checkAuth(p+".auth", &s.Auth)
+		for j, c := range s.AllowIPs {
+			d.cidr(fmt.Sprintf("%s.allow_ips[%d]", p, j), c)
+		}
+		if s.RateLimit != nil {
+			d.checkRateLimit(p+".rate_limit", s.RateLimit)
+		}
 	}
+	for j, c := range f.TrustedProxies {
+		d.cidr(fmt.Sprintf("trusted_proxies[%d]", j), c)
+	}
+	if f.MaxConns < 0 {
+		d.problemf("max_conns", "must not be negative, got %d", f.MaxConns)
+	}
+	if f.MaxConnsPerIP < 0 {
+		d.problemf("max_conns_per_ip", "must not be negative, got %d", f.MaxConnsPerIP)
+	}
+	if f.MaxConns == 0 {
+		f.MaxConns = defaultMaxConns
+	}
+}
+
+// cidr checks an address range, written as a CIDR or a single address.
+func (d *decoder) cidr(path, c string) {
+	if d.isBad(path) {
+		return
+	}
+	if _, err := ParsePrefix(c); err != nil {
+		d.problemf(path, "%q is not a CIDR or an IP address (such as 10.0.0.0/8 or 203.0.113.7)", c)
+	}
+}
+
+// ParsePrefix parses a CIDR, or a single address as the range of just it.
+func ParsePrefix(c string) (netip.Prefix, error) {
+	if strings.Contains(c, "/") {
+		p, err := netip.ParsePrefix(c)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(c)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 // name checks a source's or sink's name, which labels metrics and, for a
@@ -412,7 +455,12 @@ func (d *decoder) rateLimit(path string, s *Sink) {
 		}
 		return
 	}
-	rl := s.RateLimit
+	d.checkRateLimit(path, s.RateLimit)
+}
+
+// checkRateLimit checks a rate_limit and fills in its burst: the rate per
+// second (at least 1) when only a rate is given.
+func (d *decoder) checkRateLimit(path string, rl *RateLimit) {
 	switch {
 	case rl.Burst < 0:
 		d.problemf(path+".burst", "must not be negative, got %d", rl.Burst)

@@ -12,13 +12,21 @@ import (
 // It is plain data: expressions and templates are compiled by the router,
 // which uses Pos to place its own problems in the file.
 type File struct {
-	Listen      string   `yaml:"listen"`
-	AdminListen string   `yaml:"admin_listen"`
-	Admin       Admin    `yaml:"admin"`
-	Sources     []Source `yaml:"sources"`
-	DataDir     string   `yaml:"data_dir"`
-	Dedup       Dedup    `yaml:"dedup"`
-	Queue       Queue    `yaml:"queue"`
+	Listen      string `yaml:"listen"`
+	AdminListen string `yaml:"admin_listen"`
+	Admin       Admin  `yaml:"admin"`
+	// TrustedProxies are the CIDRs of reverse proxies whose X-Forwarded-For
+	// and X-Real-IP are believed; from any other peer they are ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MaxConns and MaxConnsPerIP bound the ingress's open connections, in
+	// all and per peer address. 0 is the default (10000 and 0 = no per-peer
+	// limit, since behind a proxy every client is the proxy).
+	MaxConns      int      `yaml:"max_conns"`
+	MaxConnsPerIP int      `yaml:"max_conns_per_ip"`
+	Sources       []Source `yaml:"sources"`
+	DataDir       string   `yaml:"data_dir"`
+	Dedup         Dedup    `yaml:"dedup"`
+	Queue         Queue    `yaml:"queue"`
 	// Sinks by name. Iterate with SinkNames for a stable order.
 	Sinks map[string]*Sink `yaml:"sinks"`
 	Rules []Rule           `yaml:"rules"`
@@ -52,6 +60,13 @@ type Source struct {
 	// them: "platform" (built in) or a JSON Schema file, relative to the
 	// config file's directory. Empty: no schema (router/rules/schema).
 	Schema string `yaml:"schema"`
+	// AllowIPs are the CIDRs (or single addresses) the source accepts
+	// events from; others get 403. Empty: any client. The client is the
+	// peer, or what a trusted proxy says it is (File.TrustedProxies).
+	AllowIPs []string `yaml:"allow_ips"`
+	// RateLimit bounds the events the source accepts; beyond it 429 with
+	// Retry-After. nil or rate 0: no limit.
+	RateLimit *RateLimit `yaml:"rate_limit"`
 }
 
 // SourceDedup configures duplicate detection for one source.
