@@ -93,7 +93,7 @@ func (c *Config) Validate() []sinks.FieldError {
 			}
 		}
 	case c.Type != TypeNone && strings.TrimSpace(c.Secret) == "":
-		errs = append(errs, sinks.Required("secret", fmt.Sprintf("required: %s auth needs a secret (or secrets: [NEW, OLD])", c.Type)))
+		errs = append(errs, sinks.Required("secret", fmt.Sprintf("required: %s auth needs a secret", c.Type)))
 	}
 	return errs
 }

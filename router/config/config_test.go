@@ -130,6 +130,7 @@ func TestFull(t *testing.T) {
 	want := &File{
 		Listen:      "127.0.0.1:3100",
 		AdminListen: "127.0.0.1:3101",
+		MaxConns:    10000,
 		DataDir:     "/var/lib/hookrouter",
 		Sources: []Source{
 			{

@@ -133,7 +133,7 @@ func (c *Config) Validate() []sinks.FieldError {
 				}
 			}
 		case strings.TrimSpace(c.Sign.Secret) == "":
-			errs = append(errs, sinks.Required("sign.secret", "required: signing needs a secret (or secrets: [NEW, OLD])"))
+			errs = append(errs, sinks.Required("sign.secret", "required: signing needs a secret"))
 		default:
 			if _, err := signingKey(c.Sign.Secret); err != nil {
 				errs = append(errs, sinks.Errorf("sign.secret", "%v", err))
