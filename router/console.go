@@ -21,7 +21,7 @@ func (b consoleBackend) Metrics() prometheus.Gatherer { return b.r.metrics.Regis
 func (b consoleBackend) Config() *config.File         { return b.r.rt.Load().File }
 
 func (b consoleBackend) Test(src string, h rules.Headers, body []byte) (*dryrun.Report, error) {
-	return b.r.rt.Load().DryRun(src, h, body)
+	return b.r.rt.Load().DryRunExplain(src, h, body)
 }
 
 // Journal is nil until the router keeps a journal (issue 15 wires it): the

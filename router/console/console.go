@@ -55,8 +55,8 @@ type Backend interface {
 	Metrics() prometheus.Gatherer
 	// Config returns the config in force.
 	Config() *config.File
-	// Test is `hookrouter test` with the config in force: no network, no
-	// writes.
+	// Test is `hookrouter test -explain` with the config in force: no
+	// network, no writes.
 	Test(source string, h rules.Headers, body []byte) (*dryrun.Report, error)
 	// Journal is the router's journal, nil when journal.enabled is false.
 	Journal() *journal.Journal

@@ -3,8 +3,13 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -151,6 +156,10 @@ func TestTesterEscapes(t *testing.T) {
 	if wa != "matched" || vip != "no" {
 		t.Errorf("verdicts wa-inbound %q vip-candidate %q", wa, vip)
 	}
+	// Why wa-inbound matched, part by part (hookrouter test -explain).
+	if why := text(t, tab, `.verdicts tr[data-rule="wa-inbound"] .explain`); !strings.Contains(why, `message?.channel?.engine == "wa" → true`) {
+		t.Errorf("wa-inbound explained as %q", why)
+	}
 	n := get(t, tab, "count", chromedp.Evaluate[int](`document.querySelectorAll("main script, main img").length`))
 	if n != 0 || dialogs.Load() != 0 {
 		t.Errorf("%d script/img elements from the payload, %d dialogs", n, dialogs.Load())
@@ -188,5 +197,71 @@ func TestCSRF(t *testing.T) {
 	if code, _ := e.do(http.MethodPost, "/login", []byte("token="+testToken), "Content-Type", ct,
 		"Sec-Fetch-Site", "cross-site"); code != 403 {
 		t.Errorf("cross-site login post: %d, want 403", code)
+	}
+}
+
+// TestLoginNext: after login the browser goes back to the page it asked
+// for, never to another host (an open redirect would let a phishing link
+// borrow the console's name).
+func TestLoginNext(t *testing.T) {
+	d := newDest(t)
+	e := startRouter(t, baseConfig, d.URL, testToken)
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(e.admin + "/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no CSRF token in the login form:\n%s", b)
+	}
+	for _, tc := range []struct{ next, want string }{
+		{"/events?state=dead_letter", "/events?state=dead_letter"},
+		{"//evil.example/x", "/"},
+		{"/\\evil.example", "/"},
+		{"https://evil.example/", "/"},
+		{"", "/"},
+	} {
+		form := url.Values{"csrf": {string(m[1])}, "token": {testToken}, "next": {tc.next}}
+		resp, err := c.PostForm(e.admin+"/login", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != tc.want {
+			t.Errorf("next %q: %d to %q, want 303 to %q", tc.next, resp.StatusCode, loc, tc.want)
+		}
+	}
+}
+
+// TestReloadError: after a reload that fails, the overview shows the error
+// with its line, and the rules page says the file on disk is invalid while
+// the rules in force stay.
+func TestReloadError(t *testing.T) {
+	d := newDest(t)
+	e := startRouter(t, baseConfig, d.URL, testToken)
+	path := filepath.Join(e.dir, "rules.yaml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(b), "to: [crm]", "to: [crm, nope]", 1)
+	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	auth := []string{"Authorization", "Bearer " + testToken}
+	if code, body := e.do(http.MethodPost, "/-/reload", nil, auth...); code != 400 {
+		t.Fatalf("reload of a bad file: %d %s", code, body)
+	}
+	_, page := e.get("/", auth...)
+	if !strings.Contains(page, `id="reload-error"`) || !strings.Contains(page, `unknown sink &#34;nope&#34;`) {
+		t.Errorf("overview does not show the reload error:\n%s", page)
+	}
+	_, page = e.get("/rules", auth...)
+	if !strings.Contains(page, "the file on disk is invalid") || !strings.Contains(page, `data-rule="everything-to-crm"`) {
+		t.Errorf("rules page after a failed reload:\n%s", page)
 	}
 }

@@ -103,9 +103,11 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 }
 
 func row(ev journal.Event) eventRow {
+	// An id starts with its time (ids sort by acceptance), so the end is
+	// what tells neighbours apart.
 	r := eventRow{Event: ev, Short: ev.ID}
-	if len(r.Short) > 14 {
-		r.Short = r.Short[:14] + "…"
+	if len(r.Short) > 12 {
+		r.Short = "…" + r.Short[len(r.Short)-12:]
 	}
 	for _, s := range ev.Sinks {
 		st := journal.Queued
@@ -183,6 +185,9 @@ func (c *Console) event(w http.ResponseWriter, r *http.Request) {
 				sv.What = st.Outcome
 				if st.Status != 0 {
 					sv.What += fmt.Sprintf(" · %d", st.Status)
+				}
+				if st.State == journal.DeadLetter {
+					sv.What += " → dead letter"
 				}
 			default:
 				sv.What = strings.ReplaceAll(st.State, "_", " ")
@@ -311,6 +316,9 @@ func deadRowOf(ev journal.Event, del journal.Delivery) (deadRow, bool) {
 		switch st.State {
 		case journal.DeadLetter:
 			found, row.At, row.Replayed = true, st.At, nil
+			if st.Error != "" {
+				row.Error = st.Error
+			}
 		case journal.Replayed:
 			if found {
 				at := st.At
@@ -318,8 +326,13 @@ func deadRowOf(ev journal.Event, del journal.Delivery) (deadRow, bool) {
 			}
 		}
 	}
-	if n := len(del.Attempts); n > 0 {
-		row.Error = del.Attempts[n-1].Error
+	if row.Error == "" {
+		// The error that dead-lettered it: the last failed attempt.
+		for _, a := range del.Attempts {
+			if a.Error != "" {
+				row.Error = a.Error
+			}
+		}
 	}
 	return row, found
 }

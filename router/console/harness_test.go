@@ -3,6 +3,7 @@ package console_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -294,6 +295,21 @@ func (e *env) send(body string) string {
 	return resp.Header.Get("X-Hookrouter-Event-Id")
 }
 
+// post sends body to the ingress with the given secret and returns the
+// status.
+func (e *env) post(body, secret string) int {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.ingress+"/webhook", strings.NewReader(body))
+	req.Header.Set("Authorization", secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // get fetches an admin path with optional headers (name, value pairs).
 func (e *env) get(path string, headers ...string) (int, string) {
 	e.t.Helper()
@@ -324,4 +340,48 @@ func cookies(t *testing.T, tab context.Context) []*network.Cookie {
 		t.Fatalf("cookies: %v", err)
 	}
 	return res.Cookies
+}
+
+// waitDelivered waits until d has received id n times.
+func waitDelivered(t *testing.T, d *dest, id string, n int) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		if got := countOf(d.received(), id); got >= n {
+			return
+		}
+		select {
+		case <-d.got:
+		case <-deadline:
+			t.Fatalf("event %s delivered %d times, want %d", id, countOf(d.received(), id), n)
+		}
+	}
+}
+
+// reloadUntil loads url until sel is on the page, for what the journal's
+// background writer has not written yet.
+func reloadUntil(t *testing.T, tab context.Context, url, sel string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		do(t, tab, "load "+url, chromedp.Navigate(url))
+		n := get(t, tab, "look for "+sel, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			failPage(t, tab, "waiting for "+sel, fmt.Errorf("not there after 15s"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func countOf(ids []string, id string) int {
+	n := 0
+	for _, x := range ids {
+		if x == id {
+			n++
+		}
+	}
+	return n
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/hookrouter/hookrouter/router/journal"
 )
 
 // healthDoc is the admin /health document, by the field names the spec
@@ -36,7 +38,7 @@ type sinkState struct {
 	OldestUndelivered *float64 `json:"oldest_undelivered_seconds"`
 	Delivered         int64    `json:"delivered"`
 	Failed            int64    `json:"failed"`
-	DeadLetters       *int64   `json:"dead_letters"`
+	DeadLetters       int64    `json:"dead_letters"`
 	Draining          bool     `json:"draining"`
 	LastError         string   `json:"last_error"`
 }
@@ -52,8 +54,6 @@ type sample struct {
 	rules    map[string]float64            // matches by rule
 	ruleErrs map[string]float64            // errors by rule
 	attempts map[string]map[string]float64 // by sink, result (ok | retryable | permanent)
-	dropped  float64                       // journal records dropped
-	hasDrops bool                          // the journal's metric exists
 }
 
 // historyLen is how many samples the overview keeps: with the default 10s,
@@ -121,9 +121,6 @@ func (c *Console) sample() sample {
 					s.attempts[sink] = map[string]float64{}
 				}
 				s.attempts[sink][label(m, "result")] = v
-			case "hookrouter_journal_dropped_total":
-				s.dropped += v
-				s.hasDrops = true
 			}
 		}
 	}
@@ -171,8 +168,13 @@ type sinkView struct {
 }
 
 type journalView struct {
-	Known   bool // the journal's dropped metric exists
-	Dropped int64
+	On        bool
+	Stats     journal.Stats
+	Path      string
+	Retention string
+	MaxBytes  string
+	Size      string
+	Bodies    bool
 }
 
 // bars are a sink's delivery attempts per sample interval, drawn as a
@@ -234,7 +236,12 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		}
 		d.Sinks = append(d.Sinks, v)
 	}
-	d.Journal = journalView{Known: now.hasDrops, Dropped: int64(now.dropped)}
+	if j := c.b.Journal(); j != nil {
+		cfg := j.Config()
+		st := j.Stats()
+		d.Journal = journalView{On: true, Stats: st, Path: j.Path(), Retention: roundDur(cfg.Retention),
+			MaxBytes: bytesOf(cfg.MaxBytes), Size: bytesOf(st.Bytes), Bodies: cfg.Bodies}
+	}
 	c.render(w, r, http.StatusOK, "overview", page{Title: "Overview", Nav: "overview", Refresh: 5, Data: d})
 }
 
@@ -280,6 +287,21 @@ func sinkBars(hist []sample, sink string) bars {
 		}
 	}
 	return b
+}
+
+// bytesOf prints n bytes readably.
+func bytesOf(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n), "KMGT"
+	i := -1
+	for v >= unit && i < len(u)-1 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, u[i])
 }
 
 // roundDur prints d readably: "4 s", "3 min", "2 h 5 min".

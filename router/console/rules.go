@@ -2,13 +2,17 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/dryrun"
+	"github.com/hookrouter/hookrouter/router/journal"
 )
 
 type rulesData struct {
@@ -27,12 +31,19 @@ type ruleView struct {
 }
 
 type testerView struct {
+	// Recent are recent accepted events with a payload, to pick from.
+	Recent  []recentEvent
+	Picked  string
 	Source  string
 	Headers string
 	Payload string
 	// Report is the dry run's result; Err why there is none.
 	Report *reportView
 	Err    string
+}
+
+type recentEvent struct {
+	ID, Label string
 }
 
 type reportView struct {
@@ -45,6 +56,14 @@ type verdictView struct {
 	Name   string
 	Result string // "matched", "no", "shadow", "error: …"
 	Class  string
+	// Parts explain the verdict: the value of each part of the rule's when.
+	Parts []partView
+}
+
+type partView struct {
+	Text  string
+	Depth int // 0…3, for the indent
+	Class string
 }
 
 type deliveryView struct {
@@ -66,8 +85,22 @@ func (c *Console) rulesData() rulesData {
 	if len(d.Sources) > 0 {
 		d.Tester.Source = d.Sources[0]
 	}
+	if j := c.b.Journal(); j != nil && j.Bodies() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		page, err := j.List(ctx, journal.Filter{State: journal.Accepted, Limit: recentEvents})
+		if err == nil {
+			for _, ev := range page.Events {
+				d.Tester.Recent = append(d.Tester.Recent, recentEvent{ID: ev.ID,
+					Label: ev.ReceivedAt.UTC().Format("15:04:05") + " UTC · " + ev.Source + " · " + ev.Event + " · " + ev.ID[:min(12, len(ev.ID))]})
+			}
+		}
+	}
 	return d
 }
+
+// recentEvents is how many recent events the tester offers.
+const recentEvents = 25
 
 func (c *Console) rules(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "rules", page{Title: "Rules", Nav: "rules", Data: c.rulesData()})
@@ -90,6 +123,15 @@ func (c *Console) ruleTest(w http.ResponseWriter, r *http.Request) {
 	if src := r.PostFormValue("source"); src != "" {
 		t.Source = src
 	}
+	// "Load" takes a recent event's payload (and source) from the journal.
+	if id := r.PostFormValue("event"); id != "" && r.PostFormValue("load") != "" {
+		t.Picked = id
+		if err := c.loadEvent(r.Context(), t, id); err != nil {
+			t.Err = err.Error()
+			c.render(w, r, http.StatusUnprocessableEntity, "rules", page{Title: "Rules", Nav: "rules", Data: d})
+			return
+		}
+	}
 	status := http.StatusOK
 	rep, err := c.test(t.Source, t.Headers, []byte(t.Payload))
 	if err != nil {
@@ -98,6 +140,22 @@ func (c *Console) ruleTest(w http.ResponseWriter, r *http.Request) {
 		t.Report = rep
 	}
 	c.render(w, r, status, "rules", page{Title: "Rules", Nav: "rules", Data: d})
+}
+
+func (c *Console) loadEvent(ctx context.Context, t *testerView, id string) error {
+	j := c.b.Journal()
+	if j == nil {
+		return errors.New("the journal is off")
+	}
+	ev, err := j.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("event %s: %w", id, err)
+	}
+	if len(ev.Payload) == 0 {
+		return fmt.Errorf("event %s: the journal did not keep its payload", id)
+	}
+	t.Payload, t.Source = pretty(ev.Payload), ev.Source
+	return nil
 }
 
 func (c *Console) test(source, headerText string, body []byte) (*reportView, error) {
@@ -148,6 +206,18 @@ func (c *Console) test(source, headerText string, body []byte) (*reportView, err
 					vv.Result, vv.Class = "true (after a stop rule: not applied)", "no"
 				}
 			}
+		}
+		for _, p := range rr.Explain {
+			pv := partView{Text: p.Text, Depth: min(p.Depth, 3), Class: "other"}
+			switch {
+			case p.Error != "":
+				pv.Class = "error"
+			case p.Value == true:
+				pv.Class = "true"
+			case p.Value == false:
+				pv.Class = "false"
+			}
+			vv.Parts = append(vv.Parts, pv)
 		}
 		v.Verdicts = append(v.Verdicts, vv)
 	}

@@ -69,6 +69,20 @@ function rowLinks() {
   });
 }
 
+// Filter forms leave out empty fields, so their URLs are short enough to
+// share.
+function shortFilters() {
+  for (const f of document.querySelectorAll("form.filters")) {
+    f.addEventListener("submit", () => {
+      for (const i of f.querySelectorAll("input, select")) if (!i.value) i.disabled = true;
+    });
+    // Coming back to the page (the back button) finds them enabled again.
+    window.addEventListener("pageshow", () => {
+      for (const i of f.querySelectorAll("input, select")) i.disabled = false;
+    });
+  }
+}
+
 // pickAll selects every dead letter not yet replayed.
 function pickAll() {
   const all = document.getElementById("pick-all");
@@ -106,12 +120,12 @@ function eventRow(ev) {
   t.setAttribute("datetime", ev.received_at);
   t.dataset.local = "1";
   const td0 = el("td"); td0.append(t); tr.append(td0);
-  const a = el("a", "mono", ev.id.length > 14 ? ev.id.slice(0, 14) + "…" : ev.id);
+  const a = el("a", "mono", ev.id.length > 12 ? "…" + ev.id.slice(-12) : ev.id);
   a.href = tr.dataset.href; a.title = ev.id;
   const td1 = el("td"); td1.append(a); tr.append(td1);
   tr.append(el("td", "", ev.source), el("td", "", ev.event));
   const td4 = el("td"); td4.append(el("span", "badge " + (verdictClass[ev.verdict] || "bad"), ev.verdict));
-  if (ev.reason) td4.append(" ", el("small", "muted", ev.reason));
+  if (ev.reason) { const r = el("small", "muted reason", ev.reason); r.title = ev.reason; td4.append(" ", r); }
   tr.append(td4);
   const td5 = el("td", "chips");
   const sinks = ev.sinks || [];
@@ -121,7 +135,7 @@ function eventRow(ev) {
     td5.append(chip(s, d ? d.state : "queued"), " ");
   }
   tr.append(td5);
-  const td6 = el("td"); td6.append(el("code", "", ev.dedup_key || "")); tr.append(td6);
+  const td6 = el("td", "key"); td6.append(el("code", "", ev.dedup_key || "")); tr.append(td6);
   return tr;
 }
 
@@ -134,11 +148,13 @@ function live() {
   const tbody = document.querySelector("#events tbody");
   const toggle = () => {
     if (src) {
-      src.close(); src = null;
+      src.close(); src = null; btn.dataset.open = "0";
       btn.setAttribute("aria-pressed", "false"); btn.classList.remove("live-on");
       return;
     }
     src = new EventSource("/-/events/stream?" + btn.dataset.live);
+    src.onopen = () => { btn.dataset.open = "1"; };
+    src.onerror = () => { btn.dataset.open = "0"; };
     btn.setAttribute("aria-pressed", "true"); btn.classList.add("live-on");
     const onRecord = (m) => {
       let rec;
@@ -172,6 +188,7 @@ function live() {
 
 document.addEventListener("DOMContentLoaded", () => {
   rowLinks();
+  shortFilters();
   pickAll();
   live();
   localTimes(document);
