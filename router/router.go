@@ -345,24 +345,20 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	server, admin, listeners := r.server, r.admin, r.listeners
 	r.srvMu.Unlock()
 	var errs []error
-	stopClosing := r.closeFreshConns()
-	if server != nil {
-		errs = append(errs, server.ShutdownWithContext(ctx))
-	}
-	stopClosing()
-	// A Serve that had not yet handed its listener to fasthttp when
-	// ShutdownWithContext ran would otherwise accept forever.
-	for _, ln := range listeners {
-		ln.Close()
-	}
 	r.stopWatching()
-	r.console.Close()
+	// The ingress listener stays open through the drain: a new request, on a
+	// new or a keep-alive connection, is answered 503 + Retry-After (and its
+	// connection closed after the answer), /health 503, so that senders and
+	// load balancers are told rather than refused. Requests that got past
+	// the draining check finish first: their events are queued before the
+	// dispatcher stops.
+	r.awaitRequests(r.rt.Load())
 	if _, ok := r.queue.(queue.Drainer); ok {
 		r.drain(ctx)
 	}
-	// The admin listener stays up through the drain, so that an operator
-	// can watch it in /health; event streams and profiles do not hold the
-	// rest of the shutdown for long.
+	// The admin listener stays up through the drain too, so that an
+	// operator can watch it in /health; event streams and profiles do not
+	// hold the rest of the shutdown for long.
 	if admin != nil {
 		actx, cancel := context.WithTimeout(ctx, adminShutdownGrace)
 		if err := admin.Shutdown(actx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -372,11 +368,32 @@ func (r *Router) Shutdown(ctx context.Context) error {
 		admin.Close()
 	}
 	errs = append(errs, r.dispatcher.Close(ctx))
+	// Only now is the ingress closed. Its own bound, not ctx's: the drain
+	// may have used all of that.
+	stopClosing := r.closeFreshConns()
+	if server != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), ingressCloseGrace)
+		if err := server.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	stopClosing()
+	// A Serve that had not yet handed its listener to fasthttp when
+	// ShutdownWithContext ran would otherwise accept forever.
+	for _, ln := range listeners {
+		ln.Close()
+	}
+	r.console.Close()
 	r.quitOnce.Do(func() { close(r.quit) })
 	r.bg.Wait()
 	errs = append(errs, r.queue.Close(), r.dedup.Close(), r.deadLetters.Close(), r.replayed.Close())
 	return errors.Join(errs...)
 }
+
+// ingressCloseGrace bounds the close of the ingress listener after the
+// drain: its connections only wait for a 503 to be written.
+const ingressCloseGrace = 2 * time.Second
 
 // connState tracks the connections that have not started a request.
 // fasthttp calls it twice per request (active, idle): those calls take the
