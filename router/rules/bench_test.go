@@ -65,22 +65,10 @@ func BenchmarkMatch10(b *testing.B) { benchMatch(b, realisticRules) }
 // the event index rules out.
 func BenchmarkMatch1000(b *testing.B) { benchMatch(b, manyRules(1000)) }
 
-// BenchmarkMatch10VM is BenchmarkMatch10 without native forms: every rule
-// evaluated by expr's VM, as before they existed.
-func BenchmarkMatch10VM(b *testing.B) {
-	benchMatchSet(b, vmOnly(compileYAML(b, realisticRules, realisticSinks...)))
-}
-
 // BenchmarkParseMatch10 measures the whole per-request rules stage: parse,
 // extract, dedup key, match.
 func BenchmarkParseMatch10(b *testing.B) {
 	benchParseMatch(b, compileYAML(b, realisticRules, realisticSinks...))
-}
-
-// BenchmarkParseMatch10VM is BenchmarkParseMatch10 without native forms:
-// the env filled and every rule evaluated by the VM.
-func BenchmarkParseMatch10VM(b *testing.B) {
-	benchParseMatch(b, vmOnly(compileYAML(b, realisticRules, realisticSinks...)))
 }
 
 func benchParseMatch(b *testing.B, s *Set) {
@@ -135,12 +123,6 @@ func BenchmarkParseMatchServe(b *testing.B) {
 	benchParseMatchServe(b, compileYAML(b, serveRules, "archive"))
 }
 
-// BenchmarkParseMatchServeVM is BenchmarkParseMatchServe without native
-// forms.
-func BenchmarkParseMatchServeVM(b *testing.B) {
-	benchParseMatchServe(b, vmOnly(compileYAML(b, serveRules, "archive")))
-}
-
 func benchParseMatchServe(b *testing.B, s *Set) {
 	var bodies [][]byte
 	for _, name := range []string{"channel.message_in.json", "channel.message_in.image.json", "agent.message_out.json",
@@ -164,7 +146,9 @@ func benchParseMatchServe(b *testing.B, s *Set) {
 }
 
 // TestMatchAllocsServe is TestMatchAllocs for the rules of benchmarks/run.sh,
-// lower() included, on every sample payload.
+// on every sample payload. Their complaints rule calls lower() twice on a
+// channel.message_in: each call makes a string, which the VM boxes, so
+// those events may allocate 4 times, the others not at all.
 func TestMatchAllocsServe(t *testing.T) {
 	s := compileYAML(t, serveRules, "archive")
 	for _, name := range []string{"channel.message_in.json", "channel.message_in.image.json", "agent.message_out.json",
@@ -174,8 +158,12 @@ func TestMatchAllocsServe(t *testing.T) {
 			t.Fatal(err)
 		}
 		in.Match()
-		if n := testing.AllocsPerRun(100, func() { in.Match() }); n > 0 {
-			t.Errorf("%s: Match allocates %.1f times per event, want 0", name, n)
+		budget := 0.0
+		if strings.HasPrefix(name, "channel.message_in") {
+			budget = 4
+		}
+		if n := testing.AllocsPerRun(100, func() { in.Match() }); n > budget {
+			t.Errorf("%s: Match allocates %.1f times per event, want at most %.0f", name, n, budget)
 		}
 		s.Release(in)
 	}

@@ -179,7 +179,7 @@ func pruned(v *fastjson.Value, f *field) any {
 // toValue converts a parsed JSON value to the Go values expressions see:
 // map[string]any, []any, string, int (integral numbers), float64, bool, nil.
 // Of duplicate keys, the first is kept, as fastjson's Get, hence flattened
-// chains and native forms, read it.
+// chains, read it.
 //
 // A string value is not copied: it aliases the bytes the fastjson Parser
 // owns, its copy of the body (unescaped in place), which stay unchanged until

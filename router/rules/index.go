@@ -45,7 +45,9 @@ func constraint(n ast.Node) []string {
 		var out []string
 		for _, x := range arr.Nodes {
 			s, ok := x.(*ast.StringNode)
-			if !ok {
+			if !ok || s.Value == "" {
+				// expr finds an absent event (nil) in a list holding
+				// "": such a rule can match events of no event value.
 				return nil
 			}
 			out = append(out, s.Value)

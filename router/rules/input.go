@@ -45,13 +45,6 @@ type Input struct {
 	// is the dearest part of flattening.
 	okState []okState
 
-	// lowerBuf holds the results of lower() in native evaluation.
-	lowerBuf []byte
-	// roots holds the payload's top-level fields that native forms read,
-	// by number (Set.nRoots), where rootRead is set: looked up this event.
-	roots    []*fastjson.Value
-	rootRead []bool
-
 	// Made once per Input: a method value or a string stored in an
 	// interface allocates each time it is made.
 	headerFn, sourceFn, sourceBox any
@@ -81,8 +74,7 @@ type RuleError struct {
 }
 
 func newInput(s *Set) *Input {
-	in := &Input{set: s, env: make(map[string]any, 16), bits: make([]uint64, (len(s.Sinks)+63)/64), okState: make([]okState, s.nPaths),
-		roots: make([]*fastjson.Value, s.nRoots), rootRead: make([]bool, s.nRoots)}
+	in := &Input{set: s, env: make(map[string]any, 16), bits: make([]uint64, (len(s.Sinks)+63)/64), okState: make([]okState, s.nPaths)}
 	in.headerFn, in.sourceFn = in.header, in.sourceName
 	in.resetEnv()
 	return in
@@ -103,10 +95,10 @@ func (s *Set) Acquire(source string, h Headers) *Input {
 // The env is not cleared: unless the Set reads $env, every fill of a plan
 // writes the same keys (absent fields as nil, which expr cannot tell from a
 // missing key), so the previous event's values are overwritten, not left
-// behind. An event whose rules are all decided natively fills nothing, and
-// leaves an older event's values, which nothing reads: every reader of the
-// env (the VM in Match, DedupKey, Trace) first fills it for this event with
-// a plan covering what it reads.
+// behind. An event that no rule can match and whose dedup key is the default
+// fills nothing, and leaves an older event's values, which nothing reads:
+// every reader of the env (the VM in Match, DedupKey, Trace) first fills it
+// for this event with a plan covering what it reads.
 func (s *Set) Release(in *Input) {
 	in.hdr, in.body, in.root, in.obj, in.cands, in.filled = nil, nil, nil, nil, nil, nil
 	s.pool.Put(in)
@@ -143,9 +135,6 @@ func (in *Input) setOK(p *flatPath, ok bool) {
 // fields of the same names if there were any.
 func (in *Input) setFuncs() {
 	in.env["header"], in.env["source"] = in.headerFn, in.sourceFn
-	for name, fn := range lowerFuncs {
-		in.env[name] = fn
-	}
 }
 
 func (in *Input) header(name string) string {
@@ -183,7 +172,6 @@ func (in *Input) Parse(body []byte) error {
 		return ErrNotObject
 	}
 	in.root, in.body, in.obj, in.filled = v, body, obj, nil
-	clear(in.rootRead)
 	s := in.set
 	in.cands = s.anyEvent
 	if ev := obj.Get("event"); ev != nil && ev.Type() == fastjson.TypeString {
@@ -192,11 +180,10 @@ func (in *Input) Parse(body []byte) error {
 			in.cands = c
 		}
 	}
-	// The env is filled when first read (ensureEnv), so that an event
-	// whose rules are all decided natively never builds it. When some
-	// candidate rule has no native form, the VM will read it anyway:
-	// filling now costs the same.
-	if in.cands.vm {
+	// The VM will read the env for the candidate rules: fill it now. An
+	// event that no rule can match, with the default dedup key, never
+	// builds it (ensureEnv fills it when something else reads it).
+	if len(in.cands.rules) > 0 {
 		in.fill(in.cands.plan)
 	}
 	return nil
@@ -284,9 +271,12 @@ func (in *Input) Match() *Result {
 	clear(in.bits)
 
 	candidates := in.cands.rules
+	if len(candidates) > 0 {
+		in.ensureEnv()
+	}
 	for _, i := range candidates {
 		rule := &s.Rules[i]
-		ok, err := in.evalRule(rule)
+		ok, err := in.eval(rule)
 		if err != nil {
 			r.Errors = append(r.Errors, RuleError{Rule: int(i), Err: err})
 			continue
@@ -310,17 +300,6 @@ func (in *Input) Match() *Result {
 		}
 	}
 	return r
-}
-
-// evalRule decides a rule natively if it can, else with the VM.
-func (in *Input) evalRule(rule *Rule) (bool, error) {
-	if rule.native != nil {
-		if ok, decided := in.evalNative(rule.native); decided {
-			return ok, nil
-		}
-	}
-	in.ensureEnv()
-	return in.eval(rule)
 }
 
 // eval runs a rule's program on the env, which must hold this event's

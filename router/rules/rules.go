@@ -5,11 +5,8 @@
 // time. The Set also knows which rules can only match a given `event` value,
 // so an event is evaluated against the rules that could match it and not the
 // thousand others, and which payload paths those rules read, so the ingress
-// extracts only those fields from the body (Input.Parse). Rules made of
-// common predicates (comparisons of payload paths, headers and literals,
-// joined by && and ||) also get a native form that reads the parsed JSON
-// directly; the VM evaluates the others, and whatever the native form cannot
-// decide (native.go).
+// extracts only those fields from the body (Input.Parse). expr's VM
+// evaluates every rule.
 package rules
 
 import (
@@ -35,7 +32,6 @@ type Rule struct {
 	Shadow bool
 
 	program *vm.Program
-	native  nexpr // nil: the VM evaluates every event (see native.go)
 	to      []int // indexes into Set.Sinks
 }
 
@@ -51,7 +47,6 @@ type Set struct {
 	anyEvent *candidates            // for event values outside byEvent
 	full     *plan                  // every expression's reads, for Trace
 	nPaths   int                    // flattened chains, all plans together
-	nRoots   int                    // payload variables native forms read
 	dedup    map[string]*dedupKey   // by source name
 	pool     sync.Pool
 }
@@ -61,9 +56,6 @@ type Set struct {
 type candidates struct {
 	rules []int32
 	plan  *plan
-	// vm is set when some rule of the list has no native form: the VM
-	// will read the env, so Parse fills it right away (see Input.Parse).
-	vm bool
 }
 
 // plan is what the env is filled with for an event: the reads of the candidate
@@ -87,7 +79,6 @@ func Compile(f *config.File) (*Set, config.Problems) {
 	paths := map[string]*flatPath{}
 	var ruleReads []*reads
 	dedupReads := newReads()
-	natives := &nativeBuilder{roots: map[string]int{}}
 
 	for i, r := range f.Rules {
 		path := fmt.Sprintf("rules[%d]", i)
@@ -97,7 +88,6 @@ func Compile(f *config.File) (*Set, config.Problems) {
 			problems = append(problems, f.Problemf(path+".when", "%s", exprError(err)))
 		} else {
 			rule.program = prog
-			rule.native = natives.build(r.When)
 		}
 		rr := newReads()
 		collectReads(rr, paths, r.When)
@@ -139,7 +129,6 @@ func Compile(f *config.File) (*Set, config.Problems) {
 		return nil, problems
 	}
 	s.nPaths = len(paths)
-	s.nRoots = len(natives.roots)
 	s.buildIndex(constrained, ruleReads, dedupReads)
 	s.pool.New = func() any { return newInput(s) }
 	return s, nil
@@ -179,11 +168,7 @@ func (s *Set) buildIndex(constrained [][]string, ruleReads []*reads, dedupReads 
 		return r.plan()
 	}
 	candidatesOf := func(list []int32) *candidates {
-		c := &candidates{rules: list, plan: planOf(list)}
-		for _, i := range list {
-			c.vm = c.vm || s.Rules[i].native == nil
-		}
-		return c
+		return &candidates{rules: list, plan: planOf(list)}
 	}
 	s.byEvent = make(map[string]*candidates, len(byEvent))
 	for ev, list := range byEvent {
@@ -225,16 +210,10 @@ var funcNames = map[string]bool{"header": true, "source": true}
 
 // compileEnv declares our functions for the type checker; payload fields are
 // undeclared (any) and nil when absent.
-var compileEnv = func() map[string]any {
-	env := map[string]any{
-		"header": func(string) string { return "" },
-		"source": func() string { return "" },
-	}
-	for name, fn := range lowerFuncs {
-		env[name] = fn
-	}
-	return env
-}()
+var compileEnv = map[string]any{
+	"header": func(string) string { return "" },
+	"source": func() string { return "" },
+}
 
 func compile(src string, opts ...expr.Option) (*vm.Program, error) {
 	vars := map[string]bool{}
@@ -251,7 +230,6 @@ func compile(src string, opts ...expr.Option) (*vm.Program, error) {
 		expr.AllowUndefinedVariables(),
 		pathError,
 		expr.Patch(&flattener{vars: vars}),
-		expr.Patch(lowerPatch{}),
 	}, opts...)
 	return expr.Compile(src, opts...)
 }
