@@ -64,6 +64,11 @@ func (r *Router) Reload(trigger string) error {
 	if err == nil {
 		var problems config.Problems
 		rt, problems = Build(f, cur, r.log, r.opts.Version)
+		if problems == nil {
+			// New and changed sinks open their destinations now: a
+			// reload that cannot work is refused, the running config kept.
+			problems = rt.provision(cur)
+		}
 		if problems != nil {
 			err = problems
 		}

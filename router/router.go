@@ -104,6 +104,9 @@ func New(f *config.File, opts Options) (*Router, error) {
 	}
 	r := &Router{opts: opts, log: opts.Log, metrics: metrics.New(), startedAt: time.Now(), quit: make(chan struct{})}
 	rt, problems := Build(f, nil, r.log, opts.Version)
+	if problems == nil {
+		problems = rt.provision(nil)
+	}
 	if problems != nil {
 		return nil, problems
 	}

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
@@ -130,6 +132,40 @@ func typeProblems(f *config.File, reported config.Problems) config.Problems {
 		}
 	}
 	return out
+}
+
+// provisionTimeout bounds opening every new sink's destination.
+const provisionTimeout = 10 * time.Second
+
+// provision opens the destinations of rt's sinks that are not prev's
+// instances (prev may be nil), before rt is put in force: see
+// sinks.Provisioner. If one fails, the sinks rt built are closed and every
+// failure is returned, placed in rt's file; rt must then not be used.
+func (rt *Runtime) provision(prev *Runtime) config.Problems {
+	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
+	defer cancel()
+	var problems config.Problems
+	for _, name := range rt.File.SinkNames() {
+		s, ok := rt.Sinks[name]
+		if !ok || prev != nil && prev.Sinks[name] == s {
+			continue
+		}
+		if p, ok := s.Sink.(sinks.Provisioner); ok {
+			if err := p.Provision(ctx); err != nil {
+				problems = append(problems, sinkProblem(rt.File, name, err))
+			}
+		}
+	}
+	if problems == nil {
+		return nil
+	}
+	for name, s := range rt.Sinks {
+		if prev == nil || prev.Sinks[name] != s {
+			_ = s.Sink.Close(ctx)
+		}
+	}
+	problems.Sort()
+	return problems
 }
 
 // exprAt matches the "(LINE:COL)" that expr puts at the end of its errors.

@@ -82,6 +82,16 @@ type Reopener interface {
 	Reopen() error
 }
 
+// Provisioner is implemented by sinks that can open their destination before
+// they are put in force: a file created, a connection dialled where that is
+// cheap. The router calls Provision on a new or changed sink at start and
+// before a reload swaps it in, and refuses the config when it fails, so
+// that a destination that cannot work is reported with its line instead of
+// failing every delivery. An error about one field is a FieldError.
+type Provisioner interface {
+	Provision(ctx context.Context) error
+}
+
 // DecodePayload decodes a JSON object the way rules, templates and body
 // expressions see it: objects as map[string]any, arrays as []any, integral
 // numbers that fit in an int as int (so `need_human == 1` and `{{ .timestamp }}`

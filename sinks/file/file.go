@@ -33,6 +33,7 @@ var (
 	_ sinks.Renderer    = (*Sink)(nil)
 	_ sinks.Reopener    = (*Sink)(nil)
 	_ sinks.BatchSender = (*Sink)(nil)
+	_ sinks.Provisioner = (*Sink)(nil)
 )
 
 // Sink appends events to one file. It is safe for concurrent use.
@@ -191,6 +192,29 @@ func (s *Sink) write(buf []byte) error {
 	_ = s.f.Close()
 	s.f = nil
 	return fmt.Errorf("file sink: %w", err)
+}
+
+// Provision opens the file now, creating missing directories, so that a
+// path that cannot be written to is refused with the config rather than
+// failing every delivery. The error is a sinks.FieldError about path.
+func (s *Sink) Provision(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.writing {
+		s.cond.Wait()
+	}
+	if s.closed {
+		return sinks.ErrClosed
+	}
+	if s.f != nil {
+		return nil
+	}
+	f, err := s.open()
+	if err != nil {
+		return sinks.Errorf("path", "cannot be opened for appending: %v", errors.Unwrap(err))
+	}
+	s.f = f
+	return nil
 }
 
 func (s *Sink) open() (*os.File, error) {
