@@ -222,7 +222,9 @@ func openQueue(f *config.File, log *slog.Logger, natsOpts []natsq.Option) (queue
 		}
 		return disk.Open(filepath.Join(f.DataDir, "queue"), int64(f.Queue.MaxBytes), log.With("component", "queue"), opts...)
 	case "nats":
-		opts := append([]natsq.Option{natsq.WithMaxBytes(int64(f.Queue.MaxBytes))}, natsOpts...)
+		stream := f.Queue.NATS.Stream
+		opts := append([]natsq.Option{natsq.WithMaxBytes(int64(f.Queue.MaxBytes)),
+			natsq.WithStream(stream, natsq.SubjectPrefix(stream))}, natsOpts...)
 		return natsq.Open(f.Queue.NATS.URL, log.With("component", "queue"), opts...)
 	default:
 		return nil, fmt.Errorf("queue backend %q is not available in this build", f.Queue.Backend)

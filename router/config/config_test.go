@@ -160,7 +160,7 @@ func TestFull(t *testing.T) {
 			},
 		},
 		Dedup: Dedup{Store: "redis", MaxKeys: 5000, Timeout: Duration(2 * time.Second), RedisURL: "redis://127.0.0.1:6379/2", RedisPrefix: "hookrouter:dedup:"},
-		Queue: Queue{Backend: "nats", MaxBytes: 256 << 20, NATS: natsq.Config{URL: "nats://127.0.0.1:4222"}},
+		Queue: Queue{Backend: "nats", MaxBytes: 256 << 20, NATS: natsq.Config{URL: "nats://127.0.0.1:4222", Stream: "HOOKROUTER"}},
 		Sinks: map[string]*Sink{
 			"crm":        crm,
 			"crm-backup": &backup,

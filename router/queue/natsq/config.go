@@ -13,13 +13,34 @@ import (
 type Config struct {
 	// URL is the NATS server, or a comma-separated list of them.
 	URL string `yaml:"nats_url"`
+	// Stream names the JetStream stream (and so its consumers) that the
+	// instances of one deployment share; another name lets staging and
+	// production share a NATS server. Default DefaultStream.
+	Stream string `yaml:"nats_stream"`
 }
 
 // Default sets the fields left zero to their defaults.
-func (c *Config) Default() {}
+func (c *Config) Default() {
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+}
+
+// SubjectPrefix is the prefix of the subjects stream captures: two streams
+// cannot capture the same subjects, so each name has its own. The default
+// stream keeps DefaultSubjectPrefix.
+func SubjectPrefix(stream string) string {
+	if stream == DefaultStream {
+		return DefaultSubjectPrefix
+	}
+	return "hookrouter." + stream + ".deliveries"
+}
 
 // Validate reports every problem of c, for a queue whose backend is nats.
 func (c *Config) Validate() []sinks.FieldError {
+	if strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") {
+		return []sinks.FieldError{sinks.Errorf("nats_stream", "%q is not a JetStream stream name: no spaces, '.', '*', '>', '/' or '\\'", c.Stream)}
+	}
 	if strings.TrimSpace(c.URL) == "" {
 		return []sinks.FieldError{sinks.Required("nats_url", "required: queue.backend nats needs a nats_url, such as nats://127.0.0.1:4222")}
 	}
