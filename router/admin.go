@@ -14,6 +14,7 @@ import (
 
 	"github.com/hookrouter/hookrouter/router/admin"
 	"github.com/hookrouter/hookrouter/router/dispatch"
+	"github.com/hookrouter/hookrouter/router/journal"
 )
 
 // adminRoutes is the admin listener's route table: every endpoint, with the
@@ -21,7 +22,7 @@ import (
 // package admin for the rules); admin.Handler refuses a line without one.
 func (r *Router) adminRoutes() []admin.Route {
 	op := admin.Operator
-	return []admin.Route{
+	return append(r.journalRoutes(), []admin.Route{
 		{Pattern: "GET /health", Access: op, Handler: http.HandlerFunc(r.serveHealth)},
 		{Pattern: "GET /metrics", Access: op, Handler: promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{})},
 		{Pattern: "POST /-/reload", Access: op, Handler: http.HandlerFunc(r.serveReload)},
@@ -34,7 +35,7 @@ func (r *Router) adminRoutes() []admin.Route {
 		{Pattern: "GET /debug/pprof/symbol", Access: op, Handler: http.HandlerFunc(pprof.Symbol)},
 		{Pattern: "POST /debug/pprof/symbol", Access: op, Handler: http.HandlerFunc(pprof.Symbol)},
 		{Pattern: "GET /debug/pprof/trace", Access: op, Handler: http.HandlerFunc(pprof.Trace)},
-	}
+	}...)
 }
 
 // adminGuard checks admin.token as the config in force sets it, so a reload
@@ -82,6 +83,9 @@ type Health struct {
 	PendingRestart   []string                       `json:"pending_restart,omitempty"`
 	QueueBackend     string                         `json:"queue_backend"`
 	Sinks            map[string]dispatch.LaneStatus `json:"sinks"`
+	// Journal is the event journal's counters (dropped: records lost
+	// because its writer fell behind); absent when journal.enabled is false.
+	Journal *journal.Stats `json:"journal,omitempty"`
 }
 
 // Health reports the router's state.
@@ -100,6 +104,10 @@ func (r *Router) Health() Health {
 		PendingRestart:   st.pendingRestart,
 		QueueBackend:     rt.File.Queue.Backend,
 		Sinks:            r.dispatcher.Status(),
+	}
+	if r.journal != nil {
+		js := r.journal.Stats()
+		h.Journal = &js
 	}
 	if !st.lastAttempt.IsZero() {
 		t := st.lastAttempt
@@ -209,7 +217,13 @@ func (r *Router) Replay(ctx context.Context, recs []dispatch.Record) ReplayResul
 			continue
 		}
 		ran, err := r.replayed.Once(rec.ID(), func() error {
-			return r.queue.Put(ctx, rec.Event(), []string{rec.Sink})
+			// Journaled before the Put: the delivery may finish first.
+			r.journalReplayed(rec.EventID, rec.Sink, "replay of a dead letter")
+			err := r.queue.Put(ctx, rec.Event(), []string{rec.Sink})
+			if err != nil {
+				r.journalReplayFailed(rec.EventID, rec.Sink, nil, err)
+			}
+			return err
 		})
 		switch {
 		case !ran:

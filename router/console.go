@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -24,12 +23,15 @@ func (b consoleBackend) Test(src string, h rules.Headers, body []byte) (*dryrun.
 	return b.r.rt.Load().DryRunExplain(src, h, body)
 }
 
-// Journal is nil until the router keeps a journal (issue 15 wires it): the
+// Journal is the router's journal, nil when journal.enabled is false: the
 // console's journal pages then say that the journal is off.
-func (b consoleBackend) Journal() *journal.Journal { return nil }
+func (b consoleBackend) Journal() *journal.Journal { return b.r.journal }
 
-func (b consoleBackend) ReplayEvent(context.Context, string, string) ([]string, map[string]string, error) {
-	return nil, nil, errors.New("the router keeps no journal to replay from")
+// ReplayEvent is what POST /-/events/{id}/replay does: it returns the sinks
+// re-queued and, for the ones left alone, why.
+func (b consoleBackend) ReplayEvent(ctx context.Context, id, sink string) ([]string, map[string]string, error) {
+	res, err := b.r.ReplayEvent(ctx, id, sink, false)
+	return res.Requeued, res.Skipped, err
 }
 
 // newConsole builds the console the admin listener serves.

@@ -106,6 +106,13 @@ type server struct {
 // dir) and serves it on 127.0.0.1:0.
 func startServer(t testing.TB, cfg string) *server {
 	t.Helper()
+	return startServerOpts(t, cfg, Options{})
+}
+
+// startServerOpts is startServer with Options (their ConfigPath, Version and
+// Log are set here).
+func startServerOpts(t testing.TB, cfg string, opts Options) *server {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rules.yaml")
 	cfg = strings.ReplaceAll(cfg, "DATA", filepath.Join(dir, "data"))
@@ -120,7 +127,8 @@ func startServer(t testing.TB, cfg string) *server {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	r, err := New(f, Options{ConfigPath: path, Version: "test", Log: log})
+	opts.ConfigPath, opts.Version, opts.Log = path, "test", log
+	r, err := New(f, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

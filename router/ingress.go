@@ -20,6 +20,10 @@ import (
 // events noticeably.
 const retryAfterSeconds = "5"
 
+// headerEventID names the event in a 200: its id, or for a duplicate the id
+// of the event it duplicates, so a sender's logs lead to hookrouter trace.
+const headerEventID = "X-Hookrouter-Event-Id"
+
 var (
 	bodyOK           = []byte("OK")
 	bodyUnauthorized = []byte(`{"error":"Unauthorized"}`)
@@ -150,6 +154,9 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 	if !claimed {
 		src.m.duplicate.Inc()
 		ctx.Response.Header.Set("X-Hookrouter-Duplicate", "true")
+		if orig := r.journalDuplicate(src, start, in, key, storeKey, body); orig != "" {
+			ctx.Response.Header.Set(headerEventID, orig)
+		}
 		ok(ctx)
 		return
 	}
@@ -167,6 +174,8 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 		r.ruleLog.warn(r.log, name, "rule failed at run time; counted as no match", "rule", name, "source", src.name, "error", e.Err)
 	}
 
+	var to []string
+	var kept []byte // the body, as queued: the journal shares it
 	if len(res.To) > 0 {
 		ev := &sinks.Event{
 			ID:         id,
@@ -178,7 +187,8 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 			DedupKey:     storeKey,
 			DedupExpires: start.Add(ttl),
 		}
-		to := append([]string(nil), res.To...)
+		kept = ev.Body
+		to = append([]string(nil), res.To...)
 		if err := r.queue.Put(context.Background(), ev, to); err != nil {
 			r.releaseKey(storeKey, id)
 			reason := "queue_full"
@@ -199,6 +209,10 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 				r.storeLog.warn(r.log, "queue", "dedup key of an unrouted event not kept", "error", err)
 			}
 		}
+		to = []string{}
+		if r.journal != nil {
+			kept = append([]byte(nil), body...)
+		}
 	}
 	c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
 	err = r.dedup.Commit(c, storeKey, id, ttl)
@@ -212,7 +226,9 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 	r.noteAccepted()
 	r.processed.Add(1)
 	src.m.accepted.Inc()
+	r.journalAccepted(rt, src, id, start, in, key, storeKey, res, to, kept)
 	src.m.latency.Observe(time.Since(start).Seconds())
+	ctx.Response.Header.Set(headerEventID, id)
 	ok(ctx)
 }
 
@@ -279,6 +295,7 @@ func ok(ctx *fasthttp.RequestCtx) {
 
 func (r *Router) reject(ctx *fasthttp.RequestCtx, src *source, status int, reason string, body []byte) {
 	r.metrics.EventsRejected.WithLabelValues(src.name, reason).Inc()
+	r.journalRejected(src, status, reason)
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(body)
@@ -297,6 +314,7 @@ func (r *Router) unavailable(ctx *fasthttp.RequestCtx, src *source, reason strin
 
 func (r *Router) invalid(ctx *fasthttp.RequestCtx, src *source, detail string) {
 	r.metrics.EventsRejected.WithLabelValues(src.name, "invalid_payload").Inc()
+	r.journalRejected(src, fasthttp.StatusBadRequest, "invalid_payload: "+detail)
 	ctx.SetStatusCode(fasthttp.StatusBadRequest)
 	ctx.SetContentType("application/json")
 	b := append(ctx.Response.Body()[:0], `{"error":"Invalid payload","detail":`...)
@@ -327,4 +345,7 @@ func (r *Router) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetConnectionClose()
+	if src := r.rt.Load().sources[string(ctx.Path())]; src != nil {
+		r.journalRejected(src, ctx.Response.StatusCode(), "request refused: "+err.Error())
+	}
 }

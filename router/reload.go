@@ -44,7 +44,7 @@ func (r *Router) reloadStatus() reloadState {
 // error of an earlier attempt: the file is the config in force again).
 //
 // Settings that only a restart can change (listen, admin_listen, data_dir,
-// queue, dedup, log) keep their running values; the rest of the file is
+// queue, dedup, journal, log) keep their running values; the rest of the file is
 // applied, and /health lists what waits for a restart.
 func (r *Router) Reload(trigger string) error {
 	r.reloadMu.Lock()
@@ -173,6 +173,7 @@ func restartOnly(old, new *config.File) []string {
 	check("data_dir", old.DataDir, new.DataDir)
 	check("queue", old.Queue, new.Queue)
 	check("dedup", old.Dedup, new.Dedup)
+	check("journal", old.Journal, new.Journal)
 	check("log", old.Log, new.Log)
 	return out
 }
@@ -183,6 +184,7 @@ func keepRestartOnly(f, running *config.File) {
 	f.Listen, f.AdminListen, f.DataDir = running.Listen, running.AdminListen, running.DataDir
 	f.MaxConns, f.MaxConnsPerIP = running.MaxConns, running.MaxConnsPerIP
 	f.Queue, f.Dedup, f.Log = running.Queue, running.Dedup, running.Log
+	f.Journal = running.Journal
 }
 
 // debounce groups the events of one save (editors write, chmod and rename

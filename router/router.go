@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/hookrouter/hookrouter/router/console"
 	"github.com/hookrouter/hookrouter/router/dedup"
 	"github.com/hookrouter/hookrouter/router/dispatch"
+	"github.com/hookrouter/hookrouter/router/journal"
 	"github.com/hookrouter/hookrouter/router/metrics"
 	"github.com/hookrouter/hookrouter/router/queue"
 	"github.com/hookrouter/hookrouter/router/queue/disk"
@@ -46,6 +48,9 @@ type Options struct {
 	// ConsoleSampleEvery is how often the console samples the router for
 	// its overview's rates and bars (default 10s); tests shorten it.
 	ConsoleSampleEvery time.Duration
+	// JournalOptions tune the journal (queue size, a writer slowed on
+	// purpose); for tests and benchmarks.
+	JournalOptions journal.Options
 }
 
 // Router is a running hookrouter: ingress, the runtime in force, the queue,
@@ -70,6 +75,8 @@ type Router struct {
 	// replayed remembers the dead-letter records already replayed.
 	replayed *dispatch.Replayed
 	console  *console.Console
+	journal  *journal.Journal // nil when journal.enabled is false
+	recent   recentKeys
 
 	// srvMu orders Serve and Shutdown, which run on different goroutines:
 	// a Shutdown that comes first makes Serve return at once.
@@ -103,6 +110,10 @@ func New(f *config.File, opts Options) (*Router, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	r := &Router{opts: opts, log: opts.Log, metrics: metrics.New(), startedAt: time.Now(), quit: make(chan struct{})}
+	r.recent.seed = maphash.MakeSeed()
+	if r.opts.JournalOptions.Log == nil {
+		r.opts.JournalOptions.Log = r.log
+	}
 	rt, problems := Build(f, nil, r.log, opts.Version)
 	if problems == nil {
 		problems = rt.provision(nil)
@@ -127,7 +138,13 @@ func New(f *config.File, opts Options) (*Router, error) {
 		r.replayed.Close()
 		return nil, err
 	}
+	if err := r.openJournal(f); err != nil {
+		r.dedup.Close()
+		r.deadLetters.Close()
+		return nil, err
+	}
 	if r.queue, err = openQueue(f, r.log, opts.NatsOptions); err != nil {
+		r.closeJournal(context.Background())
 		r.dedup.Close()
 		r.deadLetters.Close()
 		r.replayed.Close()
@@ -139,9 +156,13 @@ func New(f *config.File, opts Options) (*Router, error) {
 	rt.Generation = 1
 	r.install(rt)
 	r.dispatcher = dispatch.New(r.queue, r.deadLetters, r.metrics, r.log)
+	if r.journal != nil {
+		r.dispatcher.SetJournal(r.journal)
+	}
 	r.dispatcher.Apply(rt.targets())
 	if r.console, err = r.newConsole(); err != nil {
 		r.dispatcher.Close(context.Background())
+		r.closeJournal(context.Background())
 		r.queue.Close()
 		r.dedup.Close()
 		r.deadLetters.Close()
@@ -243,6 +264,7 @@ func (r *Router) install(rt *Runtime) {
 			latency:   r.metrics.IngressSeconds.WithLabelValues(s.name),
 		}
 	}
+	rt.ruleNames = ruleNames(rt.Rules)
 	rt.ruleMatch = make([]prometheus.Counter, len(rt.Rules.Rules))
 	rt.ruleError = make([]prometheus.Counter, len(rt.Rules.Rules))
 	for i, rule := range rt.Rules.Rules {
@@ -392,6 +414,9 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	r.console.Close()
 	r.quitOnce.Do(func() { close(r.quit) })
 	r.bg.Wait()
+	// After the dispatcher, so that the last attempts and the dead letters
+	// written at shutdown are journaled.
+	errs = append(errs, r.closeJournal(ctx))
 	errs = append(errs, r.queue.Close(), r.dedup.Close(), r.deadLetters.Close(), r.replayed.Close())
 	return errors.Join(errs...)
 }
@@ -399,6 +424,17 @@ func (r *Router) Shutdown(ctx context.Context) error {
 // ingressCloseGrace bounds the close of the ingress listener after the
 // drain: its connections only wait for a 503 to be written.
 const ingressCloseGrace = 2 * time.Second
+
+func (r *Router) closeJournal(ctx context.Context) error {
+	if r.journal == nil {
+		return nil
+	}
+	// Writing what is pending takes little; never more than a second of
+	// the shutdown's time, which belongs to deliveries.
+	c, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return r.journal.Close(c)
+}
 
 // connState tracks the connections that have not started a request.
 // fasthttp calls it twice per request (active, idle): those calls take the

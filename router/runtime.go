@@ -37,6 +37,8 @@ type Runtime struct {
 	trusted []netip.Prefix     // trusted_proxies
 	// Counters by rule index, set by Router.install.
 	ruleMatch, ruleError []prometheus.Counter
+	// ruleNames are the rules' names in order, for the journal (install).
+	ruleNames []string
 	// users counts the requests running with this runtime (Router.acquire).
 	users atomic.Int64
 }

@@ -49,6 +49,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return diff(args, stdin, stdout, stderr)
 	case "replay":
 		return replay(args, stdout, stderr)
+	case "events":
+		return events(args, stdout, stderr)
+	case "trace":
+		return trace(args, stdout, stderr)
+	case "tail":
+		return tail(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "hookrouter %s %s\n", getVersion(), runtime.Version())
 		return 0
@@ -70,6 +76,10 @@ const usage = `Usage:
   hookrouter diff -against NEW -journal [-since 24h] [-addr ADMIN]
                                                         the same over the running router's journal
   hookrouter replay [-config FILE] DEAD_LETTER_FILE     re-queue dead-lettered deliveries
+  hookrouter events [-addr ADMIN] [-source S] [-event E] [-sink K] [-state ST] [-since D] [-q TEXT] [-limit N]
+                                                        list journaled events, newest first
+  hookrouter trace [-addr ADMIN] [-json] EVENT_ID       one event's journey: verdicts, rules, attempts
+  hookrouter tail [-addr ADMIN] [filters as for events] follow new events and outcomes live
   hookrouter version
 
 -config defaults to $HOOKROUTER_CONFIG, else rules.yaml, else rules.example.yaml.

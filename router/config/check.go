@@ -56,6 +56,7 @@ func (d *decoder) check() {
 	d.checkSources()
 	d.checkDedup()
 	d.checkQueue()
+	d.checkJournal()
 	d.checkSinks()
 	d.checkRules()
 	defaultString(&f.Log.Level, defaultLogLevel)
@@ -274,6 +275,33 @@ func (d *decoder) checkQueue() {
 		d.fieldErrors("queue", q.NATS.Validate())
 	}
 	defaultValue(&q.MaxBytes, defaultQueueBytes)
+}
+
+// The journal's defaults (journal.DefaultConfig's too).
+const (
+	defaultJournalRetention = Duration(168 * time.Hour)
+	defaultJournalBytes     = Size(1 << 30)
+	minJournalBytes         = Size(1 << 20)
+)
+
+func (d *decoder) checkJournal() {
+	j := &d.f.Journal
+	if !d.set["journal.enabled"] {
+		j.Enabled = true
+	}
+	if !d.set["journal.bodies"] {
+		j.Bodies = true
+	}
+	if !d.set["journal.retention"] {
+		j.Retention = defaultJournalRetention
+	} else if j.Retention <= 0 && !d.isBad("journal.retention") {
+		d.problemf("journal.retention", "must be a positive duration, such as 168h")
+	}
+	if !d.set["journal.max_bytes"] {
+		j.MaxBytes = defaultJournalBytes
+	} else if j.MaxBytes < minJournalBytes && !d.isBad("journal.max_bytes") {
+		d.problemf("journal.max_bytes", "must be at least 1MiB, got %d", j.MaxBytes)
+	}
 }
 
 // serviceURL checks that raw is a URL with one of schemes. The URL may hold

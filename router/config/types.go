@@ -27,6 +27,7 @@ type File struct {
 	DataDir       string   `yaml:"data_dir"`
 	Dedup         Dedup    `yaml:"dedup"`
 	Queue         Queue    `yaml:"queue"`
+	Journal       Journal  `yaml:"journal"`
 	// Sinks by name. Iterate with SinkNames for a stable order.
 	Sinks map[string]*Sink `yaml:"sinks"`
 	Rules []Rule           `yaml:"rules"`
@@ -100,6 +101,18 @@ type Queue struct {
 	MaxBytes Size   `yaml:"max_bytes"`
 	// NATS holds the nats backend's keys (nats_url, ...).
 	NATS natsq.Config `yaml:",inline"`
+}
+
+// Journal configures the event journal (router/journal), kept in data_dir.
+type Journal struct {
+	// Enabled turns the journal on. Default true.
+	Enabled bool `yaml:"enabled"`
+	// Retention is how long journeys are kept. Default 168h.
+	Retention Duration `yaml:"retention"`
+	// MaxBytes bounds the database; the oldest journeys go first. Default 1GiB.
+	MaxBytes Size `yaml:"max_bytes"`
+	// Bodies keeps payloads. Default true.
+	Bodies bool `yaml:"bodies"`
 }
 
 // Log configures the process's structured log.

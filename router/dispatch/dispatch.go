@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hookrouter/hookrouter/router/journal"
 	"github.com/hookrouter/hookrouter/router/metrics"
 	"github.com/hookrouter/hookrouter/router/queue"
 	"github.com/hookrouter/hookrouter/sinks"
@@ -120,6 +121,8 @@ type Dispatcher struct {
 	dl  *DeadLetters
 	m   *metrics.Metrics
 	log *slog.Logger
+	// jr, when set, is told every attempt and change of state.
+	jr *journal.Journal
 
 	// sendCtx is given to every Send; Close cancels it when its own deadline
 	// passes, cutting short the sends still running.
@@ -162,6 +165,10 @@ func New(q queue.Queue, dl *DeadLetters, m *metrics.Metrics, log *slog.Logger) *
 		stopTick: make(chan struct{}),
 	}
 }
+
+// SetJournal makes the dispatcher record every attempt and change of state
+// of a delivery in j. Call it before the first Apply.
+func (d *Dispatcher) SetJournal(j *journal.Journal) { d.jr = j }
 
 // Apply makes targets the sinks in force. It is called at start and on
 // every reload, and returns at once: the swaps it starts finish in the
@@ -412,6 +419,7 @@ func (d *Dispatcher) deadLetterRemaining(rest []*queue.Delivery) error {
 			continue
 		}
 		perSink[dv.Sink]++
+		d.step(dv, journal.DeadLetter, now, 0, nil, shutdownError)
 		d.m.Deliveries.WithLabelValues(dv.Sink, "dead_letter").Inc()
 		d.m.DeadLetters.WithLabelValues(dv.Sink).Inc()
 		d.log.Debug("delivery dead-lettered", "sink", dv.Sink, "event_id", dv.Event.ID, "error", shutdownError)
@@ -423,6 +431,35 @@ func (d *Dispatcher) deadLetterRemaining(rest []*queue.Delivery) error {
 		return fmt.Errorf("dispatch: %d deliveries owed at shutdown could not be dead-lettered", failed)
 	}
 	return nil
+}
+
+// step records, when there is a journal, a change to dv: the attempt that
+// started at start and took took (failed with err, or not if nil), or with
+// took 0 and a note, a change without a send.
+func (d *Dispatcher) step(dv *queue.Delivery, state string, start time.Time, took time.Duration, err error, note string) {
+	if d.jr == nil {
+		return
+	}
+	st := journal.Step{EventID: dv.Event.ID, Sink: dv.Sink, State: state, At: start, Note: note}
+	if note == "" {
+		st.DurationMS = float64(took.Microseconds()) / 1000
+		switch {
+		case err == nil:
+			st.Outcome = journal.OK
+		case sinks.IsPermanent(err):
+			st.Outcome = journal.Permanent
+		default:
+			st.Outcome = journal.Retryable
+		}
+		if err != nil {
+			st.Error = err.Error()
+			var se *sinks.StatusError
+			if errors.As(err, &se) {
+				st.Status = se.Code
+			}
+		}
+	}
+	d.jr.RecordStep(st)
 }
 
 func (d *Dispatcher) writeDeadLetter(rec *Record) error {

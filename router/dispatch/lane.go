@@ -13,6 +13,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/time/rate"
 
+	"github.com/hookrouter/hookrouter/router/journal"
 	"github.com/hookrouter/hookrouter/router/queue"
 	"github.com/hookrouter/hookrouter/sinks"
 )
@@ -180,7 +181,10 @@ func (l *lane) work() {
 			return
 		}
 		if l.orphan {
-			l.deadLetter(dv, fmt.Sprintf("sink %q is not in the config", l.name))
+			msg := fmt.Sprintf("sink %q is not in the config", l.name)
+			if l.deadLetter(dv, msg) {
+				l.d.step(dv, journal.DeadLetter, time.Now(), 0, nil, msg)
+			}
 			continue
 		}
 		l.deliver(dv)
@@ -245,6 +249,7 @@ func (l *lane) deliver(dv *queue.Delivery) {
 			return
 		}
 		ch := l.changedCh() // before Execute, so that no state change is missed
+		start := time.Now()
 		_, err := l.cb.Execute(func() (struct{}, error) {
 			return struct{}{}, l.target.Sink.Send(l.d.sendCtx, dv.Event)
 		})
@@ -255,7 +260,7 @@ func (l *lane) deliver(dv *queue.Delivery) {
 			}
 			continue
 		}
-		l.finish(dv, err)
+		l.finish(dv, err, start)
 		return
 	}
 }
@@ -273,6 +278,7 @@ func (l *lane) deliverBatch(dvs []*queue.Delivery, evs []*sinks.Event) {
 		}
 		ch := l.changedCh() // before Execute, so that no state change is missed
 		var errs []error
+		start := time.Now()
 		_, err := l.cb.Execute(func() (struct{}, error) {
 			errs = l.batch.SendBatch(l.d.sendCtx, evs)
 			return struct{}{}, firstRetryable(errs)
@@ -291,7 +297,7 @@ func (l *lane) deliverBatch(dvs []*queue.Delivery, evs []*sinks.Event) {
 			if errs != nil {
 				err = errs[i]
 			}
-			l.finish(dv, err)
+			l.finish(dv, err, start)
 		}
 		return
 	}
@@ -324,9 +330,11 @@ func firstRetryable(errs []error) error {
 
 // finish records the outcome of one attempt to send dv: done, given back
 // (cut short by shutdown), dead-lettered or retried later.
-func (l *lane) finish(dv *queue.Delivery, err error) {
+// The attempt started at start.
+func (l *lane) finish(dv *queue.Delivery, err error, start time.Time) {
 	switch {
 	case err == nil:
+		l.d.step(dv, journal.Delivered, start, time.Since(start), nil, "")
 		l.succeeded(dv)
 	case l.d.sendCtx.Err() != nil:
 		// Cut short by shutdown: not the destination's fault, no attempt spent.
@@ -336,9 +344,14 @@ func (l *lane) finish(dv *queue.Delivery, err error) {
 		dv.Attempts++
 		dv.LastError = err.Error()
 		l.noteFailure(dv, err)
-		l.deadLetter(dv, dv.LastError)
+		state := journal.DeadLetter
+		if !l.deadLetter(dv, dv.LastError) {
+			state = journal.Retrying
+		}
+		l.d.step(dv, state, start, time.Since(start), err, "")
 	default:
-		l.retryable(dv, err)
+		took := time.Since(start)
+		l.d.step(dv, l.retryable(dv, err), start, took, err, "")
 	}
 }
 
@@ -382,14 +395,18 @@ func (l *lane) succeeded(dv *queue.Delivery) {
 	}
 }
 
-func (l *lane) retryable(dv *queue.Delivery, err error) {
+// retryable handles a retryable failure and returns the delivery's state
+// after it: retrying, or dead_letter once its attempts are spent.
+func (l *lane) retryable(dv *queue.Delivery, err error) string {
 	l.mRetryable.Inc()
 	dv.Attempts++
 	dv.LastError = err.Error()
 	l.noteFailure(dv, err)
 	if dv.Attempts >= l.set.MaxAttempts {
-		l.deadLetter(dv, dv.LastError)
-		return
+		if l.deadLetter(dv, dv.LastError) {
+			return journal.DeadLetter
+		}
+		return journal.Retrying
 	}
 	delay := backoff(l.set, dv.Attempts)
 	if ra, ok := sinks.RetryAfterOf(err); ok && ra > delay {
@@ -398,6 +415,7 @@ func (l *lane) retryable(dv *queue.Delivery, err error) {
 	if err := l.d.q.Retry(dv, delay); err != nil {
 		l.d.log.Error("queue retry failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
 	}
+	return journal.Retrying
 }
 
 // backoff is the delay before attempt n+1 after n failed ones: full jitter
@@ -436,13 +454,14 @@ func failureKey(err error) string {
 }
 
 // deadLetter writes dv to the dead-letter file and forgets it. If the file
-// cannot be written the delivery stays queued: the dead letter is its last copy.
-func (l *lane) deadLetter(dv *queue.Delivery, errText string) {
+// cannot be written the delivery stays queued: the dead letter is its last
+// copy. It reports whether dv was dead-lettered.
+func (l *lane) deadLetter(dv *queue.Delivery, errText string) bool {
 	if err := l.d.writeDeadLetter(newRecord(dv, errText, time.Now())); err != nil {
 		if rerr := l.d.q.Retry(dv, l.set.MaxBackoff); rerr != nil {
 			l.d.log.Error("queue retry failed", "sink", l.name, "event_id", dv.Event.ID, "error", rerr)
 		}
-		return
+		return false
 	}
 	l.failed.Add(1)
 	l.mDeadLetter.Inc()
@@ -451,6 +470,7 @@ func (l *lane) deadLetter(dv *queue.Delivery, errText string) {
 	if err := l.d.q.Done(dv); err != nil {
 		l.d.log.Error("queue done failed", "sink", l.name, "event_id", dv.Event.ID, "error", err)
 	}
+	return true
 }
 
 // giveBack returns dv to the queue untouched, for another worker or, after a

@@ -157,13 +157,20 @@ func (f Filter) where() (string, []any) {
 	case Accepted, Duplicate, Rejected:
 		add(`e.verdict = ?`, f.State)
 		if f.Sink != "" {
-			add(`EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.sink = ?)`, f.Sink)
+			add(`EXISTS (SELECT 1 FROM json_each(e.sinks) s WHERE s.value = ?)`, f.Sink)
 		}
 	case "unrouted":
 		add(`e.verdict = 'accepted' AND e.sinks = '[]'`)
 	case "":
 		if f.Sink != "" {
-			add(`EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.sink = ?)`, f.Sink)
+			add(`EXISTS (SELECT 1 FROM json_each(e.sinks) s WHERE s.value = ?)`, f.Sink)
+		}
+	case Queued:
+		// A delivery has no row until its first step.
+		if f.Sink != "" {
+			add(`EXISTS (SELECT 1 FROM json_each(e.sinks) s WHERE s.value = ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.sink = s.value))`, f.Sink)
+		} else {
+			add(`EXISTS (SELECT 1 FROM json_each(e.sinks) s WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.sink = s.value))`)
 		}
 	default:
 		if f.Sink != "" {
@@ -286,7 +293,13 @@ func (j *Journal) fillDeliveries(ctx context.Context, evs []Event, steps bool) e
 	}
 	rows.Close()
 	for i := range evs {
-		sortDeliveries(&evs[i])
+		ev := &evs[i]
+		for _, s := range ev.Sinks {
+			if !ev.hasDelivery(s) {
+				ev.Deliveries = append(ev.Deliveries, Delivery{Sink: s, State: Queued, UpdatedAt: ev.ReceivedAt, Attempts: []Attempt{}})
+			}
+		}
+		sortDeliveries(ev)
 	}
 	if !steps {
 		return nil
@@ -332,6 +345,15 @@ func sortDeliveries(ev *Event) {
 			}
 		}
 	}
+}
+
+func (ev *Event) hasDelivery(sink string) bool {
+	for i := range ev.Deliveries {
+		if ev.Deliveries[i].Sink == sink {
+			return true
+		}
+	}
+	return false
 }
 
 // delivery returns ev's delivery to sink, adding it if missing.
@@ -549,24 +571,25 @@ func (j *Journal) Subscribe(ctx context.Context, f Filter, seq int64) <-chan Rec
 	return ch
 }
 
-// DeadLetters returns the events with a delivery dead-lettered since the
-// given time (zero: any), to sink if not empty, newest first, each with its
-// whole journey.
+// DeadLetters returns the events with a delivery that was dead-lettered
+// since the given time (zero: any), to sink if not empty, latest dead letter
+// first, each with its whole journey: a dead letter since replayed stays,
+// its delivery's state and steps saying so.
 func (j *Journal) DeadLetters(ctx context.Context, sink string, since time.Time, limit int) ([]Event, error) {
 	if limit <= 0 || limit > maxLimit {
 		limit = maxLimit
 	}
-	q := `SELECT DISTINCT e.id, e.seq FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.state = 'dead_letter'`
+	q := `SELECT e.id, max(s.seq) AS last FROM steps s JOIN events e ON e.id = s.event_id WHERE s.state = 'dead_letter'`
 	var args []any
 	if sink != "" {
-		q += ` AND d.sink = ?`
+		q += ` AND s.sink = ?`
 		args = append(args, sink)
 	}
 	if !since.IsZero() {
-		q += ` AND d.updated_at >= ?`
+		q += ` AND s.at >= ?`
 		args = append(args, since.UnixMilli())
 	}
-	rows, err := j.db.QueryContext(ctx, q+` ORDER BY e.seq DESC LIMIT ?`, append(args, limit)...)
+	rows, err := j.db.QueryContext(ctx, q+` GROUP BY e.id ORDER BY last DESC LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}

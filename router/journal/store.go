@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,8 +40,6 @@ CREATE TABLE IF NOT EXISTS events (
 	payload      TEXT
 );
 CREATE INDEX IF NOT EXISTS events_received_at ON events(received_at);
-CREATE INDEX IF NOT EXISTS events_source ON events(source, seq);
-CREATE INDEX IF NOT EXISTS events_event ON events(event, seq);
 CREATE INDEX IF NOT EXISTS events_dedup_key ON events(source, dedup_key);
 CREATE TABLE IF NOT EXISTS deliveries (
 	event_id   TEXT NOT NULL,
@@ -49,8 +48,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
 	updated_at INTEGER NOT NULL,
 	PRIMARY KEY (event_id, sink)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS deliveries_sink_state ON deliveries(sink, state, updated_at);
-CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state, updated_at);
 CREATE TABLE IF NOT EXISTS steps (
 	seq         INTEGER PRIMARY KEY,
 	event_id    TEXT NOT NULL,
@@ -64,7 +61,7 @@ CREATE TABLE IF NOT EXISTS steps (
 	note        TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS steps_event ON steps(event_id, seq);
-CREATE INDEX IF NOT EXISTS steps_at ON steps(at);
+CREATE INDEX IF NOT EXISTS steps_dead_letter ON steps(seq) WHERE state = 'dead_letter';
 `
 
 // FileName is the journal's database file in data_dir.
@@ -83,6 +80,12 @@ type Options struct {
 	// WriteDelay makes the writer sleep this long before each batch: a
 	// writer made slow on purpose, to show drops being counted.
 	WriteDelay time.Duration
+	// CPUShare bounds the writer's time, as a share of one core (default
+	// 0.15): after each batch it rests until its busy time is at most that
+	// share. Under a load the journal cannot keep within it, records are
+	// dropped and counted, so the journal never takes more than that from
+	// ingress and delivery, which own the machine.
+	CPUShare float64
 	// Now is the clock of retention (default time.Now).
 	Now func() time.Time
 }
@@ -114,11 +117,9 @@ type Journal struct {
 
 	in      chan item
 	closing chan struct{}
+	abandon chan struct{} // closed when Close's ctx is done: stop draining
 	done    chan struct{}
 	closed  atomic.Bool
-	// sendMu makes Close wait for Record calls already past the closed
-	// check, so that none sends on the channel after it is closed.
-	sendMu sync.RWMutex
 
 	written, dropped, unsampled atomic.Int64
 	bytes                       atomic.Int64
@@ -158,6 +159,9 @@ func Open(dir string, cfg Config, opts Options) (*Journal, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.CPUShare <= 0 || opts.CPUShare > 1 {
+		opts.CPUShare = defaultCPUShare
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
@@ -189,7 +193,7 @@ func Open(dir string, cfg Config, opts Options) (*Journal, error) {
 	}
 	j := &Journal{
 		cfg: cfg, opts: opts, log: opts.Log.With("component", "journal"), db: db, path: path,
-		in: make(chan item, opts.QueueSize), closing: make(chan struct{}), done: make(chan struct{}),
+		in: make(chan item, opts.QueueSize), closing: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{}),
 		notify: make(chan struct{}),
 	}
 	var seq int64
@@ -239,8 +243,8 @@ func (j *Journal) RecordStep(st Step) {
 }
 
 func (j *Journal) send(it item) {
-	j.sendMu.RLock()
-	defer j.sendMu.RUnlock()
+	// The channel is never closed: a record sent as Close starts is written
+	// by the writer's last drain, or left unwritten with the process.
 	if j.closed.Load() {
 		j.dropped.Add(1)
 		return
@@ -257,19 +261,19 @@ func (j *Journal) send(it item) {
 // benchmarks and tools, never for the request path.
 func (j *Journal) Flush(ctx context.Context) error {
 	it := item{flushed: make(chan struct{})}
-	j.sendMu.RLock()
 	if j.closed.Load() {
-		j.sendMu.RUnlock()
 		return errors.New("journal: closed")
 	}
 	select {
 	case j.in <- it:
 	case <-ctx.Done():
-		j.sendMu.RUnlock()
 		return ctx.Err()
+	case <-j.done:
+		return errors.New("journal: closed")
 	}
-	j.sendMu.RUnlock()
 	select {
+	case <-j.done:
+		return errors.New("journal: closed")
 	case <-it.flushed:
 		return nil
 	case <-ctx.Done():
@@ -292,9 +296,7 @@ func (j *Journal) Stats() Stats {
 // Close writes what is waiting (for up to ctx's deadline), stops the writer
 // and closes the database. Records given after Close are dropped.
 func (j *Journal) Close(ctx context.Context) error {
-	j.sendMu.Lock()
 	already := j.closed.Swap(true)
-	j.sendMu.Unlock()
 	if already {
 		<-j.done
 		return nil
@@ -304,6 +306,7 @@ func (j *Journal) Close(ctx context.Context) error {
 	case <-j.done:
 	case <-ctx.Done():
 		// The writer finishes its batch and stops; what is left is lost.
+		close(j.abandon)
 		<-j.done
 	}
 	return j.db.Close()
@@ -326,6 +329,12 @@ func (j *Journal) write(seq int64) {
 		case <-j.closing:
 			// Drain what was recorded before Close.
 			for {
+				select {
+				case <-j.abandon:
+					j.dropped.Add(int64(len(j.in)))
+					return
+				default:
+				}
 				batch = batch[:0]
 				for len(batch) < cap(batch) {
 					select {
@@ -354,9 +363,26 @@ func (j *Journal) write(seq int64) {
 				break gather
 			}
 		}
+		start := time.Now()
 		seq = j.commit(batch, seq)
+		// Rest so that writing stays within CPUShare of a core; what
+		// arrives meanwhile waits in the channel, or is dropped if it is full.
+		if rest := time.Duration(float64(time.Since(start)) * (1/j.opts.CPUShare - 1)); rest > 0 {
+			t := time.NewTimer(rest)
+			select {
+			case <-t.C:
+			case <-j.closing:
+				t.Stop()
+			}
+		}
 	}
 }
+
+// defaultCPUShare is the writer's default budget: 15% of one core, which
+// keeps the journal's cost on a saturated two-core machine within the 0.85
+// ratio of benchmarks/run.sh, and journals every event up to about a
+// thousand events a second there (BenchmarkWriter: ~40µs of CPU an event).
+const defaultCPUShare = 0.15
 
 // commit writes batch in one transaction, numbering its records from seq+1,
 // and returns the last number used. A failed batch is dropped and counted:
@@ -416,29 +442,32 @@ func (j *Journal) insert(batch []item, seq int64) (int64, error) {
 		return seq, err
 	}
 	defer tx.Rollback()
-	insEvent, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO events
-		(seq, id, received_at, source, event, dedup_key, verdict, status, reason, duplicate_of, rules, sinks, payload)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return seq, err
-	}
-	// A step can reach the writer before its event (the dispatcher may
-	// deliver before ingress has answered): the event's "queued" never
-	// overwrites a state a step already set.
-	insQueued, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO deliveries (event_id, sink, state, updated_at) VALUES (?, ?, 'queued', ?)`)
-	if err != nil {
-		return seq, err
-	}
-	insStep, err := tx.PrepareContext(ctx, `INSERT INTO steps
-		(seq, event_id, sink, state, at, duration_ms, outcome, status, error, note)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return seq, err
-	}
-	setState, err := tx.PrepareContext(ctx, `INSERT INTO deliveries (event_id, sink, state, updated_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (event_id, sink) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`)
-	if err != nil {
-		return seq, err
+	// Multi-row statements: per row, a statement costs more than its insert.
+	var evArgs, stArgs, dlArgs []any
+	var nEv, nSt int
+	flush := func(force bool) error {
+		if nEv > 0 && (force || nEv == rowsPerInsert) {
+			q := `INSERT OR IGNORE INTO events (seq, id, received_at, source, event, dedup_key, verdict, status, reason, duplicate_of, rules, sinks, payload) VALUES ` + placeholders(nEv, 13)
+			if _, err := tx.ExecContext(ctx, q, evArgs...); err != nil {
+				return err
+			}
+			evArgs, nEv = evArgs[:0], 0
+		}
+		if nSt > 0 && (force || nSt == rowsPerInsert) {
+			q := `INSERT INTO steps (seq, event_id, sink, state, at, duration_ms, outcome, status, error, note) VALUES ` + placeholders(nSt, 10)
+			if _, err := tx.ExecContext(ctx, q, stArgs...); err != nil {
+				return err
+			}
+			// Rows are applied in order: a later step of the same delivery
+			// in this statement wins.
+			q = `INSERT INTO deliveries (event_id, sink, state, updated_at) VALUES ` + placeholders(nSt, 4) +
+				` ON CONFLICT (event_id, sink) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`
+			if _, err := tx.ExecContext(ctx, q, dlArgs...); err != nil {
+				return err
+			}
+			stArgs, dlArgs, nSt = stArgs[:0], dlArgs[:0], 0
+		}
+		return nil
 	}
 	for _, it := range batch {
 		seq++
@@ -450,32 +479,37 @@ func (j *Journal) insert(batch []item, seq int64) (int64, error) {
 			if ev.Payload != nil {
 				payload = string(ev.Payload)
 			}
-			at := ev.ReceivedAt.UnixMilli()
-			if _, err := insEvent.ExecContext(ctx, seq, ev.ID, at, ev.Source, ev.Event, ev.DedupKey,
-				ev.Verdict, ev.Status, ev.Reason, ev.DuplicateOf, string(rules), string(sinks), payload); err != nil {
-				return seq, err
-			}
-			for _, s := range ev.Sinks {
-				if _, err := insQueued.ExecContext(ctx, ev.ID, s, at); err != nil {
-					return seq, err
-				}
-			}
-			continue
+			evArgs = append(evArgs, seq, ev.ID, ev.ReceivedAt.UnixMilli(), ev.Source, ev.Event, ev.DedupKey,
+				ev.Verdict, ev.Status, ev.Reason, ev.DuplicateOf, string(rules), string(sinks), payload)
+			nEv++
+		} else {
+			st := it.st
+			at := st.At.UnixMilli()
+			stArgs = append(stArgs, seq, st.EventID, st.Sink, st.State, at, st.DurationMS, st.Outcome, st.Status, st.Error, st.Note)
+			dlArgs = append(dlArgs, st.EventID, st.Sink, st.State, at)
+			nSt++
 		}
-		st := it.st
-		at := st.At.UnixMilli()
-		if _, err := insStep.ExecContext(ctx, seq, st.EventID, st.Sink, st.State, at, st.DurationMS,
-			st.Outcome, st.Status, st.Error, st.Note); err != nil {
+		if err := flush(false); err != nil {
 			return seq, err
 		}
-		if _, err := setState.ExecContext(ctx, st.EventID, st.Sink, st.State, at); err != nil {
-			return seq, err
-		}
+	}
+	if err := flush(true); err != nil {
+		return seq, err
 	}
 	if err := tx.Commit(); err != nil {
 		return seq, err
 	}
 	return seq, nil
+}
+
+// rowsPerInsert bounds a multi-row statement (13 columns × 64 rows stays far
+// below SQLite's limit on bound parameters).
+const rowsPerInsert = 64
+
+// placeholders returns "(?,…),(?,…)…" for rows rows of cols columns.
+func placeholders(rows, cols int) string {
+	one := "(" + strings.Repeat("?,", cols-1) + "?)"
+	return strings.Repeat(one+",", rows-1) + one
 }
 
 func nonNil[T any](s []T) []T {
@@ -494,7 +528,9 @@ func (j *Journal) retain() {
 		j.log.Error("journal retention failed", "error", err)
 		return
 	}
-	if _, err := j.db.ExecContext(ctx, `DELETE FROM steps WHERE at < ?`, cutoff); err != nil {
+	// Steps whose event the journal never had (dropped): older than every
+	// event kept.
+	if _, err := j.db.ExecContext(ctx, `DELETE FROM steps WHERE seq < (SELECT coalesce(min(seq), 0) FROM events) AND at < ?`, cutoff); err != nil {
 		j.log.Error("journal retention failed", "error", err)
 		return
 	}
