@@ -86,3 +86,24 @@ func TestReloadProvisionsFileSink(t *testing.T) {
 		t.Errorf("the new file sink's file was not created by the reload: %v", err)
 	}
 }
+
+// TestHealthDoesNotWaitForReload: /health answers while a reload holds its
+// lock (as one does through Build and the wait for requests in flight).
+func TestHealthDoesNotWaitForReload(t *testing.T) {
+	s := startServer(t, baseConfig("{backend: memory}", "  out: {type: stdout}", "  - {name: none, when: 'false', to: [out]}"))
+	s.r.reloadMu.Lock()
+	defer s.r.reloadMu.Unlock()
+	done := make(chan answer, 2)
+	go func() { done <- s.get("/health") }()
+	go func() { done <- s.adminGet("/health") }()
+	for range 2 {
+		select {
+		case a := <-done:
+			if a.status != 200 {
+				t.Errorf("/health during a reload: %d %s", a.status, a.body)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("/health waited for the reload")
+		}
+	}
+}

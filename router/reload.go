@@ -28,8 +28,8 @@ type reloadState struct {
 }
 
 func (r *Router) reloadStatus() reloadState {
-	r.reloadMu.Lock()
-	defer r.reloadMu.Unlock()
+	r.statusMu.Lock()
+	defer r.statusMu.Unlock()
 	st := r.reload
 	if st.loadedAt.IsZero() {
 		st.loadedAt = r.startedAt
@@ -50,14 +50,14 @@ func (r *Router) Reload(trigger string) error {
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
 	cur := r.rt.Load()
-	r.reload.lastAttempt = time.Now()
+	r.setStatus(func(st *reloadState) { st.lastAttempt = time.Now() })
 
 	f, err := config.Load(r.opts.ConfigPath)
 	if err == nil && f.Hash == cur.File.Hash {
 		// The file is back to what is in force: an earlier error is no
 		// longer true.
 		r.metrics.ConfigReloads.WithLabelValues("unchanged").Inc()
-		r.reload.lastError = ""
+		r.setStatus(func(st *reloadState) { st.lastError = "" })
 		return nil
 	}
 	var rt *Runtime
@@ -67,7 +67,7 @@ func (r *Router) Reload(trigger string) error {
 		if problems == nil {
 			// New and changed sinks open their destinations now: a
 			// reload that cannot work is refused, the running config kept.
-			problems = rt.provision(cur)
+			problems = rt.provision(r.stopCtx, cur)
 		}
 		if problems != nil {
 			err = problems
@@ -75,7 +75,7 @@ func (r *Router) Reload(trigger string) error {
 	}
 	if err != nil {
 		r.metrics.ConfigReloads.WithLabelValues("failure").Inc()
-		r.reload.lastError = err.Error()
+		r.setStatus(func(st *reloadState) { st.lastError = err.Error() })
 		var problems config.Problems
 		if errors.As(err, &problems) {
 			for _, p := range problems {
@@ -98,17 +98,43 @@ func (r *Router) Reload(trigger string) error {
 	// their lanes before those rules route anything; the sinks only the old
 	// rules use stay in force until the requests still matching with the old
 	// rules have queued their deliveries, and only then drain and close.
+	//
+	// Each step is taken under srvMu, unless Shutdown has begun: it then
+	// owns the dispatcher, and the reload stops where it is.
+	r.srvMu.Lock()
+	if r.stopped {
+		r.srvMu.Unlock()
+		rt.closeNew(cur)
+		return errShuttingDown
+	}
 	r.dispatcher.Apply(mergeTargets(rt.targets(), cur.targets()))
 	r.install(rt)
+	r.srvMu.Unlock()
 	r.awaitRequests(cur)
-	r.dispatcher.Apply(rt.targets())
+	r.srvMu.Lock()
+	if !r.stopped {
+		r.dispatcher.Apply(rt.targets())
+	}
+	r.srvMu.Unlock()
 	r.metrics.ConfigReloads.WithLabelValues("success").Inc()
-	r.reload.lastError = ""
-	r.reload.loadedAt = time.Now()
-	r.reload.pendingRestart = pending
+	r.setStatus(func(st *reloadState) {
+		st.lastError = ""
+		st.loadedAt = time.Now()
+		st.pendingRestart = pending
+	})
 	r.log.Info("config reloaded", "trigger", trigger, "generation", rt.Generation,
 		"rules", len(rt.Rules.Rules), "sinks", len(rt.Sinks))
 	return nil
+}
+
+// errShuttingDown is Reload's answer once Shutdown has begun.
+var errShuttingDown = errors.New("shutting down: reload not applied")
+
+// setStatus changes what /health shows of reloads.
+func (r *Router) setStatus(change func(*reloadState)) {
+	r.statusMu.Lock()
+	defer r.statusMu.Unlock()
+	change(&r.reload)
 }
 
 // mergeTargets returns the targets of next, and those of prev's sinks that
@@ -145,10 +171,11 @@ func (rt *Runtime) release() { rt.users.Add(-1) }
 // queue, whose own timeouts are shorter.
 const maxRequestWait = 10 * time.Second
 
-// awaitRequests waits until no request runs with rt, or maxRequestWait.
+// awaitRequests waits until no request runs with rt, or maxRequestWait, or
+// Shutdown begins (the reload then applies nothing more).
 func (r *Router) awaitRequests(rt *Runtime) {
 	deadline := time.Now().Add(maxRequestWait)
-	for n := rt.users.Load(); n > 0; n = rt.users.Load() {
+	for n := rt.users.Load(); n > 0 && !r.draining.Load(); n = rt.users.Load() {
 		if time.Now().After(deadline) {
 			r.log.Warn("requests of the previous config still running; removed sinks drain without them", "requests", n)
 			return
@@ -216,10 +243,10 @@ func (r *Router) Watch() error {
 		w.Close()
 		return err
 	}
-	r.reloadMu.Lock()
+	r.statusMu.Lock()
 	r.reload.watcher, r.reload.stop, r.reload.done = w, make(chan struct{}), make(chan struct{})
 	stop, done := r.reload.stop, r.reload.done
-	r.reloadMu.Unlock()
+	r.statusMu.Unlock()
 	go r.watch(cw, stop, done)
 	return nil
 }
@@ -357,10 +384,10 @@ func linkChain(path string) map[string]bool {
 }
 
 func (r *Router) stopWatching() {
-	r.reloadMu.Lock()
+	r.statusMu.Lock()
 	w, stop, done := r.reload.watcher, r.reload.stop, r.reload.done
 	r.reload.watcher = nil
-	r.reloadMu.Unlock()
+	r.statusMu.Unlock()
 	if w == nil {
 		return
 	}

@@ -96,10 +96,18 @@ type Router struct {
 	processed atomic.Int64
 	startedAt time.Time
 
+	// reloadMu serialises reloads. statusMu guards reload, what /health
+	// shows of them, and is only held for a moment: /health and Shutdown
+	// never wait for a reload in progress.
 	reloadMu sync.Mutex
+	statusMu sync.Mutex
 	reload   reloadState
-	ruleLog  limitedLog
-	storeLog limitedLog
+	// stopCtx is cancelled when Shutdown begins, ending a reload's
+	// provisioning early.
+	stopCtx    context.Context
+	cancelStop context.CancelFunc
+	ruleLog    limitedLog
+	storeLog   limitedLog
 }
 
 // New opens the queue, the dedup store and the dead-letter file named by f,
@@ -114,9 +122,10 @@ func New(f *config.File, opts Options) (*Router, error) {
 	if r.opts.JournalOptions.Log == nil {
 		r.opts.JournalOptions.Log = r.log
 	}
+	r.stopCtx, r.cancelStop = context.WithCancel(context.Background())
 	rt, problems := Build(f, nil, r.log, opts.Version)
 	if problems == nil {
-		problems = rt.provision(nil)
+		problems = rt.provision(r.stopCtx, nil)
 	}
 	if problems != nil {
 		return nil, problems
@@ -367,6 +376,8 @@ func (r *Router) Serve(ln, adminLn net.Listener) error {
 // dead letters; with a durable queue it waits only for the sends in flight.
 func (r *Router) Shutdown(ctx context.Context) error {
 	r.draining.Store(true)
+	r.cancelStop()
+	// Once stopped is set, no reload applies anything (see Reload).
 	r.srvMu.Lock()
 	r.stopped = true
 	server, admin, listeners := r.server, r.admin, r.listeners

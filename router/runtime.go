@@ -143,8 +143,8 @@ const provisionTimeout = 10 * time.Second
 // instances (prev may be nil), before rt is put in force: see
 // sinks.Provisioner. If one fails, the sinks rt built are closed and every
 // failure is returned, placed in rt's file; rt must then not be used.
-func (rt *Runtime) provision(prev *Runtime) config.Problems {
-	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
+func (rt *Runtime) provision(ctx context.Context, prev *Runtime) config.Problems {
+	ctx, cancel := context.WithTimeout(ctx, provisionTimeout)
 	defer cancel()
 	var problems config.Problems
 	for _, name := range rt.File.SinkNames() {
@@ -161,13 +161,21 @@ func (rt *Runtime) provision(prev *Runtime) config.Problems {
 	if problems == nil {
 		return nil
 	}
+	rt.closeNew(prev)
+	problems.Sort()
+	return problems
+}
+
+// closeNew closes the sinks of rt that are not prev's instances, for an rt
+// that will not be put in force.
+func (rt *Runtime) closeNew(prev *Runtime) {
+	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
+	defer cancel()
 	for name, s := range rt.Sinks {
 		if prev == nil || prev.Sinks[name] != s {
 			_ = s.Sink.Close(ctx)
 		}
 	}
-	problems.Sort()
-	return problems
 }
 
 // exprAt matches the "(LINE:COL)" that expr puts at the end of its errors.

@@ -90,6 +90,14 @@ func serve(args []string, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	hups := make(chan struct{}, 1)
+	go func() {
+		for range hups {
+			r.ReopenFiles()
+			_ = r.Reload("sighup")
+		}
+	}()
+	defer close(hups)
 	for {
 		select {
 		case err := <-serveErr:
@@ -101,8 +109,12 @@ func serve(args []string, stderr io.Writer) int {
 			return 1
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				r.ReopenFiles()
-				_ = r.Reload("sighup")
+				// On its own goroutine, so that a SIGTERM never waits
+				// behind a reload; a SIGHUP during one is coalesced.
+				select {
+				case hups <- struct{}{}:
+				default:
+				}
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String(), "grace", shutdownGrace.String())
