@@ -191,12 +191,15 @@ func TestDeadLettering(t *testing.T) {
 // failing one and a healthy one; the healthy one gets everything at once.
 func TestDeadSinkDoesNotSlowOthers(t *testing.T) {
 	release := make(chan struct{})
+	// The hung server never answers 2xx to a client that gave up: a 200
+	// written after the client's timeout would be recorded as delivered.
 	hung := newServer(t, func(r *http.Request, _ int) (int, string) {
 		select {
 		case <-r.Context().Done():
+			return http.StatusServiceUnavailable, ""
 		case <-release:
+			return http.StatusOK, ""
 		}
-		return http.StatusOK, ""
 	})
 	defer close(release)
 	failing := newServer(t, always(http.StatusServiceUnavailable))
