@@ -43,12 +43,17 @@ func (r *Router) reloadStatus() reloadState {
 // and returned. A file whose bytes did not change is a no-op (and clears the
 // error of an earlier attempt: the file is the config in force again).
 //
-// Settings that only a restart can change (listen, admin_listen, data_dir,
-// queue, dedup, journal, log) keep their running values; the rest of the file is
-// applied, and /health lists what waits for a restart.
+// Settings that only a restart can change (listen, admin_listen, turning
+// tls on or off, data_dir, queue, dedup, journal, log) keep their running
+// values; the rest of the file is applied, and /health lists what waits for
+// a restart. The TLS certificate is read again whatever the outcome.
 func (r *Router) Reload(trigger string) error {
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
+	// Whatever becomes of the file, the TLS files are read again (SIGHUP
+	// and POST /-/reload renew the certificate): those of the config in
+	// force, with new paths when the reload applied them.
+	defer r.reloadCerts(trigger)
 	cur := r.rt.Load()
 	r.setStatus(func(st *reloadState) { st.lastAttempt = time.Now() })
 
@@ -137,6 +142,14 @@ func (r *Router) setStatus(change func(*reloadState)) {
 	change(&r.reload)
 }
 
+// reloadCerts reads the TLS files of the config in force again; a pair
+// that does not load leaves the certificate served as it was.
+func (r *Router) reloadCerts(trigger string) {
+	if r.certs != nil {
+		_ = r.certs.Use(r.rt.Load().File.TLS, trigger)
+	}
+}
+
 // mergeTargets returns the targets of next, and those of prev's sinks that
 // next does not have.
 func mergeTargets(next, prev map[string]dispatch.Target) map[string]dispatch.Target {
@@ -195,6 +208,8 @@ func restartOnly(old, new *config.File) []string {
 	}
 	check("listen", old.Listen, new.Listen)
 	check("admin_listen", old.AdminListen, new.AdminListen)
+	// Turning TLS on or off needs a restart; new file paths do not.
+	check("tls", old.TLS.Enabled(), new.TLS.Enabled())
 	check("max_conns", old.MaxConns, new.MaxConns)
 	check("max_conns_per_ip", old.MaxConnsPerIP, new.MaxConnsPerIP)
 	check("data_dir", old.DataDir, new.DataDir)
@@ -210,6 +225,9 @@ func restartOnly(old, new *config.File) []string {
 func keepRestartOnly(f, running *config.File) {
 	f.Listen, f.AdminListen, f.DataDir = running.Listen, running.AdminListen, running.DataDir
 	f.MaxConns, f.MaxConnsPerIP = running.MaxConns, running.MaxConnsPerIP
+	if f.TLS.Enabled() != running.TLS.Enabled() {
+		f.TLS = running.TLS
+	}
 	f.Queue, f.Dedup, f.Log = running.Queue, running.Dedup, running.Log
 	f.Journal = running.Journal
 }

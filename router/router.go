@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -27,6 +28,7 @@ import (
 	"github.com/hookrouter/hookrouter/router/queue"
 	"github.com/hookrouter/hookrouter/router/queue/disk"
 	"github.com/hookrouter/hookrouter/router/queue/natsq"
+	"github.com/hookrouter/hookrouter/router/tlscert"
 )
 
 // Options are the process-level settings of a Router.
@@ -77,6 +79,8 @@ type Router struct {
 	console  *console.Console
 	journal  *journal.Journal // nil when journal.enabled is false
 	recent   recentKeys
+	// certs holds the ingress's TLS certificate; nil without tls.
+	certs *tlscert.Holder
 
 	// srvMu orders Serve and Shutdown, which run on different goroutines:
 	// a Shutdown that comes first makes Serve return at once.
@@ -159,6 +163,16 @@ func New(f *config.File, opts Options) (*Router, error) {
 		r.replayed.Close()
 		return nil, err
 	}
+	if f.TLS.Enabled() {
+		if r.certs, err = tlscert.New(f.TLS, r.log); err != nil {
+			r.closeJournal(context.Background())
+			r.queue.Close()
+			r.dedup.Close()
+			r.deadLetters.Close()
+			r.replayed.Close()
+			return nil, err
+		}
+	}
 	if err := r.seedDedup(); err != nil {
 		r.log.Warn("could not load the dedup keys the queue kept", "error", err)
 	}
@@ -170,6 +184,7 @@ func New(f *config.File, opts Options) (*Router, error) {
 	}
 	r.dispatcher.Apply(rt.targets())
 	if r.console, err = r.newConsole(); err != nil {
+		r.certs.Close()
 		r.dispatcher.Close(context.Background())
 		r.closeJournal(context.Background())
 		r.queue.Close()
@@ -333,6 +348,12 @@ func (r *Router) Serve(ln, adminLn net.Listener) error {
 		}
 		admin = adminServer(h)
 	}
+	if r.certs != nil {
+		// TLS 1.2+, the certificate in force at each handshake. The
+		// handshake runs in fasthttp's worker on the first read, under
+		// the server's ReadTimeout.
+		ln = tls.NewListener(ln, r.certs.TLSConfig())
+	}
 	r.srvMu.Lock()
 	if r.stopped {
 		r.srvMu.Unlock()
@@ -384,6 +405,9 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	r.srvMu.Unlock()
 	var errs []error
 	r.stopWatching()
+	// The TLS files are no longer watched; the certificate in force serves
+	// until the ingress closes.
+	r.certs.Close()
 	// The ingress listener stays open through the drain: a new request, on a
 	// new or a keep-alive connection, is answered 503 + Retry-After (and its
 	// connection closed after the answer), /health 503, so that senders and

@@ -52,6 +52,7 @@ func (d *decoder) check() {
 		return // the top level is not a mapping: nothing else can be checked
 	}
 	d.checkListen()
+	d.fieldErrors("tls", f.TLS.Validate())
 	defaultString(&f.DataDir, defaultDataDir)
 	d.checkSources()
 	d.checkDedup()

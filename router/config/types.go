@@ -5,6 +5,7 @@ import (
 
 	"github.com/hookrouter/hookrouter/router/auth"
 	"github.com/hookrouter/hookrouter/router/queue/natsq"
+	"github.com/hookrouter/hookrouter/router/tlscert"
 	"github.com/hookrouter/hookrouter/sinks"
 )
 
@@ -12,9 +13,12 @@ import (
 // It is plain data: expressions and templates are compiled by the router,
 // which uses Pos to place its own problems in the file.
 type File struct {
-	Listen      string `yaml:"listen"`
-	AdminListen string `yaml:"admin_listen"`
-	Admin       Admin  `yaml:"admin"`
+	Listen string `yaml:"listen"`
+	// TLS, when set, serves the ingress over HTTPS (the admin listener is
+	// not affected).
+	TLS         tlscert.Config `yaml:"tls"`
+	AdminListen string         `yaml:"admin_listen"`
+	Admin       Admin          `yaml:"admin"`
 	// TrustedProxies are the CIDRs of reverse proxies whose X-Forwarded-For
 	// and X-Real-IP are believed; from any other peer they are ignored.
 	TrustedProxies []string `yaml:"trusted_proxies"`
