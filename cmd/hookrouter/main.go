@@ -19,7 +19,7 @@ import (
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3"; a
-// plain build reports the module version or "dev".
+// plain build reports the module version or the VCS revision (buildVersion).
 var version = ""
 
 func main() {
@@ -89,8 +89,38 @@ func getVersion() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
 	}
-	return "dev"
+	return buildVersion(bi)
+}
+
+// buildVersion is the version a build without -ldflags reports: the module
+// version (go install …@v1.2.3), else the VCS revision that go build stamps
+// into a binary built in a checkout (12 hex digits, "-dirty" when the tree
+// had changes), else "dev" (go test and go run stamp neither).
+func buildVersion(bi *debug.BuildInfo) string {
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified == "true" {
+		rev += "-dirty"
+	}
+	return rev
 }
