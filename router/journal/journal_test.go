@@ -221,6 +221,26 @@ func TestSubscribeLiveAndResume(t *testing.T) {
 	}
 }
 
+// TestSubscribeStepBeforeEvent: the ingress journals an event after
+// queueing it, so a fast delivery's step can be written first. The event's
+// record then carries that delivery's state, for a reader (the console's
+// live mode) that drops steps of events it has not shown yet.
+func TestSubscribeStepBeforeEvent(t *testing.T) {
+	j := open(t, t.TempDir(), DefaultConfig(), Options{})
+	ch := j.Subscribe(t.Context(), Filter{}, -1)
+	j.RecordStep(Step{EventID: "fast", Sink: "crm", State: Delivered, At: t0, Outcome: OK, Status: 200})
+	flush(t, j)
+	j.RecordEvent(accepted("fast", t0, "x", "crm", "archive"))
+	got := recv(t, ch, 2)
+	if got[0].Kind != KindStep || got[1].Kind != KindEvent {
+		t.Fatalf("records = %+v", got)
+	}
+	ds := got[1].Event.Deliveries
+	if len(ds) != 2 || ds[0].Sink != "crm" || ds[0].State != Delivered || ds[1].Sink != "archive" || ds[1].State != Queued {
+		t.Fatalf("event record's deliveries = %+v", ds)
+	}
+}
+
 func recv(t *testing.T, ch <-chan Record, n int) []Record {
 	t.Helper()
 	var out []Record

@@ -440,6 +440,7 @@ func (j *Journal) Since(ctx context.Context, f Filter, seq int64, limit int) ([]
 		if err != nil {
 			return nil, fmt.Errorf("journal: %w", err)
 		}
+		var evs []Event
 		for rows.Next() {
 			ev, err := scanEvent(rows)
 			if err != nil {
@@ -447,12 +448,22 @@ func (j *Journal) Since(ctx context.Context, f Filter, seq int64, limit int) ([]
 				return nil, fmt.Errorf("journal: %w", err)
 			}
 			ev.Rules = nil
-			e := ev
-			out = append(out, Record{Seq: ev.Seq, Kind: KindEvent, EventID: ev.ID, Source: ev.Source, EventType: ev.Event, Event: &e})
+			evs = append(evs, ev)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("journal: %w", err)
+		}
+		// The ingress journals an event after queueing it, so a fast
+		// delivery's step can be written first, and a reader that skips
+		// steps of events it has not seen would miss it. Each event record
+		// carries its deliveries' states as of now.
+		if err := j.fillDeliveries(ctx, evs, false); err != nil {
+			return nil, err
+		}
+		for i := range evs {
+			ev := &evs[i]
+			out = append(out, Record{Seq: ev.Seq, Kind: KindEvent, EventID: ev.ID, Source: ev.Source, EventType: ev.Event, Event: ev})
 		}
 	}
 	// Step records: filtered on the step itself (sink, state) and on its
