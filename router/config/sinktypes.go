@@ -5,6 +5,7 @@ import (
 	"github.com/hookrouter/hookrouter/sinks/amqp"
 	"github.com/hookrouter/hookrouter/sinks/file"
 	"github.com/hookrouter/hookrouter/sinks/httpsink"
+	"github.com/hookrouter/hookrouter/sinks/kafka"
 	"github.com/hookrouter/hookrouter/sinks/mqtt"
 	"github.com/hookrouter/hookrouter/sinks/mysql"
 	"github.com/hookrouter/hookrouter/sinks/nats"
@@ -17,7 +18,7 @@ import (
 // sinkTypes returns the sink types newSinkConfig knows, in the order
 // problems list them.
 func sinkTypes() []string {
-	return []string{"http", "slack", "file", "stdout", "postgres", "mysql", "nats", "amqp", "redis", "mqtt"}
+	return []string{"http", "slack", "file", "stdout", "postgres", "mysql", "nats", "amqp", "redis", "mqtt", "kafka"}
 }
 
 // newSinkConfig returns an empty Config for sinks of type typ, or nil for an
@@ -47,6 +48,8 @@ func newSinkConfig(typ string) sinks.Config {
 		return &redis.Config{}
 	case "mqtt":
 		return &mqtt.Config{}
+	case "kafka":
+		return &kafka.Config{}
 	}
 	return nil
 }
