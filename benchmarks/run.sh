@@ -14,7 +14,14 @@
 #   DUP [0.05]        fraction of requests re-sending an earlier event
 #   MODES ["bare memory disk e2e"]; also memory-nj and disk-nj: the same
 #                     with the journal off, for the journal's cost in one run
-#                     (MODES="bare memory memory-nj disk disk-nj")
+#                     (MODES="bare memory memory-nj disk disk-nj"); and one
+#                     end-to-end mode per broker and database sink,
+#                     e2e-postgres e2e-mysql e2e-nats e2e-amqp e2e-redis
+#                     e2e-mqtt e2e-kafka, delivering into the machine's server
+#                     (Kafka: an in-process kfake cluster) and counted there by
+#                     benchmarks/readback; MODES=sinks is "bare e2e" and all seven
+#   SINK_WORKERS [16] workers of the broker and database sinks (each takes
+#                     batches of up to 64 deliveries)
 #   JOURNAL [on]      on|off: the journal of the memory, disk and e2e modes
 #                     (on is hookrouter's default; -nj modes are always off)
 #   RATE_FRACTION [0.5]  fixed-rate latency runs at this fraction of bare's median
@@ -36,6 +43,9 @@ WARMUP=${WARMUP:-2}
 CONC=${CONC:-64}
 DUP=${DUP:-0.05}
 MODES=${MODES:-bare memory disk e2e}
+sink_modes="e2e-postgres e2e-mysql e2e-nats e2e-amqp e2e-redis e2e-mqtt e2e-kafka"
+[[ $MODES == sinks ]] && MODES="bare e2e $sink_modes"
+SINK_WORKERS=${SINK_WORKERS:-16}
 JOURNAL=${JOURNAL:-on}
 case $JOURNAL in
 on) journal_enabled=true ;;
@@ -138,7 +148,7 @@ hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; 
 
 # ---------------------------------------------------------------- build
 log "building into $bin"
-for tool in bare capture loadgen; do
+for tool in bare capture loadgen readback; do
 	if ! (cd "$root" && go build -o "$bin/$tool" "./benchmarks/$tool"); then
 		log "cannot build benchmarks/$tool"
 		exit 1
@@ -245,6 +255,31 @@ http_sink() {
 EOF
 }
 
+# The broker and database sinks, each into a destination of its own that
+# benchmarks/readback made empty ($3: a table, stream, exchange and queue,
+# topic prefix or topic named after the run).
+db_sink() {
+	cat <<EOF
+    type: $1
+    dsn: "$2"
+    table: $3
+    create_table: true
+    workers: $SINK_WORKERS
+EOF
+}
+broker_sink() {
+	local kind=$1 target=$2
+	echo "    type: $kind"
+	case $kind in
+	nats) printf '    url: nats://127.0.0.1:4222\n    subject: %s\n    jetstream: true\n' "'$target.{{ .event }}'" ;;
+	amqp) printf '    url: amqp://guest:guest@127.0.0.1:5672/\n    exchange: %s\n    routing_key: %s\n' "$target" "'{{ .event }}'" ;;
+	redis) printf '    url: redis://127.0.0.1:6379/0\n    stream: %s\n' "$target" ;;
+	mqtt) printf '    url: tcp://127.0.0.1:1883\n    topic: %s\n' "'$target/{{ .event }}'" ;;
+	kafka) printf '    brokers: ["%s"]\n    topic: %s\n    key: %s\n' "$3" "$target" "'{{ .event }}'" ;;
+	esac
+	echo "    workers: $SINK_WORKERS"
+}
+
 # ---------------------------------------------------------------- servers
 # Each start_* sets srv_pid and srv_url (and cap_pid/cap_url for the capture
 # sink) or returns 1.
@@ -271,6 +306,22 @@ start_capture() {
 	if ! wait_file "$dir/capture.addr" 10 "$cap_pid"; then
 		log "capture did not start:"
 		tail -5 "$dir/capture.log" >&2
+		return 1
+	fi
+	cap_url="http://$(cat "$dir/capture.addr")"
+}
+
+# start_readback DIR KIND TARGET: benchmarks/readback counting what reaches
+# the destination; like the capture server it sets cap_pid and cap_url.
+start_readback() {
+	local dir=$1 kind=$2 target=$3
+	"${server_cpu[@]}" "$bin/readback" -kind "$kind" -target "$target" -addr 127.0.0.1:0 -addr-file "$dir/capture.addr" \
+		-broker-file "$dir/kafka.addr" 2>"$dir/readback.log" &
+	cap_pid=$!
+	pids+=("$cap_pid")
+	if ! wait_file "$dir/capture.addr" 40 "$cap_pid"; then
+		log "readback ($kind) did not start:"
+		tail -5 "$dir/readback.log" >&2
 		return 1
 	fi
 	cap_url="http://$(cat "$dir/capture.addr")"
@@ -304,6 +355,18 @@ start_router() {
 	return 1
 }
 
+# start_sink_run DIR KIND TARGET: readback on a fresh destination, then
+# hookrouter with a sink of type KIND delivering into it.
+start_sink_run() {
+	local dir=$1 kind=$2 target=$3
+	start_readback "$dir" "$kind" "$target" || return 1
+	case $kind in
+	postgres) start_router "$dir" memory "$(db_sink postgres "postgres://postgres@127.0.0.1:5432/test?sslmode=disable" "$target")" ;;
+	mysql) start_router "$dir" memory "$(db_sink mysql "root@tcp(127.0.0.1:3306)/test" "$target")" ;;
+	*) start_router "$dir" memory "$(broker_sink "$kind" "$target" "$(cat "$dir/kafka.addr" 2>/dev/null)")" ;;
+	esac
+}
+
 # ---------------------------------------------------------------- one run
 # run_one MODE ROUND [RATE LABEL]: start the server(s), load them, record the
 # result in $res/MODE.ROUND.json (fixed rate: MODE.LABEL.json) and the
@@ -324,6 +387,8 @@ run_one() {
 	memory-nj) start_router "$dir" memory "$(file_sink "$dir/data")" false ;;
 	disk-nj) start_router "$dir" disk "$(file_sink "$dir/data")" false ;;
 	e2e) start_capture "$dir" && start_router "$dir" memory "$(http_sink "${cap_url#http://}")" && sinks=(-sinks "$cap_url") ;;
+	e2e-*) start_sink_run "$dir" "${mode#e2e-}" "hrbench_$$_${name//[.-]/_}" && sinks=(-sinks "$cap_url") ;;
+	*) false ;;
 	esac
 	rc=$?
 	if [[ $rc != 0 ]]; then
@@ -354,12 +419,12 @@ run_one() {
 	if [[ $rc != 0 ]]; then
 		fail "$name: $(jq -r '"\(.non2xx_total) non-2xx \(.non2xx), \(.errors_total) errors \(.errors), \(.unsent // 0) never sent"' "$out")"
 	fi
-	if [[ $mode == e2e ]]; then
+	if [[ $mode == e2e* ]]; then
 		local want got invalid
 		want=$(jq '.unique_accepted' "$out")
 		got=$(jq '.sinks[0].delivered // 0' "$out")
 		invalid=$(jq '.sinks[0].invalid // 0' "$out")
-		((got < want)) && fail "$name: capture sink got $got of $want accepted events"
+		((got < want)) && fail "$name: the destination got $got of $want accepted events"
 		((invalid > 0)) && fail "$name: capture sink got $invalid bodies that are not JSON"
 	fi
 	rm -rf "$dir/data" # file sinks and queues are large; logs stay for KEEP=1
@@ -413,18 +478,18 @@ fi
 {
 	echo
 	echo "hookrouter benchmark: $(nproc) CPUs, $ROUNDS round(s) x ${DURATION}s, c=$CONC, dup=$DUP, $(go version | awk '{print $3}'), medians over rounds"
-	printf '%-8s %12s %9s %9s %8s %7s %13s %9s %8s %8s %8s\n' mode "accepted/s" "p50 ms" "p99 ms" non-2xx errors "delivered/s" "vs bare" "RSS MiB" "srv us" "gen us"
+	printf '%-12s %12s %9s %9s %8s %7s %13s %9s %8s %8s %8s\n' mode "accepted/s" "p50 ms" "p99 ms" non-2xx errors "delivered/s" "vs bare" "RSS MiB" "srv us" "gen us"
 	for mode in $MODES; do
-		[[ -e $res/$mode.1.json ]] || { printf '%-8s %12s\n' "$mode" "(no result)"; continue; }
+		[[ -e $res/$mode.1.json ]] || { printf '%-12s %12s\n' "$mode" "(no result)"; continue; }
 		tp=$(median "$mode" '.accepted_per_s')
 		deliv="-"
 		ratio=$(fmt_ratio "$tp" "$bare_tp")
-		if [[ $mode == e2e ]]; then
-			d=$(median e2e '.sinks[0].delivered_per_s // 0')
+		if [[ $mode == e2e* ]]; then
+			d=$(median "$mode" '.sinks[0].delivered_per_s // 0')
 			deliv=$(fmt_num "$d")
 			ratio=$(fmt_ratio "$d" "$bare_tp")
 		fi
-		printf '%-8s %12s %9s %9s %8s %7s %13s %9s %8s %8s %8s\n' "$mode" "$(fmt_num "$tp")" \
+		printf '%-12s %12s %9s %9s %8s %7s %13s %9s %8s %8s %8s\n' "$mode" "$(fmt_num "$tp")" \
 			"$(fmt_ms "$(median "$mode" '.latency_us.p50')")" "$(fmt_ms "$(median "$mode" '.latency_us.p99')")" \
 			"$(jq -s 'map(.non2xx_total) | add' "$res/$mode".[0-9]*.json)" \
 			"$(jq -s 'map(.errors_total) | add' "$res/$mode".[0-9]*.json)" \
@@ -432,7 +497,8 @@ fi
 			"$(fmt_us "$(median "$mode" '.cpu_us_per_request.server')")" "$(fmt_us "$(median "$mode" '.cpu_us_per_request.loadgen')")"
 	done
 	echo "  accepted/s: 2xx answers per second; vs bare: accepted/s (e2e: delivered/s) over bare's accepted/s;"
-	echo "  delivered/s: events the capture sink acknowledged / time from load start to the last delivery;"
+	echo "  delivered/s: distinct events the capture sink acknowledged (e2e-KIND: read back at the destination)"
+	echo "  / time from load start to the last delivery;"
 	echo "  non-2xx, errors: totals over all rounds; RSS: server's resident memory at the end of the run;"
 	echo "  srv us, gen us: CPU time (µs) of the server (e2e: hookrouter, not the capture sink) and of loadgen"
 	echo "  per request of the measured phase: what each request costs, which the ratios blur on shared cores."
