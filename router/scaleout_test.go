@@ -553,13 +553,18 @@ func TestScaleOutInstanceProcess(t *testing.T) {
 	if path == "" {
 		t.Skip("helper process for TestScaleOutCrash")
 	}
-	prefix, stream, _ := strings.Cut(os.Getenv(instanceShareEnv), " ")
 	f, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "config:", err)
 		os.Exit(2)
 	}
-	opts := shareOptions(prefix, stream)
+	// Without a share, the config's own keys (queue.nats_stream,
+	// dedup.redis_prefix) and the defaults (AckWait) are in force.
+	var opts Options
+	if share := os.Getenv(instanceShareEnv); share != "" {
+		prefix, stream, _ := strings.Cut(share, " ")
+		opts = shareOptions(prefix, stream)
+	}
 	opts.ConfigPath, opts.Version = path, "test"
 	opts.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	r, err := New(f, opts)

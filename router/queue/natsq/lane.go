@@ -3,6 +3,7 @@ package natsq
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +24,9 @@ type lane struct {
 	// for each message it hands over, so the count it pulls for is exact.
 	waiting atomic.Int32
 	wake    chan struct{}
-	errLog  lastError
+	// rechecked passes on stale messages that turned out not withdrawn.
+	rechecked chan *held
+	errLog    lastError
 }
 
 // poke tells the puller that a taker arrived.
@@ -80,7 +83,9 @@ func (l *lane) run() {
 		if cancelFetch != nil {
 			cancelFetch()
 			for m := range msgs {
-				ready = append(ready, q.hold(l.sink, m))
+				if h := q.admit(l.sink, m); h != nil {
+					ready = append(ready, h)
+				}
 			}
 		}
 		for _, h := range ready {
@@ -115,7 +120,22 @@ func (l *lane) run() {
 		select {
 		case m, ok := <-msgs:
 			if ok {
-				ready = append(ready, q.hold(l.sink, m))
+				if q.withdrawn(m) {
+					// Its Put failed (ingress answered 503) and the
+					// withdrawal has not removed it yet: remove it now.
+					_ = m.Ack()
+					continue
+				}
+				h := q.admit(l.sink, m)
+				if h == nil {
+					continue
+				}
+				if l.stale(m) {
+					q.bg.Add(1)
+					go l.recheck(h)
+					continue
+				}
+				ready = append(ready, h)
 				continue
 			}
 			cancelFetch()
@@ -136,10 +156,61 @@ func (l *lane) run() {
 			l.waiting.Add(-1)
 			ready[0] = nil
 			ready = ready[1:]
+		case h := <-l.rechecked:
+			ready = append(ready, h)
 		case <-l.wake:
 		case <-q.ctx.Done():
 			return
 		}
+	}
+}
+
+// staleGrace is how long a message stored after its Put gave up waits
+// before it is delivered: the publishing instance, if alive, withdraws it
+// within milliseconds of the server's answer.
+const staleGrace = 2 * time.Second
+
+// stale reports whether the server stored m so late (half-way to its Put's
+// timeout, or later: the server stalled, then stored what was waiting in
+// its socket) that its Put may have given up: ingress answered 503 and the
+// publishing instance is withdrawing it. The clocks of publisher and server
+// are compared, so this only picks which messages are checked again
+// (recheck), never drops one by itself.
+func (l *lane) stale(m jetstream.Msg) bool {
+	by, err := strconv.ParseInt(m.Headers().Get(headerStaleAfter), 10, 64)
+	if err != nil {
+		return false
+	}
+	md, err := m.Metadata()
+	return err == nil && md.Timestamp.UnixNano() > by
+}
+
+// recheck holds h, a stale message, for staleGrace (kept in progress, like
+// any held message), then drops it if it was withdrawn meanwhile (it is no
+// longer in the stream), or hands it over.
+func (l *lane) recheck(h *held) {
+	q := l.q
+	defer q.bg.Done()
+	if !sleepCtx(q.ctx, staleGrace) {
+		return // closing: it stays owed, and comes back after AckWait
+	}
+	md, err := h.msg.Metadata()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(q.ctx, apiTimeout)
+		_, err = q.stream.GetMsg(ctx, md.Sequence.Stream)
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			q.log.Info("dropped a delivery withdrawn by the instance whose put failed", "sink", l.sink, "event_id", h.d.Event.ID)
+			if _, err := q.release(h.d); err == nil {
+				_ = h.msg.Ack()
+			}
+			return
+		}
+	}
+	// Not withdrawn, or unknown: delivering twice beats losing it.
+	select {
+	case l.rechecked <- h:
+	case <-q.ctx.Done():
 	}
 }
 

@@ -15,14 +15,18 @@
 // it is acked, so the stream holds exactly the deliveries still owed and its
 // MaxBytes (queue.max_bytes, with DiscardNew) is the queue's bound.
 //
+// Every delivery an instance holds is kept "in progress" (AckWait 15 s,
+// marked every 5 s), so another instance takes over within AckWait of an
+// instance's death, and not while it lives and reaches NATS.
+//
 // At-least-once, and where duplicates can come from: a delivery taken but
 // not finished by an instance that stops or dies is redelivered after the
 // consumer's AckWait, to this or another instance, even if the dying
-// instance had in fact sent it; and a Put that fails part-way (some sinks'
-// messages stored, others refused) removes the stored ones again on a best
-// effort basis before returning its error, but a message already taken by a
-// worker, or one whose acknowledgement was lost, stays, so the sender's retry
-// (a new event id) reaches those sinks a second time.
+// instance had in fact sent it; a NATS server that crashes may forget acks.
+// A Put that fails (ingress answers 503) withdraws its messages in the
+// background (see withdraw), but one that another instance took before the
+// withdrawal reached the server is sent, and the sender's retry (a new
+// event id) reaches those sinks a second time.
 package natsq
 
 import (
@@ -30,8 +34,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,10 +57,17 @@ const (
 	// delivery to sink "crm" is published to "hookrouter.deliveries.crm".
 	DefaultSubjectPrefix = "hookrouter.deliveries"
 	// DefaultAckWait is how long a delivery may stay unacknowledged before
-	// JetStream gives it to another taker. Deliveries held by a live
-	// instance are kept "in progress" well before that, so it only matters
-	// when an instance dies: it bounds the delay before its work is redone.
-	DefaultAckWait = 2 * time.Minute
+	// JetStream gives it to another taker. It is the takeover time: the
+	// deliveries an instance held when it died (kill -9, lost machine) or
+	// that were lost in flight at a NATS restart come back within it. A
+	// live instance marks every delivery it holds (pulled, being sent,
+	// waiting for an open breaker) "in progress" every AckWait/3 and at
+	// once after a reconnect, so a slow send is never handed out twice; a
+	// delivery waiting for a retry is not held (Retry naks it with the
+	// delay). 15 s survives two lost in-progress marks, or an instance that
+	// cannot reach NATS for 10 s, yet lets another instance take over well
+	// within 30 s.
+	DefaultAckWait = 15 * time.Second
 	// ConsumerPrefix prefixes the durable consumer of each sink.
 	ConsumerPrefix = "hookrouter-"
 
@@ -62,6 +75,10 @@ const (
 	HeaderEventID    = "Hookrouter-Event-Id"
 	HeaderSource     = "Hookrouter-Source"
 	HeaderReceivedAt = "Hookrouter-Received-At"
+
+	// headerStaleAfter is when a store of the message becomes suspect:
+	// half-way to its Put's timeout (Unix ns, the publisher's clock).
+	headerStaleAfter = "Hookrouter-Stale-After"
 )
 
 const (
@@ -90,6 +107,9 @@ type options struct {
 	maxBytes   int64
 	ackWait    time.Duration
 	putTimeout time.Duration
+	// keepAlive is the period of the in-progress marks; 0 means AckWait/3.
+	// Tests lengthen it to make a mark late.
+	keepAlive time.Duration
 }
 
 // WithStream names the stream and the subject prefix it captures (prefix +
@@ -121,6 +141,7 @@ func WithPutTimeout(d time.Duration) Option {
 type Queue struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
+	wjs    jetstream.JetStream // for withdrawals (see Open)
 	stream jetstream.Stream
 	o      options
 	log    *slog.Logger
@@ -137,6 +158,22 @@ type Queue struct {
 
 	heldMu sync.Mutex
 	held   map[*held]struct{} // messages this instance holds: pulled, not yet Done or Retried
+	bySeq  map[uint64]*held   // the same, by stream sequence
+	// acked are the stream sequences of messages held for long that this
+	// instance acked within the last two AckWaits, with when: a copy the
+	// server redelivered meanwhile is dropped (see admit).
+	acked map[uint64]time.Time
+
+	// idPrefix and puts64 make each Put's message ids unique.
+	idPrefix string
+	puts64   atomic.Uint64
+
+	// Withdrawals of failed Puts' messages, oldest first (see withdraw).
+	wdMu    sync.Mutex
+	wdQueue []*withdrawal
+	wdIDs   map[string]struct{} // their Nats-Msg-Ids
+	wdCount atomic.Int64        // len(wdIDs): pullers skip the lock when 0
+	wdKick  chan struct{}
 
 	stats     atomic.Pointer[stats]
 	statsKick chan struct{}
@@ -148,12 +185,18 @@ type held struct {
 	msg  jetstream.Msg
 	sink string
 	d    *queue.Delivery
+	// finishing is set (under heldMu) once Done has begun: the message
+	// stays held, and kept in progress, until its ack is confirmed.
+	finishing bool
+	seq       uint64    // stream sequence; 0 if unknown
+	at        time.Time // when it was pulled
 }
 
 // stats is a snapshot of what the stream owes, per sink.
 type stats struct {
-	at    time.Time
-	depth map[string]int
+	at     time.Time
+	depth  map[string]int
+	oldest map[string]time.Time // acceptance of each owing sink's oldest delivery
 }
 
 // Open connects to the NATS servers at url (a comma-separated list is
@@ -170,9 +213,16 @@ func Open(url string, log *slog.Logger, opts ...Option) (*Queue, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	var lastConnErr lastError
+	reconnected := make(chan struct{}, 1)
 	nc, err := nats.Connect(url,
 		nats.Name("hookrouter"),
 		nats.MaxReconnects(-1),
+		// No publish is buffered while reconnecting: a Put then fails at
+		// once (503) instead of its message being sent after the reconnect,
+		// long after the sender was told 503 — and so a message whose Put
+		// failed either reached the server before the connection broke or
+		// never will, which withdraw relies on.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "error", err)
@@ -180,6 +230,10 @@ func Open(url string, log *slog.Logger, opts ...Option) (*Queue, error) {
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", "server", redactURL(c.ConnectedUrl()))
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if lastConnErr.changed(err) {
@@ -195,9 +249,17 @@ func Open(url string, log *slog.Logger, opts ...Option) (*Queue, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	// Withdrawal markers wait for their answer as long as any API call: a
+	// slow answer is no reason to publish them again.
+	wjs, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(apiTimeout))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	q := &Queue{nc: nc, js: js, o: o, log: log, ctx: ctx, cancel: cancel,
-		lanes: make(map[string]*lane), held: make(map[*held]struct{}), statsKick: make(chan struct{}, 1)}
+	q := &Queue{nc: nc, js: js, wjs: wjs, o: o, log: log, ctx: ctx, cancel: cancel,
+		lanes: make(map[string]*lane), held: make(map[*held]struct{}), bySeq: make(map[uint64]*held), acked: make(map[uint64]time.Time), statsKick: make(chan struct{}, 1),
+		idPrefix: strconv.FormatUint(rand.Uint64(), 36) + "-", wdIDs: make(map[string]struct{}), wdKick: make(chan struct{}, 1)}
 	if err := q.setupStream(); err != nil {
 		cancel()
 		nc.Close()
@@ -208,9 +270,10 @@ func Open(url string, log *slog.Logger, opts ...Option) (*Queue, error) {
 		nc.Close()
 		return nil, err
 	}
-	q.bg.Add(2)
-	go q.keepAlive()
+	q.bg.Add(3)
+	go q.keepAlive(reconnected)
 	go q.statsLoop()
+	go q.withdrawLoop()
 	return q, nil
 }
 
@@ -264,9 +327,9 @@ func (q *Queue) setupStream() error {
 
 // Put publishes one message per sink in to, all at once, and waits for
 // every acknowledgement. It returns queue.ErrFull (wrapped) if the stream
-// refused one for lack of room; on any failure it deletes the messages that
-// were stored (best effort, see the package comment) so that nothing is
-// recorded.
+// refused one for lack of room. On any failure it withdraws the messages
+// that were, or may have been, stored (see withdraw), so that an event
+// answered 503 is not delivered later.
 func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 	if len(to) == 0 {
 		return errors.New("queue: put with no sinks")
@@ -281,45 +344,63 @@ func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 	defer q.puts.Done()
 
 	received := ev.ReceivedAt.UTC().Format(time.RFC3339Nano)
+	// The message id is unique to this Put: JetStream then drops only a
+	// re-publish of this very message (the client's own retry, a
+	// withdrawal's marker), never a later Put of the same event (a replay).
+	putID := q.idPrefix + strconv.FormatUint(q.puts64.Add(1), 36)
+	// A message stored later than this (half the Put's timeout) may have
+	// been answered 503: pullers check it again (see lane.stale).
+	staleAfter := strconv.FormatInt(time.Now().Add(q.o.putTimeout/2).UnixNano(), 10)
+	sent := make([]*nats.Msg, 0, len(to))
 	futures := make([]jetstream.PubAckFuture, 0, len(to))
 	var errs []error
+	var maybe []*nats.Msg // published, fate unknown
 	for _, sink := range to {
 		m := &nats.Msg{
 			Subject: q.o.prefix + "." + sink,
 			Data:    ev.Body,
 			Header: nats.Header{
-				jetstream.MsgIDHeader:          {ev.ID + ":" + sink},
+				jetstream.MsgIDHeader:          {ev.ID + ":" + sink + ":" + putID},
 				jetstream.ExpectedStreamHeader: {q.o.stream},
 				HeaderEventID:                  {ev.ID},
 				HeaderSource:                   {ev.Source},
 				HeaderReceivedAt:               {received},
+				headerStaleAfter:               {staleAfter},
 			},
 		}
 		f, err := q.js.PublishMsgAsync(m)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("publish to %q: %w", sink, err))
+			if !notSent(err) {
+				maybe = append(maybe, m)
+			}
 			break
 		}
+		sent = append(sent, m)
 		futures = append(futures, f)
 	}
-	var stored []uint64
+	var stored []*nats.Msg
 	for i, f := range futures {
 		select {
-		case ack := <-f.Ok():
-			stored = append(stored, ack.Sequence)
+		case <-f.Ok():
+			stored = append(stored, sent[i])
+			continue
 		case err := <-f.Err():
 			errs = append(errs, fmt.Errorf("publish to %q: %w", to[i], err))
+			if !refused(err) {
+				maybe = append(maybe, sent[i])
+			}
+			continue
 		case <-ctx.Done():
-			errs = append(errs, ctx.Err())
 		}
-		if ctx.Err() != nil {
-			break
-		}
+		errs = append(errs, ctx.Err())
+		maybe = append(maybe, sent[i:]...)
+		break
 	}
 	if len(errs) == 0 {
 		return nil
 	}
-	q.unpublish(stored)
+	q.withdraw(append(stored, maybe...))
 	err := errors.Join(errs...)
 	if slices.ContainsFunc(errs, isFull) {
 		return fmt.Errorf("%w: %w", queue.ErrFull, err)
@@ -327,19 +408,197 @@ func (q *Queue) Put(ctx context.Context, ev *sinks.Event, to []string) error {
 	return err
 }
 
-// unpublish deletes the messages of a failed Put that were stored; a
-// message already taken by a worker may still be delivered.
-func (q *Queue) unpublish(seqs []uint64) {
-	if len(seqs) == 0 {
+// withdrawWindow bounds how long a withdrawal is tried: the stream's
+// duplicate window, past which a marker no longer finds (or stops) the
+// message it is for.
+const withdrawWindow = 2 * time.Minute
+
+// withdrawal is one message of a failed Put to be removed from the stream.
+type withdrawal struct {
+	msgID, sink string
+	until       time.Time
+}
+
+// withdraw removes msgs, the messages of a failed Put that were or may have
+// been stored, from the stream, in the background: the caller answers 503
+// at once, and the sender's retry is a new event. For each one it
+// publishes a marker with the same Nats-Msg-Id to a subject no consumer
+// reads (<prefix>.<sink>.withdrawn). If the message was stored (its
+// acknowledgement lost, or late: a stalled server), JetStream drops the
+// marker as a duplicate and names the message's sequence, which is then
+// deleted; if not, the marker takes the id, so that the message, should it
+// still arrive within the duplicate window, is dropped, and the marker is
+// deleted. Publishes are not buffered across a reconnect (see Open), so a
+// message not stored when the marker is answered never is. Until it is
+// done, this instance's pullers drop the message if they get it (see
+// withdrawn). Tried until the server answers, for at most withdrawWindow.
+func (q *Queue) withdraw(msgs []*nats.Msg) {
+	if len(msgs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-	defer cancel()
-	for _, seq := range seqs {
-		if err := q.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			q.log.Warn("could not remove a message of a failed put; its sink may get the event twice", "seq", seq, "error", err)
+	until := time.Now().Add(withdrawWindow)
+	q.wdMu.Lock()
+	for _, m := range msgs {
+		w := &withdrawal{msgID: m.Header.Get(jetstream.MsgIDHeader), sink: strings.TrimPrefix(m.Subject, q.o.prefix+"."), until: until}
+		q.wdIDs[w.msgID] = struct{}{}
+		q.wdQueue = append(q.wdQueue, w)
+	}
+	q.wdCount.Store(int64(len(q.wdIDs)))
+	q.wdMu.Unlock()
+	select {
+	case q.wdKick <- struct{}{}:
+	default:
+	}
+}
+
+// withdrawn reports whether m is being withdrawn by this instance.
+func (q *Queue) withdrawn(m jetstream.Msg) bool {
+	if q.wdCount.Load() == 0 {
+		return false
+	}
+	q.wdMu.Lock()
+	_, ok := q.wdIDs[m.Headers().Get(jetstream.MsgIDHeader)]
+	q.wdMu.Unlock()
+	return ok
+}
+
+// withdrawLoop carries out the withdrawals, oldest first, pausing after a
+// failure (the server is unreachable: the next ones would fail too).
+func (q *Queue) withdrawLoop() {
+	defer q.bg.Done()
+	for {
+		select {
+		case <-q.wdKick:
+		case <-q.ctx.Done():
+			q.wdMu.Lock()
+			n := len(q.wdQueue)
+			q.wdMu.Unlock()
+			if n > 0 {
+				q.log.Warn("closing with messages of failed puts not withdrawn; their sinks may get those events", "count", n)
+			}
+			return
+		}
+		for {
+			q.wdMu.Lock()
+			batch := slices.Clone(q.wdQueue[:min(len(q.wdQueue), 256)])
+			q.wdMu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			done, err := q.withdrawBatch(batch)
+			var gaveUp []*withdrawal
+			if err != nil {
+				if q.ctx.Err() != nil {
+					break
+				}
+				for _, w := range batch[done:] {
+					if time.Now().After(w.until) {
+						gaveUp = append(gaveUp, w)
+					}
+				}
+				if len(gaveUp) > 0 {
+					q.log.Error("gave up withdrawing messages of failed puts; their sinks may get those events", "count", len(gaveUp), "error", err)
+				} else if q.errLog.changed(err) {
+					q.log.Warn("could not withdraw messages of failed puts yet; trying again", "error", err)
+				}
+			}
+			q.wdMu.Lock()
+			for _, w := range append(batch[:done], gaveUp...) {
+				delete(q.wdIDs, w.msgID)
+			}
+			q.wdQueue = slices.DeleteFunc(q.wdQueue, func(w *withdrawal) bool {
+				_, pending := q.wdIDs[w.msgID]
+				return !pending
+			})
+			q.wdCount.Store(int64(len(q.wdIDs)))
+			q.wdMu.Unlock()
+			if err != nil && !sleepCtx(q.ctx, errorBackoff) {
+				break
+			}
 		}
 	}
+}
+
+// withdrawBatch publishes the markers of batch at once, then deletes what
+// each names, in order; it returns how many, from the first, are done.
+func (q *Queue) withdrawBatch(batch []*withdrawal) (int, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(batch))
+	var err error
+	for _, w := range batch {
+		m := &nats.Msg{
+			Subject: q.o.prefix + "." + w.sink + ".withdrawn",
+			Header: nats.Header{
+				jetstream.MsgIDHeader:          {w.msgID},
+				jetstream.ExpectedStreamHeader: {q.o.stream},
+			},
+		}
+		f, perr := q.wjs.PublishMsgAsync(m)
+		if perr != nil {
+			err = fmt.Errorf("marker: %w", perr)
+			break
+		}
+		futures = append(futures, f)
+	}
+	ctx, cancel := context.WithTimeout(q.ctx, apiTimeout)
+	defer cancel()
+	for i, f := range futures {
+		var ack *jetstream.PubAck
+		select {
+		case ack = <-f.Ok():
+		case ferr := <-f.Err():
+			return i, fmt.Errorf("marker: %w", ferr)
+		case <-ctx.Done():
+			return i, fmt.Errorf("marker: %w", ctx.Err())
+		}
+		if derr := q.stream.DeleteMsg(ctx, ack.Sequence); derr != nil {
+			var ae *jetstream.APIError
+			if !errors.As(derr, &ae) {
+				return i, fmt.Errorf("delete message %d: %w", ack.Sequence, derr)
+			}
+			// The server answered: the message is gone already (acked,
+			// or dropped by a puller of this instance), or cannot be
+			// removed; trying again would not change that.
+			if ae.ErrorCode != jetstream.JSErrCodeMessageNotFound && !strings.Contains(ae.Description, "not found") {
+				q.log.Warn("could not withdraw a message of a failed put; its sink may get the event", "sink", batch[i].sink, "seq", ack.Sequence, "error", derr)
+			}
+			continue
+		}
+		if ack.Duplicate {
+			q.log.Info("withdrew a message of a failed put that the server had stored", "sink", batch[i].sink, "seq", ack.Sequence)
+		}
+	}
+	if err != nil {
+		return len(futures), err
+	}
+	return len(batch), nil
+}
+
+// sleepCtx waits d, or less if ctx is done; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// notSent reports whether PublishMsgAsync's err means the message never
+// left the client: no connection (publishes are not buffered while
+// reconnecting, see Open), too many unacknowledged, or too large.
+func notSent(err error) bool {
+	return errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, nats.ErrMaxPayload) ||
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs)
+}
+
+// refused reports whether a publish's err is the server's answer that it
+// did not store the message (as opposed to no answer: a timeout).
+func refused(err error) bool {
+	var ae *jetstream.APIError
+	return errors.As(err, &ae) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // isFull reports whether err is JetStream refusing a message for lack of
@@ -395,7 +654,7 @@ func (q *Queue) lane(sink string) (*lane, error) {
 	if l := q.lanes[sink]; l != nil {
 		return l, nil
 	}
-	l := &lane{q: q, sink: sink, out: make(chan *held), wake: make(chan struct{}, 1)}
+	l := &lane{q: q, sink: sink, out: make(chan *held), wake: make(chan struct{}, 1), rechecked: make(chan *held)}
 	q.lanes[sink] = l
 	q.bg.Add(1)
 	go l.run()
@@ -403,18 +662,51 @@ func (q *Queue) lane(sink string) (*lane, error) {
 }
 
 // Done acknowledges d and waits for JetStream to confirm it, so that a nil
-// error means the delivery will not be handed out again.
+// error means the delivery will not be handed out again. If the server
+// does not answer (a NATS restart), it tries again, keeping d in progress
+// meanwhile, for up to AckWait: a delivery the sink has must not come back
+// to another instance because its ack fell into a reconnect.
 func (q *Queue) Done(d *queue.Delivery) error {
-	h, err := q.release(d)
-	if err != nil {
-		return err
+	h, ok := d.Ref.(*held)
+	if !ok {
+		return fmt.Errorf("queue: delivery of event %q to %q is not from this queue", d.Event.ID, d.Sink)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-	defer cancel()
-	if err := h.msg.DoubleAck(ctx); err != nil {
-		return fmt.Errorf("queue: ack delivery of event %q to %q: %w", d.Event.ID, d.Sink, err)
+	q.heldMu.Lock()
+	_, in := q.held[h]
+	in = in && !h.finishing
+	h.finishing = true
+	q.heldMu.Unlock()
+	if !in {
+		return fmt.Errorf("queue: delivery of event %q to %q is not in flight", d.Event.ID, d.Sink)
 	}
-	return nil
+	// Still held, so still kept in progress, until the ack is confirmed.
+	acked := false
+	defer func() {
+		q.heldMu.Lock()
+		q.forget(h)
+		// Only a message held for long can have been redelivered
+		// meanwhile: remembering just those keeps the set small.
+		if acked && h.seq != 0 && time.Since(h.at) >= q.o.ackWait/3 {
+			q.acked[h.seq] = time.Now()
+		}
+		q.heldMu.Unlock()
+	}()
+	giveUp := time.Now().Add(q.o.ackWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		err := h.msg.DoubleAck(ctx)
+		cancel()
+		if err == nil {
+			acked = true
+			return nil
+		}
+		if q.ctx.Err() != nil || time.Now().After(giveUp) {
+			return fmt.Errorf("queue: ack delivery of event %q to %q: %w", d.Event.ID, d.Sink, err)
+		}
+		if !sleepCtx(q.ctx, 200*time.Millisecond) {
+			return fmt.Errorf("queue: ack delivery of event %q to %q: %w", d.Event.ID, d.Sink, err)
+		}
+	}
 }
 
 // Retry hands d back to JetStream, to be delivered again (to any instance)
@@ -445,7 +737,8 @@ func (q *Queue) release(d *queue.Delivery) (*held, error) {
 	}
 	q.heldMu.Lock()
 	_, in := q.held[h]
-	delete(q.held, h)
+	in = in && !h.finishing
+	q.forget(h)
 	q.heldMu.Unlock()
 	if !in {
 		return nil, fmt.Errorf("queue: delivery of event %q to %q is not in flight", d.Event.ID, d.Sink)
@@ -453,12 +746,41 @@ func (q *Queue) release(d *queue.Delivery) (*held, error) {
 	return h, nil
 }
 
-// hold records a pulled message as this instance's and makes its Delivery.
-func (q *Queue) hold(sink string, m jetstream.Msg) *held {
-	h := &held{msg: m, sink: sink, d: decode(sink, m)}
+// forget removes h from the held messages. heldMu is held.
+func (q *Queue) forget(h *held) {
+	delete(q.held, h)
+	if q.bySeq[h.seq] == h {
+		delete(q.bySeq, h.seq)
+	}
+}
+
+// admit records a pulled message as this instance's and makes its
+// Delivery; it returns nil for a copy of a message this instance still
+// holds or has just acked. JetStream sends such a copy when an in-progress
+// mark or an ack reached it after AckWait (a loaded machine, a reconnect):
+// a live instance must not deliver it a second time. The original's ack
+// (or the one sent for the copy) settles both.
+func (q *Queue) admit(sink string, m jetstream.Msg) *held {
+	h := &held{msg: m, sink: sink, d: decode(sink, m), at: time.Now()}
 	h.d.Ref = h
+	if md, err := m.Metadata(); err == nil {
+		h.seq = md.Sequence.Stream
+	}
 	q.heldMu.Lock()
+	_, holding := q.bySeq[h.seq]
+	_, done := q.acked[h.seq]
+	if h.seq != 0 && (holding || done) {
+		q.heldMu.Unlock()
+		if done {
+			_ = m.Ack()
+		}
+		q.log.Debug("dropped a redelivered copy of a delivery this instance holds or acked", "sink", sink, "seq", h.seq)
+		return nil
+	}
 	q.held[h] = struct{}{}
+	if h.seq != 0 {
+		q.bySeq[h.seq] = h
+	}
 	q.heldMu.Unlock()
 	return h
 }
@@ -487,16 +809,23 @@ func decode(sink string, m jetstream.Msg) *queue.Delivery {
 }
 
 // keepAlive tells JetStream, well within AckWait, that every message this
-// instance holds is still being worked on: a send that waits for an open
-// breaker or a slow destination must not be handed to another instance.
-func (q *Queue) keepAlive() {
+// instance holds (pulled and not yet handed over, being sent, or kept by a
+// worker while its sink's breaker is open) is still being worked on, so
+// that it is not handed to another instance; and does so at once after a
+// reconnect, since marks sent while disconnected were lost.
+func (q *Queue) keepAlive(reconnected <-chan struct{}) {
 	defer q.bg.Done()
-	t := time.NewTicker(max(q.o.ackWait/3, 50*time.Millisecond))
+	every := q.o.keepAlive
+	if every <= 0 {
+		every = max(q.o.ackWait/3, 50*time.Millisecond)
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	var batch []*held
 	for {
 		select {
 		case <-t.C:
+		case <-reconnected:
 		case <-q.ctx.Done():
 			return
 		}
@@ -504,6 +833,11 @@ func (q *Queue) keepAlive() {
 		batch = batch[:0]
 		for h := range q.held {
 			batch = append(batch, h)
+		}
+		for seq, at := range q.acked {
+			if time.Since(at) > 2*q.o.ackWait {
+				delete(q.acked, seq)
+			}
 		}
 		q.heldMu.Unlock()
 		for _, h := range batch {
@@ -585,14 +919,75 @@ func (q *Queue) refreshStats() error {
 		}
 		return fmt.Errorf("stream %q: info: %w", q.o.stream, err)
 	}
-	st := &stats{at: time.Now(), depth: make(map[string]int, len(info.State.Subjects))}
+	st := &stats{at: time.Now(), depth: make(map[string]int, len(info.State.Subjects)), oldest: map[string]time.Time{}}
 	for subject, n := range info.State.Subjects {
-		if sink, ok := strings.CutPrefix(subject, q.o.prefix+"."); ok {
+		// A sink's subject has one token after the prefix; withdrawal
+		// markers (<sink>.withdrawn) are no sink's.
+		if sink, ok := strings.CutPrefix(subject, q.o.prefix+"."); ok && !strings.Contains(sink, ".") {
 			st.depth[sink] = int(n)
 		}
 	}
+	for sink, n := range st.depth {
+		if n == 0 {
+			continue
+		}
+		q.refreshSink(ctx, st, sink)
+	}
 	q.stats.Store(st)
 	return nil
+}
+
+// refreshSink corrects st for a sink the stream holds messages for, from
+// its consumer's view when it has one: a NATS server that crashed (kill -9)
+// can bring back messages that were acked and deleted, behind the
+// consumer's ack floor, where no one will ever deliver them again; they are
+// not owed. The oldest owed delivery is the first message after the ack
+// floor (work-queue retention: acked ones are gone).
+func (q *Queue) refreshSink(ctx context.Context, st *stats, sink string) {
+	from := uint64(1)
+	if c, err := q.stream.Consumer(ctx, ConsumerPrefix+sink); err == nil {
+		ci := c.CachedInfo()
+		st.depth[sink] = int(ci.NumPending) + ci.NumAckPending
+		if st.depth[sink] == 0 {
+			return
+		}
+		from = ci.AckFloor.Stream + 1
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		q.keepOldest(st, sink, err)
+		return
+	}
+	m, err := q.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(q.o.prefix+"."+sink))
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			q.keepOldest(st, sink, err)
+		}
+		return
+	}
+	at := m.Time
+	if t, err := time.Parse(time.RFC3339Nano, m.Header.Get(HeaderReceivedAt)); err == nil {
+		at = t
+	}
+	st.oldest[sink] = at
+}
+
+// keepOldest keeps the previous snapshot's oldest for sink after err.
+func (q *Queue) keepOldest(st *stats, sink string, err error) {
+	if q.errLog.changed(err) {
+		q.log.Warn("could not read a sink's oldest delivery", "stream", q.o.stream, "sink", sink, "error", err)
+	}
+	if old := q.stats.Load(); old != nil {
+		if t, ok := old.oldest[sink]; ok {
+			st.oldest[sink] = t
+		}
+	}
+}
+
+// Oldest returns when the oldest delivery owed to sink (by the whole
+// stream) was accepted, and false if none is owed (queue.Ager). Like
+// Depth, it is refreshed at most every 500 ms, in the background.
+func (q *Queue) Oldest(sink string) (time.Time, bool) {
+	t, ok := q.currentStats().oldest[sink]
+	return t, ok
 }
 
 // Close stops pulling: Take calls return ErrClosed; messages pulled but not
@@ -656,7 +1051,10 @@ func redactURL(s string) string {
 	return u.String()
 }
 
-var _ queue.Queue = (*Queue)(nil)
+var (
+	_ queue.Queue = (*Queue)(nil)
+	_ queue.Ager  = (*Queue)(nil)
+)
 
 // Shared reports true: instances share the stream (see queue.Sharer).
 func (q *Queue) Shared() bool { return true }
