@@ -2,14 +2,16 @@ package mysql
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	_ "github.com/go-sql-driver/mysql"
 
@@ -24,11 +26,7 @@ const testDSN = "root@tcp(127.0.0.1:3306)/test"
 
 const secret = "s3cr3t-mysql-marker"
 
-func uniqueTable() string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return "hr_test_" + hex.EncodeToString(b)
-}
+func uniqueTable() string { return "hr_test_" + sinktest.Unique() }
 
 func open(t *testing.T) *sql.DB {
 	t.Helper()
@@ -99,15 +97,6 @@ func newSink(t *testing.T, cfg Config) *Sink {
 	return s
 }
 
-func closedPort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func TestConformance(t *testing.T) {
 	db := open(t)
 	cols, _ := dbrow.New(nil)
@@ -133,7 +122,7 @@ func TestConformance(t *testing.T) {
 				return newSink(t, Config{DSN: testDSN, Table: name})
 			}},
 			{Name: "connection refused", New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: fmt.Sprintf("root:%s@tcp(127.0.0.1:%d)/test", secret, closedPort(t)), Table: "t"})
+				return newSink(t, Config{DSN: fmt.Sprintf("root:%s@tcp(127.0.0.1:%d)/test", secret, sinktest.FreePort(t)), Table: "t"})
 			}},
 		},
 		Secret: secret,
@@ -210,4 +199,78 @@ func TestValidate(t *testing.T) {
 	if fmt.Sprint(got) != "[dsn table columns.event_id timeout]" {
 		t.Fatalf("fields %v", got)
 	}
+}
+
+// startMariaDB runs a MariaDB server of the test's own: a data folder made
+// by mariadb-install-db in a temporary folder, a free port, root without a
+// password, stopped with SIGKILL (crash recovery at the next start). It
+// returns the server and a DSN for its database test.
+func startMariaDB(t *testing.T) (*sinktest.Server, string) {
+	t.Helper()
+	install := sinktest.Binary(t, "mariadb-install-db", "/usr/bin")
+	server := sinktest.Binary(t, "mariadbd", "/usr/sbin")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	// --no-defaults: not the machine's my.cnf (its user, paths and port).
+	args := []string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}
+	if os.Geteuid() == 0 {
+		args = append(args, "--user=root")
+	}
+	if out, err := exec.Command(install, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", install, err, out)
+	}
+	port := sinktest.FreePort(t)
+	logFile := filepath.Join(dir, "error.log")
+	srv := sinktest.StartServer(t, sinktest.ServerSpec{
+		Name: "mariadb",
+		Port: port,
+		Command: func() *exec.Cmd {
+			args := []string{"--no-defaults", "--datadir=" + data, "--port=" + strconv.Itoa(port), "--bind-address=127.0.0.1",
+				"--socket=" + filepath.Join(dir, "sock"), "--log-error=" + logFile, "--skip-log-bin", "--innodb-buffer-pool-size=16M"}
+			if os.Geteuid() == 0 {
+				args = append(args, "--user=root")
+			}
+			return exec.Command(server, args...)
+		},
+		Log: logFile,
+	})
+	dsn := fmt.Sprintf("root@tcp(%s)/test", srv.Addr())
+	db, err := sql.Open("mysql", fmt.Sprintf("root@tcp(%s)/", srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	exec1(t, db, "CREATE DATABASE test")
+	return srv, dsn
+}
+
+// The test's own MariaDB is killed in the middle of a run and started
+// again: inserts fail retryably meanwhile, the pool reconnects, and every
+// event is stored exactly once (the primary key makes a re-delivery after a
+// lost answer insert nothing).
+func TestOutage(t *testing.T) {
+	srv, dsn := startMariaDB(t)
+	name := uniqueTable()
+	s := newSink(t, Config{DSN: dsn, Table: name, CreateTable: true, Timeout: 2 * time.Second})
+	defer s.Close(t.Context())
+	evs, _ := sinktest.Outage(t, s, 60, srv.Stop, srv.Start)
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query("SELECT event_id FROM " + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	sinktest.Arrived(t, evs, ids, true)
 }

@@ -3,16 +3,11 @@ package nats
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,12 +24,6 @@ const machineURL = "nats://127.0.0.1:4222"
 
 const secret = "s3cr3t-nats-marker"
 
-func unique() string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 func connect(t *testing.T, url string) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
@@ -49,7 +38,7 @@ func connect(t *testing.T, url string) *nats.Conn {
 // prefix and a function reading back its messages, in order.
 func stream(t *testing.T, url string) (prefix string, read func() []*nats.Msg) {
 	t.Helper()
-	id := unique()
+	id := sinktest.Unique()
 	prefix = "hrtest." + id
 	nc := connect(t, url)
 	js, _ := jetstream.New(nc)
@@ -126,69 +115,34 @@ func newSink(t *testing.T, cfg Config) *Sink {
 	return s
 }
 
-func closedPort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startServer runs a nats-server of the test's own on a free port, with
-// JetStream in a temporary folder, and returns its URL and functions that
-// kill it and start it again on the same port and folder.
-func startServer(t *testing.T, args ...string) (url string, stop, start func()) {
+// JetStream in a temporary folder, killed with SIGKILL when stopped.
+func startServer(t *testing.T, args ...string) (*sinktest.Server, string) {
 	t.Helper()
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		t.Fatal("nats-server not found")
-	}
+	bin := sinktest.Binary(t, "nats-server", "/usr/sbin")
 	dir := t.TempDir()
-	port := closedPort(t)
-	var cmd *exec.Cmd
-	start = func() {
-		cmd = exec.Command(bin, append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir}, args...)...)
-		log, _ := os.Create(filepath.Join(dir, "log"))
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-			if err == nil {
-				c.Close()
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("nats-server did not start")
-			}
-			time.Sleep(20 * time.Millisecond) // polling for readiness
-		}
-	}
-	stop = func() {
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-	}
-	start()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			stop()
-		}
+	port := sinktest.FreePort(t)
+	logFile := filepath.Join(dir, "log")
+	srv := sinktest.StartServer(t, sinktest.ServerSpec{
+		Name: "nats-server",
+		Port: port,
+		Command: func() *exec.Cmd {
+			return exec.Command(bin, append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir, "-l", logFile}, args...)...)
+		},
+		Log: logFile,
 	})
-	return fmt.Sprintf("nats://127.0.0.1:%d", port), stop, start
+	return srv, fmt.Sprintf("nats://127.0.0.1:%d", port)
 }
 
 func TestConformance(t *testing.T) {
-	authURL, _, _ := startServer(t, "--user", "hook", "--pass", "right-password")
+	_, authURL := startServer(t, "--user", "hook", "--pass", "right-password")
 	failing := []sinktest.Failing{
 		{Name: "bad credentials", Permanent: true, New: func(t *testing.T) sinks.Sink {
 			u := authURL[:len("nats://")] + "hook:" + secret + "@" + authURL[len("nats://"):]
 			return newSink(t, Config{URL: u, Subject: "x.y"})
 		}},
 		{Name: "connection refused", New: func(t *testing.T) sinks.Sink {
-			return newSink(t, Config{URL: fmt.Sprintf("nats://u:%s@127.0.0.1:%d", secret, closedPort(t)), Subject: "x.y", Timeout: time.Second})
+			return newSink(t, Config{URL: fmt.Sprintf("nats://u:%s@127.0.0.1:%d", secret, sinktest.FreePort(t)), Subject: "x.y", Timeout: time.Second})
 		}},
 		{Name: "subject renders empty", Permanent: true, New: func(t *testing.T) sinks.Sink {
 			return newSink(t, Config{URL: machineURL, Subject: "{{ .nosuchfield }}"})
@@ -197,7 +151,7 @@ func TestConformance(t *testing.T) {
 	t.Run("core", func(t *testing.T) {
 		sinktest.Run(t, sinktest.Harness{
 			Healthy: func(t *testing.T) (sinks.Sink, func() [][]byte) {
-				prefix := "hrtest." + unique()
+				prefix := "hrtest." + sinktest.Unique()
 				read := subscribe(t, machineURL, prefix)
 				return newSink(t, Config{URL: machineURL, Subject: prefix + ".{{ .event }}"}), func() [][]byte { return data(t, read()) }
 			},
@@ -212,7 +166,7 @@ func TestConformance(t *testing.T) {
 				return newSink(t, Config{URL: machineURL, Subject: prefix + ".{{ .event }}", JetStream: true}), func() [][]byte { return data(t, read()) }
 			},
 			Failing: append(failing, sinktest.Failing{Name: "no stream captures the subject", Permanent: true, New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{URL: machineURL, Subject: "hrtest.nostream." + unique(), JetStream: true})
+				return newSink(t, Config{URL: machineURL, Subject: "hrtest.nostream." + sinktest.Unique(), JetStream: true})
 			}}),
 			Secret: secret,
 		})
@@ -258,24 +212,17 @@ func TestReadBack(t *testing.T) {
 // every event exactly once (Nats-Msg-Id deduplicates an acknowledgement lost
 // with the server).
 func TestOutage(t *testing.T) {
-	url, stop, start := startServer(t)
+	srv, url := startServer(t)
 	prefix, _ := stream(t, url)
 	s := newSink(t, Config{URL: url, Subject: prefix + ".{{ .event }}", JetStream: true, Timeout: time.Second})
 	defer s.Close(t.Context())
-	evs, _ := sinktest.Outage(t, s, 60, stop, start)
+	evs, _ := sinktest.Outage(t, s, 60, srv.Stop, srv.Start)
 	_, read := streamOf(t, url, prefix)
-	seen := map[string]int{}
+	var ids []string
 	for _, m := range read() {
-		seen[m.Header.Get(jetstream.MsgIDHeader)]++
+		ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
 	}
-	for _, ev := range evs {
-		if seen[ev.ID] != 1 {
-			t.Errorf("event %s stored %d times", ev.ID, seen[ev.ID])
-		}
-	}
-	if len(seen) != len(evs) {
-		t.Errorf("%d distinct messages, want %d", len(seen), len(evs))
-	}
+	sinktest.Arrived(t, evs, ids, true)
 }
 
 // streamOf reads the stream made by stream for prefix.

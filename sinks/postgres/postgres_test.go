@@ -2,11 +2,8 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -31,11 +28,7 @@ const testDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
 const secret = "s3cr3t-pg-marker"
 
-func uniqueTable(t *testing.T) string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return "hr_test_" + hex.EncodeToString(b)
-}
+func uniqueTable(t *testing.T) string { return "hr_test_" + sinktest.Unique() }
 
 func conn(t *testing.T, dsn string) *pgx.Conn {
 	t.Helper()
@@ -114,17 +107,6 @@ func newSink(t *testing.T, cfg Config) *Sink {
 	return s
 }
 
-// closedPort returns a loopback port nothing listens on.
-func closedPort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
-}
-
 func TestConformance(t *testing.T) {
 	c := conn(t, testDSN)
 	cols, _ := dbrow.New(nil)
@@ -151,7 +133,7 @@ func TestConformance(t *testing.T) {
 				return newSink(t, Config{DSN: testDSN, Table: name})
 			}},
 			{Name: "connection refused", New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/test?sslmode=disable", secret, closedPort(t)), Table: "t"})
+				return newSink(t, Config{DSN: fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/test?sslmode=disable", secret, sinktest.FreePort(t)), Table: "t"})
 			}},
 		},
 		Secret: secret,
@@ -244,16 +226,14 @@ func TestValidate(t *testing.T) {
 
 // startPostgres runs a PostgreSQL cluster of the test's own (initdb in a
 // temporary folder, trust auth, a free port), as the postgres user when the
-// test runs as root. It returns the DSN and functions that stop it (an
-// immediate shutdown: no checkpoint, crash recovery at the next start) and
-// start it again.
-func startPostgres(t *testing.T) (dsn string, stop, start func()) {
+// test runs as root. It returns the server, stopped by an immediate
+// shutdown (no checkpoint, crash recovery at the next start), and its DSN.
+func startPostgres(t *testing.T) (*sinktest.Server, string) {
 	t.Helper()
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	if len(bins) == 0 {
-		t.Fatal("initdb not found under /usr/lib/postgresql/*/bin")
-	}
-	bin := filepath.Dir(bins[len(bins)-1])
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	slices.Reverse(dirs) // the newest version first
+	initdb := sinktest.Binary(t, "initdb", dirs...)
+	bin := filepath.Dir(initdb)
 	dir, err := os.MkdirTemp("", "hookrouter-pg-")
 	if err != nil {
 		t.Fatal(err)
@@ -282,71 +262,51 @@ func startPostgres(t *testing.T) (dsn string, stop, start func()) {
 	if out, err := command("initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync").CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	port := closedPort(t)
-	var cmd *exec.Cmd
-	start = func() {
-		cmd = command("postgres", "-D", data, "-p", strconv.Itoa(port), "-k", dir,
-			"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "logging_collector=off")
-		log, _ := os.Create(filepath.Join(dir, "log"))
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start postgres: %v", err)
-		}
-	}
-	stop = func() {
-		cmd.Process.Signal(syscall.SIGQUIT)
-		cmd.Wait()
-	}
-	start()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Signal(syscall.SIGQUIT)
-			cmd.Wait()
-		}
+	port := sinktest.FreePort(t)
+	logFile := filepath.Join(dir, "log")
+	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+	srv := sinktest.StartServer(t, sinktest.ServerSpec{
+		Name: "postgres",
+		Port: port,
+		// It accepts connections before it serves them ("the database
+		// system is starting up").
+		Ready: func() error {
+			c, err := pgx.Connect(context.Background(), dsn)
+			if err == nil {
+				c.Close(context.Background())
+			}
+			return err
+		},
+		Command: func() *exec.Cmd {
+			cmd := command("postgres", "-D", data, "-p", strconv.Itoa(port), "-k", dir,
+				"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "logging_collector=off")
+			log, _ := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			cmd.Stdout, cmd.Stderr = log, log
+			return cmd
+		},
+		Stop: func(cmd *exec.Cmd) error { return cmd.Process.Signal(syscall.SIGQUIT) },
+		Log:  logFile,
 	})
-	dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := pgx.Connect(t.Context(), dsn)
-		if err == nil {
-			c.Close(t.Context())
-			return dsn, stop, start
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(filepath.Join(dir, "log"))
-			t.Fatalf("postgres did not start: %v\n%s", err, out)
-		}
-		time.Sleep(50 * time.Millisecond) // polling for readiness
-	}
+	return srv, dsn
 }
 
 // The server stops (immediate shutdown) in the middle of a run and comes
 // back: sends fail retryably meanwhile, the pool reconnects, and every event
 // is stored exactly once.
 func TestOutage(t *testing.T) {
-	dsn, stop, start := startPostgres(t)
+	srv, dsn := startPostgres(t)
 	name := uniqueTable(t)
 	s := newSink(t, Config{DSN: dsn, Table: name, CreateTable: true, Timeout: 2 * time.Second})
 	defer s.Close(t.Context())
-	evs, _ := sinktest.Outage(t, s, 60, stop, start)
+	evs, _ := sinktest.Outage(t, s, 60, srv.Stop, srv.Start)
 	c := conn(t, dsn)
-	rows, err := c.Query(t.Context(), "SELECT event_id, count(*) FROM "+name+" GROUP BY event_id")
+	rows, err := c.Query(t.Context(), "SELECT event_id FROM "+name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]int{}
-	for rows.Next() {
-		var id string
-		var n int
-		rows.Scan(&id, &n)
-		got[id] = n
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, ev := range evs {
-		if got[ev.ID] != 1 {
-			t.Errorf("event %s stored %d times", ev.ID, got[ev.ID])
-		}
-	}
-	if len(got) != len(evs) {
-		t.Errorf("%d rows, want %d", len(got), len(evs))
-	}
+	sinktest.Arrived(t, evs, ids, true)
 }

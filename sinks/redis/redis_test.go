@@ -3,14 +3,10 @@ package redis
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,12 +20,6 @@ import (
 const machineURL = "redis://127.0.0.1:6379/0"
 
 const secret = "s3cr3t-redis-marker"
-
-func unique() string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 func client(t *testing.T, url string) *redis.Client {
 	opt, err := redis.ParseURL(url)
@@ -70,65 +60,33 @@ func newSink(t *testing.T, cfg Config) *Sink {
 	return s
 }
 
-func closedPort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startServer runs a redis-server of the test's own on a free port, with an
-// append-only file synced on every write, and returns its URL and functions
-// that kill it and start it again (from the same file).
-func startServer(t *testing.T, args ...string) (url string, stop, start func()) {
+// startServer runs a redis-server of the test's own on a free port, with
+// an append-only file synced on every write, killed with SIGKILL when
+// stopped (and started again from the same file).
+func startServer(t *testing.T, args ...string) (*sinktest.Server, string) {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("redis-server not found")
-	}
+	bin := sinktest.Binary(t, "redis-server", "/usr/bin")
 	dir := t.TempDir()
-	port := closedPort(t)
-	var cmd *exec.Cmd
-	start = func() {
-		cmd = exec.Command(bin, append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
-			"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", filepath.Join(dir, "log")}, args...)...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-			if err == nil {
-				c.Close()
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("redis-server did not start")
-			}
-			time.Sleep(20 * time.Millisecond) // polling for readiness
-		}
-	}
-	stop = func() {
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-	}
-	start()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			stop()
-		}
+	port := sinktest.FreePort(t)
+	logFile := filepath.Join(dir, "log")
+	srv := sinktest.StartServer(t, sinktest.ServerSpec{
+		Name: "redis-server",
+		Port: port,
+		Command: func() *exec.Cmd {
+			return exec.Command(bin, append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
+				"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", logFile}, args...)...)
+		},
+		Log: logFile,
 	})
-	return fmt.Sprintf("redis://127.0.0.1:%d/0", port), stop, start
+	return srv, fmt.Sprintf("redis://127.0.0.1:%d/0", port)
 }
 
 func TestConformance(t *testing.T) {
 	c := client(t, machineURL)
-	authURL, _, _ := startServer(t, "--requirepass", "right-password")
+	_, authURL := startServer(t, "--requirepass", "right-password")
 	sinktest.Run(t, sinktest.Harness{
 		Healthy: func(t *testing.T) (sinks.Sink, func() [][]byte) {
-			key := "hrtest:" + unique()
+			key := "hrtest:" + sinktest.Unique()
 			t.Cleanup(func() { c.Del(context.Background(), key) })
 			return newSink(t, Config{URL: machineURL, Stream: key}), func() [][]byte { return payloads(t, entries(t, c, key)) }
 		},
@@ -137,7 +95,7 @@ func TestConformance(t *testing.T) {
 				return newSink(t, Config{URL: "redis://:" + secret + "@" + authURL[len("redis://"):], Stream: "s"})
 			}},
 			{Name: "key is not a stream", Permanent: true, New: func(t *testing.T) sinks.Sink {
-				key := "hrtest:" + unique()
+				key := "hrtest:" + sinktest.Unique()
 				c.Set(t.Context(), key, "a string", time.Minute)
 				return newSink(t, Config{URL: machineURL, Stream: key})
 			}},
@@ -145,7 +103,7 @@ func TestConformance(t *testing.T) {
 				return newSink(t, Config{URL: machineURL, Stream: "{{ .nosuchfield }}"})
 			}},
 			{Name: "connection refused", New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{URL: fmt.Sprintf("redis://:%s@127.0.0.1:%d/0", secret, closedPort(t)), Stream: "s"})
+				return newSink(t, Config{URL: fmt.Sprintf("redis://:%s@127.0.0.1:%d/0", secret, sinktest.FreePort(t)), Stream: "s"})
 			}},
 		},
 		Secret: secret,
@@ -156,7 +114,7 @@ func TestConformance(t *testing.T) {
 // on the stream its template gives; max_len trims approximately.
 func TestReadBack(t *testing.T) {
 	c := client(t, machineURL)
-	prefix := "hrtest:" + unique()
+	prefix := "hrtest:" + sinktest.Unique()
 	s := newSink(t, Config{URL: machineURL, Stream: prefix + ":{{ .event }}"})
 	defer s.Close(t.Context())
 	var evs []*sinks.Event
@@ -199,23 +157,16 @@ func TestReadBack(t *testing.T) {
 // stream. (An answer lost with the server may have its entry added twice:
 // Redis has no idempotent XADD; the count of such copies is logged.)
 func TestOutage(t *testing.T) {
-	url, stop, start := startServer(t)
-	key := "hrtest:" + unique()
+	srv, url := startServer(t)
+	key := "hrtest:" + sinktest.Unique()
 	s := newSink(t, Config{URL: url, Stream: key, Timeout: time.Second})
 	defer s.Close(t.Context())
-	evs, _ := sinktest.Outage(t, s, 60, stop, start)
-	seen := map[string]int{}
+	evs, _ := sinktest.Outage(t, s, 60, srv.Stop, srv.Start)
+	var ids []string
 	for _, m := range entries(t, client(t, url), key) {
-		seen[m.Values["id"].(string)]++
+		ids = append(ids, m.Values["id"].(string))
 	}
-	extra := 0
-	for _, ev := range evs {
-		if seen[ev.ID] == 0 {
-			t.Errorf("event %s lost", ev.ID)
-		}
-		extra += max(seen[ev.ID]-1, 0)
-	}
-	t.Logf("%d events, %d extra copies from lost answers", len(evs), extra)
+	sinktest.Arrived(t, evs, ids, false)
 }
 
 func TestValidate(t *testing.T) {
