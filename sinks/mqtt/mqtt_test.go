@@ -52,9 +52,12 @@ func newSubscriber(t *testing.T, addr, prefix string, persist bool) *subscriber 
 	// session that began with it, whatever its expiry.
 	s.connect(!persist)
 	t.Cleanup(func() {
+		// Not under s.mu: Disconnect waits for a message callback, which
+		// takes it.
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.c.Disconnect(&paho.Disconnect{})
+		c := s.c
+		s.mu.Unlock()
+		c.Disconnect(&paho.Disconnect{})
 	})
 	if _, err := s.c.Subscribe(t.Context(), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: prefix + "/#", QoS: 1}}}); err != nil {
 		t.Fatal(err)
@@ -71,7 +74,10 @@ func (s *subscriber) connect(clean bool) {
 	c := paho.NewClient(paho.ClientConfig{Conn: nc, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(pr paho.PublishReceived) (bool, error) {
 			if pr.Packet.Topic == s.prefix+"/barrier" {
-				s.barrier <- string(pr.Packet.Payload)
+				select {
+				case s.barrier <- string(pr.Packet.Payload):
+				default: // a stale copy nobody waits for: never block the client
+				}
 				return true, nil
 			}
 			s.mu.Lock()
@@ -106,7 +112,9 @@ func (s *subscriber) messages() []*paho.Publish {
 	s.mu.Lock()
 	c := s.c
 	s.mu.Unlock()
-	if _, err := c.Publish(context.Background(), &paho.Publish{Topic: s.prefix + "/barrier", QoS: 1, Payload: []byte(mark)}); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: s.prefix + "/barrier", QoS: 1, Payload: []byte(mark)}); err != nil {
 		s.t.Fatal(err)
 	}
 	timeout := time.After(10 * time.Second)
