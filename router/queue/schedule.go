@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"container/heap"
 	"context"
 	"slices"
 	"sort"
@@ -85,7 +86,7 @@ func (s *Scheduler) Push(d *Delivery) {
 		// Seen before (a retry made due at once): it goes back among the due
 		// ones in its acceptance place, ahead of later events.
 		delete(l.inflight, d)
-		l.retried.push(d)
+		heap.Push(&l.retried, d)
 	}
 	l.wake()
 	s.mu.Unlock()
@@ -108,7 +109,7 @@ func (s *Scheduler) Delay(d *Delivery, after time.Duration) {
 		d.seq = s.seq
 	}
 	l.waiting++
-	s.timers.push(timed{at: at, d: d})
+	heap.Push(&s.timers, timed{at: at, d: d})
 	if !s.done && (s.armed.IsZero() || at.Before(s.armed)) {
 		s.armed = at
 		s.timer.Reset(after)
@@ -127,10 +128,10 @@ func (s *Scheduler) fire() {
 		return
 	}
 	for len(s.timers) > 0 && !s.timers[0].at.After(now) {
-		t := s.timers.pop()
+		t := heap.Pop(&s.timers).(timed)
 		l := s.lane(t.d.Sink)
 		l.waiting--
-		l.retried.push(t.d)
+		heap.Push(&l.retried, t.d)
 		l.wake()
 	}
 	if len(s.timers) > 0 {
@@ -260,7 +261,7 @@ func (s *Scheduler) await(ctx context.Context, l *schedLane) error {
 func (l *schedLane) pop() *Delivery {
 	f := l.fresh.peek()
 	if len(l.retried) > 0 && (f == nil || l.retried[0].seq < f.seq) {
-		return l.retried.pop()
+		return heap.Pop(&l.retried).(*Delivery)
 	}
 	if f != nil {
 		return l.fresh.pop()
@@ -451,44 +452,19 @@ func (r *ring) appendTo(out []*Delivery) []*Delivery {
 	return out
 }
 
-// seqHeap is a min-heap of deliveries by acceptance number.
+// seqHeap is a min-heap (container/heap) of deliveries by acceptance
+// number.
 type seqHeap []*Delivery
 
-func (h *seqHeap) push(d *Delivery) {
-	*h = append(*h, d)
+func (h seqHeap) Len() int           { return len(h) }
+func (h seqHeap) Less(i, j int) bool { return h[i].seq < h[j].seq }
+func (h seqHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *seqHeap) Push(x any)        { *h = append(*h, x.(*Delivery)) }
+func (h *seqHeap) Pop() any {
 	a := *h
-	for i := len(a) - 1; i > 0; {
-		p := (i - 1) / 2
-		if a[p].seq <= a[i].seq {
-			break
-		}
-		a[p], a[i] = a[i], a[p]
-		i = p
-	}
-}
-
-func (h *seqHeap) pop() *Delivery {
-	a := *h
-	d := a[0]
-	last := len(a) - 1
-	a[0] = a[last]
-	a[last] = nil
-	a = a[:last]
-	for i := 0; ; {
-		m, l, r := i, 2*i+1, 2*i+2
-		if l < len(a) && a[l].seq < a[m].seq {
-			m = l
-		}
-		if r < len(a) && a[r].seq < a[m].seq {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		a[m], a[i] = a[i], a[m]
-		i = m
-	}
-	*h = a
+	d := a[len(a)-1]
+	a[len(a)-1] = nil
+	*h = a[:len(a)-1]
 	return d
 }
 
@@ -498,51 +474,23 @@ type timed struct {
 	d  *Delivery
 }
 
-// timerHeap is a min-heap of waiting deliveries by due time (then by
-// acceptance, so equal delays keep their order).
+// timerHeap is a min-heap (container/heap) of waiting deliveries by due
+// time, then by acceptance, so that equal delays keep their order.
 type timerHeap []timed
 
-func (h timerHeap) less(i, j int) bool {
+func (h timerHeap) Len() int { return len(h) }
+func (h timerHeap) Less(i, j int) bool {
 	if h[i].at.Equal(h[j].at) {
 		return h[i].d.seq < h[j].d.seq
 	}
 	return h[i].at.Before(h[j].at)
 }
-
-func (h *timerHeap) push(t timed) {
-	*h = append(*h, t)
+func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)   { *h = append(*h, x.(timed)) }
+func (h *timerHeap) Pop() any {
 	a := *h
-	for i := len(a) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !a.less(i, p) {
-			break
-		}
-		a[p], a[i] = a[i], a[p]
-		i = p
-	}
-}
-
-func (h *timerHeap) pop() timed {
-	a := *h
-	t := a[0]
-	last := len(a) - 1
-	a[0] = a[last]
-	a[last] = timed{}
-	a = a[:last]
-	for i := 0; ; {
-		m, l, r := i, 2*i+1, 2*i+2
-		if l < len(a) && a.less(l, m) {
-			m = l
-		}
-		if r < len(a) && a.less(r, m) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		a[m], a[i] = a[i], a[m]
-		i = m
-	}
-	*h = a
+	t := a[len(a)-1]
+	a[len(a)-1] = timed{}
+	*h = a[:len(a)-1]
 	return t
 }

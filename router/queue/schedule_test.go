@@ -64,6 +64,22 @@ func TestSchedulerOrder(t *testing.T) {
 			want: []string{"1", "2", "3"},
 		},
 		{
+			name: "retries given back in any order come back in acceptance order",
+			run: func(s *Scheduler) {
+				var taken []*Delivery
+				for i := range 7 {
+					s.Push(delivery(fmt.Sprint(i), "a"))
+					d, _ := s.Take(context.Background(), "a")
+					taken = append(taken, d)
+				}
+				s.Push(delivery("7", "a"))
+				for _, i := range []int{4, 6, 1, 5, 0, 3, 2} {
+					s.Delay(taken[i], 0)
+				}
+			},
+			want: []string{"0", "1", "2", "3", "4", "5", "6", "7"},
+		},
+		{
 			name: "waiting retry lets later ones pass",
 			run: func(s *Scheduler) {
 				s.Push(delivery("1", "a"))
