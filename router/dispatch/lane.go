@@ -158,13 +158,10 @@ func (l *lane) changedCh() <-chan struct{} {
 func (l *lane) work() {
 	defer l.d.wg.Done()
 	defer l.workers.Done()
-	if l.batch != nil {
-		l.workBatches()
-		return
-	}
-	q := l.d.q
+	var one [1]*queue.Delivery // take's buffer when the lane sends one at a time
+	var evs []*sinks.Event
 	for {
-		dv, err := q.Take(l.takeCtx, l.name)
+		dvs, err := l.take(one[:0])
 		if err != nil {
 			if l.takeCtx.Err() != nil || errors.Is(err, queue.ErrClosed) {
 				return
@@ -176,53 +173,44 @@ func (l *lane) work() {
 			continue
 		}
 		if l.takeCtx.Err() != nil {
-			// Stopped while Take was handing it over: leave it to the next lane.
-			l.giveBack(dv)
-			return
-		}
-		if l.orphan {
-			msg := fmt.Sprintf("sink %q is not in the config", l.name)
-			if l.deadLetter(dv, msg) {
-				l.d.step(dv, journal.DeadLetter, time.Now(), 0, nil, msg)
-			}
-			continue
-		}
-		l.deliver(dv)
-	}
-}
-
-// workBatches is work for a lane whose queue and sink both handle batches.
-func (l *lane) workBatches() {
-	evs := make([]*sinks.Event, 0, maxBatch)
-	for {
-		dvs, err := l.takeBatch()
-		if err != nil {
-			if l.takeCtx.Err() != nil || errors.Is(err, queue.ErrClosed) {
-				return
-			}
-			l.d.log.Error("taking a delivery failed", "sink", l.name, "error", err)
-			if !sleep(l.takeCtx, time.Second) {
-				return
-			}
-			continue
-		}
-		if l.takeCtx.Err() != nil {
-			// Stopped while TakeBatch was handing them over: leave them to the next lane.
+			// Stopped while the queue was handing them over: leave them to
+			// the next lane.
 			for _, dv := range dvs {
 				l.giveBack(dv)
 			}
 			return
 		}
-		if len(dvs) == 1 {
+		switch {
+		case l.orphan:
+			msg := fmt.Sprintf("sink %q is not in the config", l.name)
+			for _, dv := range dvs {
+				if l.deadLetter(dv, msg) {
+					l.d.step(dv, journal.DeadLetter, time.Now(), 0, nil, msg)
+				}
+			}
+		case len(dvs) == 1:
 			l.deliver(dvs[0])
-			continue
+		default:
+			evs = evs[:0]
+			for _, dv := range dvs {
+				evs = append(evs, dv.Event)
+			}
+			l.deliverBatch(dvs, evs)
 		}
-		evs = evs[:0]
-		for _, dv := range dvs {
-			evs = append(evs, dv.Event)
-		}
-		l.deliverBatch(dvs, evs)
 	}
+}
+
+// take waits for the lane's next deliveries: a batch (takeBatch) when the
+// queue and the sink handle batches, else one, appended to buf.
+func (l *lane) take(buf []*queue.Delivery) ([]*queue.Delivery, error) {
+	if l.batch != nil {
+		return l.takeBatch()
+	}
+	dv, err := l.d.q.Take(l.takeCtx, l.name)
+	if err != nil {
+		return nil, err
+	}
+	return append(buf, dv), nil
 }
 
 // takeBatch waits for a due delivery, then gathers the ones due within
