@@ -118,6 +118,11 @@ func isSourceCall(n ast.Node) bool {
 // slots calls f with every child position of n that holds a value, that is
 // every child except the object of a member access (the rest of a chain).
 func slots(n ast.Node, f func(*ast.Node)) {
+	each := func(ns []ast.Node) {
+		for i := range ns {
+			f(&ns[i])
+		}
+	}
 	switch n := n.(type) {
 	case *ast.UnaryNode:
 		f(&n.Node)
@@ -135,13 +140,9 @@ func slots(n ast.Node, f func(*ast.Node)) {
 			f(&n.To)
 		}
 	case *ast.CallNode:
-		for i := range n.Arguments {
-			f(&n.Arguments[i])
-		}
+		each(n.Arguments)
 	case *ast.BuiltinNode:
-		for i := range n.Arguments {
-			f(&n.Arguments[i])
-		}
+		each(n.Arguments)
 	case *ast.PredicateNode:
 		f(&n.Node)
 	case *ast.ConditionalNode:
@@ -152,17 +153,11 @@ func slots(n ast.Node, f func(*ast.Node)) {
 		f(&n.Value)
 		f(&n.Expr)
 	case *ast.SequenceNode:
-		for i := range n.Nodes {
-			f(&n.Nodes[i])
-		}
+		each(n.Nodes)
 	case *ast.ArrayNode:
-		for i := range n.Nodes {
-			f(&n.Nodes[i])
-		}
+		each(n.Nodes)
 	case *ast.MapNode:
-		for i := range n.Pairs {
-			f(&n.Pairs[i])
-		}
+		each(n.Pairs)
 	case *ast.PairNode:
 		f(&n.Key)
 		f(&n.Value)
@@ -213,22 +208,27 @@ var pathError = expr.Function("$pathError", func(params ...any) (any, error) {
 // at them are not payload paths.
 func letVars(n ast.Node) map[string]bool {
 	vars := map[string]bool{}
-	var walk func(ast.Node)
-	walk = func(n ast.Node) {
-		if n == nil {
-			return
-		}
+	inspect(n, func(n ast.Node) bool {
 		if v, ok := n.(*ast.VariableDeclaratorNode); ok {
 			vars[v.Name] = true
 		}
-		switch m := n.(type) {
-		case *ast.MemberNode:
-			walk(m.Node)
-		case *ast.ChainNode:
-			walk(m.Node)
-		}
-		slots(n, func(s *ast.Node) { walk(*s) })
-	}
-	walk(n)
+		return true
+	})
 	return vars
+}
+
+// inspect calls visit for n and then, while visit returns true, for the
+// nodes below n: the object of a member access and every slot, not a call's
+// callee.
+func inspect(n ast.Node, visit func(ast.Node) bool) {
+	if n == nil || !visit(n) {
+		return
+	}
+	switch m := n.(type) {
+	case *ast.MemberNode:
+		inspect(m.Node, visit)
+	case *ast.ChainNode:
+		inspect(m.Node, visit)
+	}
+	slots(n, func(s *ast.Node) { inspect(*s, visit) })
 }

@@ -258,28 +258,22 @@ func suggest(name string, known []string) string {
 // our functions nor an expr built-in.
 func unknownFunction(n ast.Node, vars map[string]bool) error {
 	var err error
-	var walk func(ast.Node)
-	walk = func(n ast.Node) {
-		if n == nil || err != nil {
-			return
+	inspect(n, func(n ast.Node) bool {
+		if err != nil {
+			return false
 		}
-		if c, ok := n.(*ast.CallNode); ok {
-			if id, ok := c.Callee.(*ast.IdentifierNode); ok && !funcNames[id.Value] && !vars[id.Value] {
-				if _, isBuiltin := builtin.Index[id.Value]; !isBuiltin {
-					known := append(slices.Collect(maps.Keys(funcNames)), builtin.Names...)
-					err = fmt.Errorf("unknown function %s()%s", id.Value, suggest(id.Value, known))
-					return
-				}
+		c, ok := n.(*ast.CallNode)
+		if !ok {
+			return true
+		}
+		if id, ok := c.Callee.(*ast.IdentifierNode); ok && !funcNames[id.Value] && !vars[id.Value] {
+			if _, isBuiltin := builtin.Index[id.Value]; !isBuiltin {
+				known := append(slices.Collect(maps.Keys(funcNames)), builtin.Names...)
+				err = fmt.Errorf("unknown function %s()%s", id.Value, suggest(id.Value, known))
+				return false
 			}
 		}
-		switch m := n.(type) {
-		case *ast.MemberNode:
-			walk(m.Node)
-		case *ast.ChainNode:
-			walk(m.Node)
-		}
-		slots(n, func(s *ast.Node) { walk(*s) })
-	}
-	walk(n)
+		return true
+	})
 	return err
 }
