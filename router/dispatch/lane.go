@@ -332,15 +332,24 @@ func (l *lane) finish(dv *queue.Delivery, err error, start time.Time) {
 		dv.Attempts++
 		dv.LastError = err.Error()
 		l.noteFailure(dv, err)
+		sent := sentAs(dv)
 		state := journal.DeadLetter
 		if !l.deadLetter(dv, dv.LastError) {
 			state = journal.Retrying
 		}
-		l.d.step(dv, state, start, time.Since(start), err, "")
+		l.d.step(sent, state, start, time.Since(start), err, "")
 	default:
 		took := time.Since(start)
-		l.d.step(dv, l.retryable(dv, err), start, took, err, "")
+		sent := sentAs(dv)
+		l.d.step(sent, l.retryable(dv, err), start, took, err, "")
 	}
+}
+
+// sentAs is what the journal's step says of dv, taken before dv goes back
+// to the queue: another worker may then take it at once, and the queue give
+// it another Event (the disk queue drops the body while it waits).
+func sentAs(dv *queue.Delivery) *queue.Delivery {
+	return &queue.Delivery{Event: dv.Event, Sink: dv.Sink}
 }
 
 // awaitBreaker waits until the breaker may let a request through: until the
