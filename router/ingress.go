@@ -99,6 +99,24 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 	r.accept(ctx, rt, src, body)
 }
 
+// acquire returns the runtime in force, counted as in use until release.
+// The second load makes the count reliable: once a reload has swapped the
+// pointer, a request either counted itself on the old runtime before the
+// swap (and the reload waits for it) or takes the new one.
+func (r *Router) acquire() *Runtime {
+	for {
+		rt := r.rt.Load()
+		rt.users.Add(1)
+		if r.rt.Load() == rt {
+			return rt
+		}
+		rt.users.Add(-1)
+	}
+}
+
+// release ends a use of rt begun by acquire.
+func (rt *Runtime) release() { rt.users.Add(-1) }
+
 // accept runs the pipeline for an authenticated request. The order matters:
 // the key is claimed before matching so that two concurrent copies route
 // once, and committed only after the event is queued, so that a failed
@@ -124,7 +142,7 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 	if err != nil {
 		r.ruleLog.warn(r.log, "dedup_key", "dedup key expression failed; default key used", "source", src.name, "error", err)
 	}
-	storeKey := src.name + "\x00" + key
+	storeKey := dedupStoreKey(src.name, key)
 	ttl := time.Duration(src.ttl)
 	// The event id is also the request's claim token: unique per request,
 	// so a store call the client library repeats finds its own claim.
@@ -230,61 +248,6 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 	src.m.latency.Observe(time.Since(start).Seconds())
 	ctx.Response.Header.Set(headerEventID, id)
 	ok(ctx)
-}
-
-// claim claims key for the request whose token is given, bounded by
-// dedup.timeout. A claim that failed or timed out may still be applied by
-// the store later (Redis runs a command it had read before it stalled), so
-// it is released in the background, answering at once: the sender's retry
-// must find the key free, not claimed by a request that already answered.
-func (r *Router) claim(key, token string) (bool, error) {
-	c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
-	claimed, err := r.dedup.Claim(c, key, token)
-	cancel()
-	if err != nil && !errors.Is(err, dedup.ErrInFlightFailed) && !errors.Is(err, dedup.ErrCopyInFlight) {
-		r.releaseLater(key, token)
-	}
-	return claimed, err
-}
-
-// releaseGiveUp bounds releaseLater: the store drops an unreleased claim
-// after its claim timeout anyway.
-const releaseGiveUp = dedup.DefaultClaimTimeout
-
-// releaseLater releases token's claim on key in the background, trying again
-// until the store answers, the claim has expired anyway, or shutdown. A
-// release sent after the store answers again is applied after the stalled
-// claim it undoes.
-func (r *Router) releaseLater(key, token string) {
-	r.bg.Go(func() {
-		giveUp := time.Now().Add(releaseGiveUp)
-		delay := 50 * time.Millisecond
-		for {
-			c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
-			err := r.dedup.Release(c, key, token)
-			cancel()
-			if err == nil || errors.Is(err, dedup.ErrClosed) || time.Now().After(giveUp) {
-				return
-			}
-			select {
-			case <-r.quit:
-				return
-			case <-time.After(delay):
-			}
-			delay = min(2*delay, time.Second)
-		}
-	})
-}
-
-func (r *Router) releaseKey(key, token string) {
-	// Release with a fresh context: the request's may be done, and a key left
-	// claimed would make the sender's retry wait for a request that is gone.
-	c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
-	defer cancel()
-	if err := r.dedup.Release(c, key, token); err != nil {
-		r.metrics.DedupStoreErrors.Inc()
-		r.storeLog.warn(r.log, "dedup", "dedup release failed", "error", err)
-	}
 }
 
 func ok(ctx *fasthttp.RequestCtx) {

@@ -58,19 +58,9 @@ func (r *Router) openJournal(f *config.File) error {
 // Journal returns the event journal, nil when it is off.
 func (r *Router) Journal() *journal.Journal { return r.journal }
 
-// ruleNames lists rt's rule names in order, for the journal's verdicts; the
-// slice is shared by every event journaled under rt.
-func ruleNames(set *rules.Set) []string {
-	names := make([]string, len(set.Rules))
-	for i, rule := range set.Rules {
-		names[i] = rule.Name
-	}
-	return names
-}
-
 // journalAccepted records an event answered 200 and routed (to no sink if
 // it is unrouted). body is not copied: it must stay as it is.
-// storeKey is the dedup store's key (source NUL key).
+// storeKey is the dedup store's key (dedupStoreKey).
 func (r *Router) journalAccepted(rt *Runtime, src *source, id string, at time.Time, in *rules.Input, key, storeKey string, res *rules.Result, to []string, body []byte) {
 	if r.journal == nil {
 		return
@@ -147,7 +137,7 @@ func (k *recentKeys) shard(key string) *recentShard {
 	return &k.shards[maphash.String(k.seed, key)%uint64(len(k.shards))]
 }
 
-// put remembers id under sk, the dedup store's key (source NUL key).
+// put remembers id under sk, the dedup store's key (dedupStoreKey).
 func (k *recentKeys) put(sk, id string) {
 	s := k.shard(sk)
 	s.mu.Lock()

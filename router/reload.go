@@ -14,6 +14,7 @@ import (
 
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/dispatch"
+	"github.com/hookrouter/hookrouter/sinks"
 )
 
 // reloadState is what /health and the metrics say about reloads.
@@ -66,15 +67,16 @@ func (r *Router) Reload(trigger string) error {
 		return nil
 	}
 	var rt *Runtime
+	var pending []string
 	if err == nil {
+		// The runtime describes what the process really does: the
+		// restart-only settings keep their running values.
+		pending = restartOnly(cur.File, f)
+		keepRestartOnly(f, cur.File)
+		// New and changed sinks open their destinations now: a reload
+		// that cannot work is refused, the running config kept.
 		var problems config.Problems
-		rt, problems = Build(f, cur, r.log, r.opts.Version)
-		if problems == nil {
-			// New and changed sinks open their destinations now: a
-			// reload that cannot work is refused, the running config kept.
-			problems = rt.provision(r.stopCtx, cur)
-		}
-		if problems != nil {
+		if rt, problems = r.newRuntime(f, cur); problems != nil {
 			err = problems
 		}
 	}
@@ -92,12 +94,9 @@ func (r *Router) Reload(trigger string) error {
 		return err
 	}
 
-	pending := restartOnly(cur.File, f)
 	for _, p := range pending {
 		r.log.Warn("config change needs a restart; running value kept", "setting", p)
 	}
-	keepRestartOnly(f, cur.File)
-	rt.Generation = cur.Generation + 1
 	// The order keeps every delivery owned by a lane, so none is taken for a
 	// leftover of an old config and dead-lettered. The new rules' sinks get
 	// their lanes before those rules route anything; the sinks only the old
@@ -160,24 +159,6 @@ func mergeTargets(next, prev map[string]dispatch.Target) map[string]dispatch.Tar
 	}
 	return next
 }
-
-// acquire returns the runtime in force, counted as in use until release.
-// The second load makes the count reliable: once a reload has swapped the
-// pointer, a request either counted itself on the old runtime before the
-// swap (and the reload waits for it) or takes the new one.
-func (r *Router) acquire() *Runtime {
-	for {
-		rt := r.rt.Load()
-		rt.users.Add(1)
-		if r.rt.Load() == rt {
-			return rt
-		}
-		rt.users.Add(-1)
-	}
-}
-
-// release ends a use of rt begun by acquire.
-func (rt *Runtime) release() { rt.users.Add(-1) }
 
 // maxRequestWait bounds how long a reload waits for the requests of the
 // config it replaced: a request only waits on the dedup store and the
@@ -422,7 +403,7 @@ func (r *Router) ReopenFiles() {
 		r.log.Error("reopen failed", "file", r.deadLetters.Path(), "error", err)
 	}
 	for name, s := range r.rt.Load().Sinks {
-		if ro, ok := s.Sink.(interface{ Reopen() error }); ok {
+		if ro, ok := s.Sink.(sinks.Reopener); ok {
 			if err := ro.Reopen(); err != nil {
 				r.log.Error("reopen failed", "sink", name, "error", err)
 			}

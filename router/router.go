@@ -9,14 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/hookrouter/hookrouter/router/config"
@@ -29,6 +27,7 @@ import (
 	"github.com/hookrouter/hookrouter/router/queue/disk"
 	"github.com/hookrouter/hookrouter/router/queue/natsq"
 	"github.com/hookrouter/hookrouter/router/tlscert"
+	"github.com/hookrouter/hookrouter/sinks"
 )
 
 // Options are the process-level settings of a Router.
@@ -127,71 +126,66 @@ func New(f *config.File, opts Options) (*Router, error) {
 		r.opts.JournalOptions.Log = r.log
 	}
 	r.stopCtx, r.cancelStop = context.WithCancel(context.Background())
-	rt, problems := Build(f, nil, r.log, opts.Version)
-	if problems == nil {
-		problems = rt.provision(r.stopCtx, nil)
-	}
+	rt, problems := r.newRuntime(f, nil)
 	if problems != nil {
 		return nil, problems
 	}
+	// What New opened is closed again, last first, when a later step fails.
+	var opened []func()
+	fail := func(err error) (*Router, error) {
+		for i := len(opened) - 1; i >= 0; i-- {
+			opened[i]()
+		}
+		return nil, err
+	}
+	opened = append(opened, func() {
+		if r.dispatcher == nil { // else it closes the sinks
+			rt.closeNew(nil)
+		}
+	})
 	if err := os.MkdirAll(f.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data_dir %q: %w", f.DataDir, err)
+		return fail(fmt.Errorf("data_dir %q: %w", f.DataDir, err))
 	}
 	var err error
 	if r.deadLetters, err = dispatch.OpenDeadLetters(filepath.Join(f.DataDir, "dead-letter.jsonl")); err != nil {
-		return nil, err
+		return fail(err)
 	}
+	opened = append(opened, func() { r.deadLetters.Close() })
 	if r.replayed, err = dispatch.OpenReplayed(filepath.Join(f.DataDir, replayedFile)); err != nil {
-		r.deadLetters.Close()
-		return nil, err
+		return fail(err)
 	}
+	opened = append(opened, func() { r.replayed.Close() })
 	r.dedupTimeout = f.Dedup.Timeout.Std()
 	if r.dedup, err = openDedup(f, opts.DedupOptions); err != nil {
-		r.deadLetters.Close()
-		r.replayed.Close()
-		return nil, err
+		return fail(err)
 	}
+	opened = append(opened, func() { r.dedup.Close() })
 	if err := r.openJournal(f); err != nil {
-		r.dedup.Close()
-		r.deadLetters.Close()
-		return nil, err
+		return fail(err)
 	}
+	opened = append(opened, func() { r.closeJournal(context.Background()) })
 	if r.queue, err = openQueue(f, r.log, opts.NatsOptions); err != nil {
-		r.closeJournal(context.Background())
-		r.dedup.Close()
-		r.deadLetters.Close()
-		r.replayed.Close()
-		return nil, err
+		return fail(err)
 	}
+	opened = append(opened, func() { r.queue.Close() })
 	if f.TLS.Enabled() {
 		if r.certs, err = tlscert.New(f.TLS, r.log); err != nil {
-			r.closeJournal(context.Background())
-			r.queue.Close()
-			r.dedup.Close()
-			r.deadLetters.Close()
-			r.replayed.Close()
-			return nil, err
+			return fail(err)
 		}
+		opened = append(opened, r.certs.Close)
 	}
 	if err := r.seedDedup(); err != nil {
 		r.log.Warn("could not load the dedup keys the queue kept", "error", err)
 	}
-	rt.Generation = 1
 	r.install(rt)
 	r.dispatcher = dispatch.New(r.queue, r.deadLetters, r.metrics, r.log)
 	if r.journal != nil {
 		r.dispatcher.SetJournal(r.journal)
 	}
 	r.dispatcher.Apply(rt.targets())
+	opened = append(opened, func() { r.dispatcher.Close(context.Background()) })
 	if r.console, err = r.newConsole(); err != nil {
-		r.certs.Close()
-		r.dispatcher.Close(context.Background())
-		r.closeJournal(context.Background())
-		r.queue.Close()
-		r.dedup.Close()
-		r.deadLetters.Close()
-		r.replayed.Close()
-		return nil, err
+		return fail(err)
 	}
 	return r, nil
 }
@@ -218,7 +212,7 @@ func openDedup(f *config.File, opts []dedup.Option) (dedup.Store, error) {
 		defer cancel()
 		if err := s.Ping(ctx); err != nil {
 			s.Close()
-			return nil, fmt.Errorf("dedup redis_url %s: %w", redactURL(f.Dedup.RedisURL), err)
+			return nil, fmt.Errorf("dedup redis_url %s: %w", sinks.RedactURL(f.Dedup.RedisURL), err)
 		}
 		return s, nil
 	default:
@@ -245,15 +239,6 @@ func (r *Router) seedDedup() error {
 	return err
 }
 
-// redactURL hides the password of a service URL in errors.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable url)"
-	}
-	return u.Redacted()
-}
-
 func openQueue(f *config.File, log *slog.Logger, natsOpts []natsq.Option) (queue.Queue, error) {
 	switch f.Queue.Backend {
 	case "memory":
@@ -276,25 +261,22 @@ func openQueue(f *config.File, log *slog.Logger, natsOpts []natsq.Option) (queue
 	}
 }
 
-// install makes rt the runtime in force. Metric handles are resolved here,
-// once per config, so the hot path does no label lookups.
+// newRuntime builds f's runtime for this router: its metric handles
+// resolved, the sinks that prev (nil at start) does not have provisioned.
+// The runtime is complete before it is put in force.
+func (r *Router) newRuntime(f *config.File, prev *Runtime) (*Runtime, config.Problems) {
+	rt, problems := build(f, prev, r.log, r.opts.Version, r.metrics)
+	if problems == nil {
+		problems = rt.provision(r.stopCtx, prev)
+	}
+	if problems != nil {
+		return nil, problems
+	}
+	return rt, nil
+}
+
+// install puts rt in force.
 func (r *Router) install(rt *Runtime) {
-	for _, s := range rt.sources {
-		s.m = sourceMetrics{
-			received:  r.metrics.EventsReceived.WithLabelValues(s.name),
-			accepted:  r.metrics.EventsAccepted.WithLabelValues(s.name),
-			duplicate: r.metrics.EventsDuplicate.WithLabelValues(s.name),
-			unrouted:  r.metrics.EventsUnrouted.WithLabelValues(s.name),
-			latency:   r.metrics.IngressSeconds.WithLabelValues(s.name),
-		}
-	}
-	rt.ruleNames = ruleNames(rt.Rules)
-	rt.ruleMatch = make([]prometheus.Counter, len(rt.Rules.Rules))
-	rt.ruleError = make([]prometheus.Counter, len(rt.Rules.Rules))
-	for i, rule := range rt.Rules.Rules {
-		rt.ruleMatch[i] = r.metrics.RuleMatches.WithLabelValues(rule.Name, fmt.Sprint(rule.Shadow))
-		rt.ruleError[i] = r.metrics.RuleErrors.WithLabelValues(rule.Name)
-	}
 	r.metrics.ConfigGeneration.Set(float64(rt.Generation))
 	r.metrics.ConfigLastReloadSuccess.SetToCurrentTime()
 	r.rt.Store(rt)
@@ -558,12 +540,6 @@ func (r *Router) drain(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
-}
-
-// sourceMetrics are one source's counters, resolved once per config.
-type sourceMetrics struct {
-	received, accepted, duplicate, unrouted prometheus.Counter
-	latency                                 prometheus.Observer
 }
 
 // limitedLog logs a repeating failure when it starts and then at most once

@@ -6,9 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
-	"regexp"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,14 +16,16 @@ import (
 	"github.com/hookrouter/hookrouter/router/auth"
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/dispatch"
+	"github.com/hookrouter/hookrouter/router/metrics"
 	"github.com/hookrouter/hookrouter/router/rules"
 	"github.com/hookrouter/hookrouter/router/rules/check"
 	"github.com/hookrouter/hookrouter/sinks"
 )
 
 // Runtime is one compiled config: everything ingress and dispatch need,
-// built and checked before it is put in force, and never modified after.
-// A reload builds a new Runtime and swaps a pointer.
+// built, checked and provisioned before it is put in force, and never
+// modified after (but for its count of users). A reload builds a new
+// Runtime and swaps a pointer.
 type Runtime struct {
 	File       *config.File
 	Generation uint64
@@ -35,9 +35,10 @@ type Runtime struct {
 
 	sources map[string]*source // by path
 	trusted []netip.Prefix     // trusted_proxies
-	// Counters by rule index, set by Router.install.
+	// Counters by rule index, resolved by build for a router's runtime.
 	ruleMatch, ruleError []prometheus.Counter
-	// ruleNames are the rules' names in order, for the journal (install).
+	// ruleNames are the rules' names in order, shared by every event the
+	// journal records under this runtime.
 	ruleNames []string
 	// users counts the requests running with this runtime (Router.acquire).
 	users atomic.Int64
@@ -66,13 +67,41 @@ type source struct {
 	m       sourceMetrics
 }
 
+// sourceMetrics are one source's counters, resolved once per runtime so that
+// the hot path does no label lookups.
+type sourceMetrics struct {
+	received, accepted, duplicate, unrouted prometheus.Counter
+	latency                                 prometheus.Observer
+}
+
+func newSourceMetrics(m *metrics.Metrics, name string) sourceMetrics {
+	return sourceMetrics{
+		received:  m.EventsReceived.WithLabelValues(name),
+		accepted:  m.EventsAccepted.WithLabelValues(name),
+		duplicate: m.EventsDuplicate.WithLabelValues(name),
+		unrouted:  m.EventsUnrouted.WithLabelValues(name),
+		latency:   m.IngressSeconds.WithLabelValues(name),
+	}
+}
+
 // Build compiles f into a Runtime. Every problem is reported, positioned in
 // f's file. Sinks whose config is unchanged from prev are reused (prev may be
 // nil). Build does no I/O: sinks open files and connections on first use, so
-// validate and test may call it freely.
+// validate and test may call it freely. Its Runtime counts nothing: it is for
+// validating and dry runs; a Router builds the runtimes it serves with
+// Router.newRuntime.
 func Build(f *config.File, prev *Runtime, log *slog.Logger, version string) (*Runtime, config.Problems) {
+	return build(f, prev, log, version, nil)
+}
+
+// build is Build, with the runtime's metric handles resolved in m when m is
+// not nil. The Generation is one more than prev's (1 without prev).
+func build(f *config.File, prev *Runtime, log *slog.Logger, version string, m *metrics.Metrics) (*Runtime, config.Problems) {
 	set, problems := rules.Compile(f)
-	rt := &Runtime{File: f, Rules: set, Sinks: map[string]*Sink{}, sources: map[string]*source{}}
+	rt := &Runtime{File: f, Generation: 1, Rules: set, Sinks: map[string]*Sink{}, sources: map[string]*source{}}
+	if prev != nil {
+		rt.Generation = prev.Generation + 1
+	}
 	for i, s := range f.Sources {
 		v, err := auth.New(s.Auth)
 		if err != nil {
@@ -80,6 +109,9 @@ func Build(f *config.File, prev *Runtime, log *slog.Logger, version string) (*Ru
 			continue
 		}
 		src := &source{name: s.Name, maxBody: int(s.MaxBodyBytes), verifier: v, ttl: int64(s.Dedup.TTL)}
+		if m != nil {
+			src.m = newSourceMetrics(m, s.Name)
+		}
 		for _, c := range s.AllowIPs {
 			p, _ := config.ParsePrefix(c) // checked by config
 			src.allow = append(src.allow, p)
@@ -112,13 +144,22 @@ func Build(f *config.File, prev *Runtime, log *slog.Logger, version string) (*Ru
 			rt.Sinks[name] = &Sink{Name: name, Type: c.Type, Sink: s, Config: *c}
 		}
 	}
-	for i := range problems {
-		problems[i].Msg = exprPosition(problems[i].Msg)
-	}
 	problems = append(problems, typeProblems(f, problems)...)
 	if len(problems) > 0 {
 		problems.Sort()
 		return nil, problems
+	}
+	rt.ruleNames = make([]string, len(set.Rules))
+	for i, rule := range set.Rules {
+		rt.ruleNames[i] = rule.Name
+	}
+	if m != nil {
+		rt.ruleMatch = make([]prometheus.Counter, len(set.Rules))
+		rt.ruleError = make([]prometheus.Counter, len(set.Rules))
+		for i, rule := range set.Rules {
+			rt.ruleMatch[i] = m.RuleMatches.WithLabelValues(rule.Name, fmt.Sprint(rule.Shadow))
+			rt.ruleError[i] = m.RuleErrors.WithLabelValues(rule.Name)
+		}
 	}
 	return rt, nil
 }
@@ -176,31 +217,6 @@ func (rt *Runtime) closeNew(prev *Runtime) {
 			_ = s.Sink.Close(ctx)
 		}
 	}
-}
-
-// exprAt matches the "(LINE:COL)" that expr puts at the end of its errors.
-var exprAt = regexp.MustCompile(` \((\d+):(\d+)\)$`)
-
-// exprWording rewrites expr's messages that read oddly in a config problem.
-var exprWording = strings.NewReplacer(
-	"expected bool, but got ", "must return bool, but returns ",
-	"unexpected token EOF", "unexpected end",
-)
-
-// exprPosition spells out expr's "(1:14)": in a problem that already has a
-// file position, a bare pair reads as a second, contradictory one. It also
-// rewords the messages of exprWording.
-func exprPosition(msg string) string {
-	m := exprAt.FindStringSubmatchIndex(msg)
-	if m == nil {
-		return exprWording.Replace(msg)
-	}
-	line, col := msg[m[2]:m[3]], msg[m[4]:m[5]]
-	head := exprWording.Replace(strings.TrimRight(msg[:m[0]], " "))
-	if line == "1" {
-		return head + " (at column " + col + " of the expression)"
-	}
-	return head + " (at line " + line + ", column " + col + " of the expression)"
 }
 
 // targets is what the dispatcher needs of the runtime's sinks.

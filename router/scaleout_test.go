@@ -293,7 +293,7 @@ func TestScaleOutStartupUnreachable(t *testing.T) {
 			name: "redis",
 			cfg: baseConfig("{backend: memory}", sinkYAML, rules) +
 				"dedup: {store: redis, redis_url: 'redis://hookrouter:hunter2@" + closed + "/0'}\n",
-			want: "dedup redis_url redis://hookrouter:xxxxx@" + closed + "/0: ",
+			want: "dedup redis_url redis://REDACTED@" + closed + "/0: ",
 		},
 		{
 			name: "nats",

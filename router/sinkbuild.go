@@ -3,8 +3,6 @@ package router
 import (
 	"errors"
 	"log/slog"
-	"regexp"
-	"strings"
 
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/sinks"
@@ -23,7 +21,9 @@ func buildSink(f *config.File, name string, c *config.Sink, log *slog.Logger, ve
 	return s, nil
 }
 
-// sinkProblem places a Build error at its field, when it names one.
+// sinkProblem places a Build or Provision error at its field, when it names
+// one. The sink's message is used as it is: its packages make it fit a
+// config problem (render's for templates and expressions).
 func sinkProblem(f *config.File, name string, err error) config.Problem {
 	path := "sinks." + name
 	msg := err.Error()
@@ -31,24 +31,5 @@ func sinkProblem(f *config.File, name string, err error) config.Problem {
 	if errors.As(err, &fe) && fe.Field != "" {
 		path, msg = path+"."+fe.Field, fe.Msg
 	}
-	return f.Problemf(path, "%s", problemMessage(msg))
-}
-
-// templateError matches text/template's parse errors, "template: NAME:LINE:
-// MSG" (a column may follow the line).
-var templateError = regexp.MustCompile(`^template: [^:]+:(\d+):(?:\d+:)? (.*)$`)
-
-// problemMessage makes a constructor's message fit a config problem: one
-// line (expr's errors add the source and a caret, which the position in the
-// file replaces), and a template error without text/template's internal
-// template name.
-func problemMessage(msg string) string {
-	msg, _, _ = strings.Cut(msg, "\n")
-	if m := templateError.FindStringSubmatch(msg); m != nil {
-		msg = "template does not parse: " + m[2]
-		if m[1] != "1" {
-			msg += " (line " + m[1] + " of the template)"
-		}
-	}
-	return msg
+	return f.Problemf(path, "%s", msg)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/hookrouter/hookrouter/router/config"
+	"github.com/hookrouter/hookrouter/sinks/render"
 )
 
 // Rule is one compiled rule.
@@ -234,17 +235,9 @@ func compile(src string, opts ...expr.Option) (*vm.Program, error) {
 	return expr.Compile(src, opts...)
 }
 
-// exprError flattens expr's multi-line error (message, source line, caret)
-// into one line: a config problem is one line.
-func exprError(err error) string {
-	msg := err.Error()
-	for i := 0; i < len(msg); i++ {
-		if msg[i] == '\n' {
-			return msg[:i]
-		}
-	}
-	return msg
-}
+// exprError is a compile error of a rule or a dedup key as the message of a
+// config problem (see render.ExprError).
+func exprError(err error) string { return render.ExprError(err).Error() }
 
 // suggest returns ` (did you mean "x"?)` for the closest known name, if close.
 func suggest(name string, known []string) string {

@@ -25,10 +25,11 @@ type Body struct {
 }
 
 // CompileBody compiles the expression src once, for any number of renders.
+// Its error is one line for a config problem (see ExprError).
 func CompileBody(src string) (*Body, error) {
 	program, err := expr.Compile(src, expr.Env(map[string]any{}), expr.AllowUndefinedVariables())
 	if err != nil {
-		return nil, err
+		return nil, ExprError(err)
 	}
 	b := &Body{program: program}
 	b.vms.New = func() any { return new(vm.VM) }

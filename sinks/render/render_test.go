@@ -119,8 +119,10 @@ func TestTemplateErrors(t *testing.T) {
 				if err == nil {
 					t.Fatal("parse succeeded")
 				}
-				if !strings.Contains(err.Error(), "text") {
-					t.Errorf("error %q does not name the template", err)
+				// The config problem's path names the field: the message
+				// does not repeat text/template's "template: text:1:".
+				if msg := err.Error(); !strings.HasPrefix(msg, "template does not parse: ") || strings.Contains(msg, "template: text:") {
+					t.Errorf("error %q is not one line for a config problem", err)
 				}
 				return
 			}
@@ -312,5 +314,31 @@ func BenchmarkTemplateExecute(b *testing.B) {
 		if _, err := tmpl.Execute(p); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestErrorsFitAConfigProblem: parse and compile errors are one line, with
+// expr's "(LINE:COL)" and text/template's line spelled out, since the config
+// problem they become already gives a file position.
+func TestErrorsFitAConfigProblem(t *testing.T) {
+	body := func(src string) error { _, err := CompileBody(src); return err }
+	tmpl := func(src string) error { _, err := ParseTemplate("text", src); return err }
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"expr, line 1", body(`{"a": }`), `unexpected token Bracket("}") (at column 7 of the expression)`},
+		{"expr, line 2", body("{\n\"a\": }"), `unexpected token Bracket("}") (at line 2, column 6 of the expression)`},
+		{"expr, end", body(`{"a": `), `unexpected end (at column 6 of the expression)`},
+		{"template, line 1", tmpl("{{ .a "), "template does not parse: unclosed action"},
+		{"template, line 2", tmpl("a\n{{ shout .a }}"), `template does not parse: function "shout" not defined (line 2 of the template)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.err == nil || tc.err.Error() != tc.want {
+				t.Errorf("error %v, want %q", tc.err, tc.want)
+			}
+		})
 	}
 }

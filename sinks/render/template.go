@@ -42,7 +42,8 @@ type Template struct {
 }
 
 // ParseTemplate parses src as the template called name (a field name such as
-// "text" or "headers.X-Api-Key", which then appears in errors).
+// "text" or "headers.X-Api-Key"). Its error is one line for a config problem
+// placed at that field: "template does not parse: …".
 func ParseTemplate(name, src string) (*Template, error) {
 	return parseTemplate(name, src, funcs)
 }
@@ -67,7 +68,7 @@ func parseTemplate(name, src string, fm template.FuncMap) (*Template, error) {
 	}
 	t, err := template.New(name).Funcs(fm).Parse(src)
 	if err != nil {
-		return nil, err
+		return nil, templateError(name, err)
 	}
 	for _, tt := range t.Templates() {
 		if tt.Tree != nil && tt.Tree.Root != nil {
