@@ -77,6 +77,32 @@ func newTestRedis(t testing.TB, opts ...Option) *Redis {
 	return r
 }
 
+// shortTTL is a TTL a test waits out. Both stores expire committed keys on
+// the wall clock (Redis, and ristretto inside the memory store), so it is
+// real time; it is long enough that a loaded machine checks the key still
+// remembered before it expires.
+const shortTTL = 500 * time.Millisecond
+
+// awaitExpiry polls until key, committed with shortTTL, can be claimed again
+// (that claim is the caller's), failing if it is still remembered after 5s.
+func awaitExpiry(t *testing.T, s Store, key string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ok, err := s.Claim(t.Context(), key, "t")
+		if err != nil {
+			t.Fatalf("Claim(%q): %v", key, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q still remembered 5s after its commit with ttl %v", key, shortTTL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func mustClaim(t *testing.T, s Store, key string, want bool) {
 	t.Helper()
 	got, err := s.Claim(t.Context(), key, "t")
@@ -353,16 +379,14 @@ func TestReleaseAndCommitSemantics(t *testing.T) {
 				}},
 				{"ttl expiry frees the key", func(t *testing.T, s Store) {
 					mustClaim(t, s, "k", true)
-					mustCommit(t, s, "k", 80*time.Millisecond)
+					mustCommit(t, s, "k", shortTTL)
 					mustClaim(t, s, "k", false)
-					time.Sleep(150 * time.Millisecond)
-					mustClaim(t, s, "k", true)
+					awaitExpiry(t, s, "k")
 				}},
 				{"recommit after expiry remembers again", func(t *testing.T, s Store) {
 					mustClaim(t, s, "k", true)
-					mustCommit(t, s, "k", 50*time.Millisecond)
-					time.Sleep(100 * time.Millisecond)
-					mustClaim(t, s, "k", true)
+					mustCommit(t, s, "k", shortTTL)
+					awaitExpiry(t, s, "k")
 					mustCommit(t, s, "k", time.Hour)
 					mustClaim(t, s, "k", false)
 				}},
