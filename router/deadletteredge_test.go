@@ -35,8 +35,8 @@ func readRecords(t *testing.T, path string) []dispatch.Record {
 // Replaying the same file twice (and again after a restart) re-queues each
 // record once.
 func TestDeadLetterFileLifecycle(t *testing.T) {
-	d := newDest(t)
-	d.set(400) // permanent: dead-lettered at once
+	d := newCapture(t)
+	d.setStatus(400) // permanent: dead-lettered at once
 	s := startServer(t, oneSink(d, "workers: 1", "{backend: disk}"))
 	path := filepath.Join(s.dir, "data", "dead-letter.jsonl")
 	deadLetter := func(id string, want int) {
@@ -98,11 +98,11 @@ func TestDeadLetterFileLifecycle(t *testing.T) {
 	if len(all) != 4 {
 		t.Fatalf("%d records in the two files, want 4", len(all))
 	}
-	d.set(200)
+	d.setStatus(200)
 	if a := s.adminPost("/-/replay", file); a.status != 200 || a.body != `{"requeued":4,"skipped":0}` {
 		t.Fatalf("first replay: %d %s", a.status, a.body)
 	}
-	waitFor(t, 5*time.Second, "4 replayed deliveries", func() bool { return d.gotCount() == 4 })
+	waitFor(t, 5*time.Second, "4 replayed deliveries", func() bool { return d.count() == 4 })
 	a := s.adminPost("/-/replay", file)
 	if a.status != 200 || !strings.HasPrefix(a.body, `{"requeued":0,"skipped":4,`) || !strings.Contains(a.body, "already replayed") {
 		t.Fatalf("second replay of the same file: %d %s, want every record skipped as already replayed", a.status, a.body)
@@ -111,7 +111,7 @@ func TestDeadLetterFileLifecycle(t *testing.T) {
 	if a := s.adminPost("/-/replay", file); !strings.HasPrefix(a.body, `{"requeued":0,"skipped":4,`) {
 		t.Fatalf("replay after a restart: %d %s, want every record skipped", a.status, a.body)
 	}
-	time.Sleep(100 * time.Millisecond) // a late second delivery would show here
+	s.settle() // nothing owed: no late second delivery can come
 	got := map[string]int{}
 	for _, a := range d.got() {
 		got[a.id]++

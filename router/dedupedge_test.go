@@ -1,7 +1,6 @@
 package router
 
 import (
-	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -16,25 +15,6 @@ type sentEvent struct {
 	duplicate bool
 	took      time.Duration
 	err       error
-}
-
-// deliveredMessages counts the deliveries dest received per message id.
-func deliveredMessages(t *testing.T, dest *capture) map[string]int {
-	t.Helper()
-	bodies, _ := dest.snapshot()
-	got := map[string]int{}
-	for _, b := range bodies {
-		var p struct {
-			Message struct {
-				ID string `json:"id"`
-			} `json:"message"`
-		}
-		if err := json.Unmarshal(b, &p); err != nil {
-			t.Fatalf("delivered body %q: %v", b, err)
-		}
-		got[p.Message.ID]++
-	}
-	return got
 }
 
 // dedupTimeoutTest is the dedup.timeout of the stalled-store tests: shorter
@@ -143,7 +123,7 @@ func TestStalledRedisNeverTurnsNewIntoDuplicate(t *testing.T) {
 	}
 	want += len(refused)
 	waitFor(t, 20*time.Second, "every accepted event delivered", func() bool { return dest.count() >= want })
-	got := deliveredMessages(t, dest)
+	got := dest.messages()
 	for _, a := range answers {
 		if a.status == 200 && got[a.msgID] == 0 {
 			t.Errorf("%s answered 200 but never delivered", a.msgID)
@@ -181,7 +161,7 @@ func postCopies(s *server, id string, n int) []sentEvent {
 func TestConcurrentCopiesWaitForFirst(t *testing.T) {
 	for _, store := range []string{"memory", "redis"} {
 		t.Run(store, func(t *testing.T) {
-			dest := newDest(t)
+			dest := newCapture(t)
 			dest.holdRequests()
 			dedupCfg := "dedup: {store: memory, timeout: 1s}\n"
 			if store == "redis" {
@@ -211,7 +191,7 @@ func TestConcurrentCopiesWaitForFirst(t *testing.T) {
 			}
 
 			dest.release()
-			waitFor(t, 10*time.Second, "queue drained", func() bool { return dest.gotCount() == filled })
+			waitFor(t, 10*time.Second, "queue drained", func() bool { return dest.count() == filled })
 			for round := range 5 {
 				id := fmt.Sprint("refused-", round)
 				fresh, dups := 0, 0
@@ -229,7 +209,7 @@ func TestConcurrentCopiesWaitForFirst(t *testing.T) {
 					t.Errorf("%s: %d copies routed and %d duplicates, want 1 and %d", id, fresh, dups, copies-1)
 				}
 			}
-			waitFor(t, 10*time.Second, "5 more deliveries", func() bool { return dest.gotCount() >= filled+5 })
+			waitFor(t, 10*time.Second, "5 more deliveries", func() bool { return dest.count() >= filled+5 })
 			seen := map[string]int{}
 			for _, a := range dest.got() {
 				seen[string(a.body)]++
@@ -248,7 +228,7 @@ func TestConcurrentCopiesWaitForFirst(t *testing.T) {
 // the memory dedup store, an event re-sent is still a duplicate, whether it
 // was delivered, unrouted or still owed; a new event is not.
 func TestDedupKeysSurviveRestart(t *testing.T) {
-	d := newDest(t)
+	d := newCapture(t)
 	cfg := baseConfig("{backend: disk}",
 		fmt.Sprintf("  hook: {type: http, url: %q, retry: {max_attempts: 1000, initial_backoff: 5ms, max_backoff: 10ms}, breaker: {failures: 3, open_for: 100ms}}", d.URL),
 		"  - {name: routed, when: 'message?.id != \"unrouted\"', to: [hook]}")
@@ -258,8 +238,8 @@ func TestDedupKeysSurviveRestart(t *testing.T) {
 			t.Fatalf("post %s: %d duplicate=%v", id, a.status, isDuplicate(a))
 		}
 	}
-	waitFor(t, 5*time.Second, "2 deliveries", func() bool { return d.gotCount() == 2 })
-	d.set(503)
+	waitFor(t, 5*time.Second, "2 deliveries", func() bool { return d.count() == 2 })
+	d.setStatus(503)
 	if a := s.post("/webhook", message("owed")); a.status != 200 {
 		t.Fatalf("post owed: %d", a.status)
 	}
@@ -274,6 +254,6 @@ func TestDedupKeysSurviveRestart(t *testing.T) {
 	if a := s.post("/webhook", message("new-after-restart")); a.status != 200 || isDuplicate(a) {
 		t.Errorf("new event after restart: %d duplicate=%v", a.status, isDuplicate(a))
 	}
-	d.set(200)
-	waitFor(t, 5*time.Second, "owed and new delivered", func() bool { return d.gotCount() == 4 })
+	d.setStatus(200)
+	waitFor(t, 5*time.Second, "owed and new delivered", func() bool { return d.count() == 4 })
 }

@@ -10,12 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,126 +22,6 @@ import (
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/dispatch"
 )
-
-// dest is a real HTTP destination whose answers a test scripts: a status
-// (or a sequence of them), a delay, or holding requests until released. It
-// records every arrival, and what the 2xx ones carried.
-type dest struct {
-	*httptest.Server
-	mu         sync.Mutex
-	status     int   // answer once script is used up; 0 = 200
-	script     []int // answers for the next requests, in order
-	retryAfter string
-	delay      time.Duration
-	hold       chan struct{} // non-nil: requests wait until it is closed
-	arrivals   []arrival     // every request
-	delivered  []arrival     // requests answered 2xx
-}
-
-type arrival struct {
-	at     time.Time
-	id     string
-	body   []byte
-	status int
-}
-
-func newDest(t *testing.T) *dest {
-	d := &dest{}
-	d.Server = httptest.NewServer(http.HandlerFunc(d.serve))
-	t.Cleanup(func() {
-		d.release()
-		d.Close()
-	})
-	return d
-}
-
-func (d *dest) serve(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	a := arrival{at: time.Now(), id: r.Header.Get("X-Hookrouter-Event-Id"), body: body}
-	d.mu.Lock()
-	a.status = d.status
-	if len(d.script) > 0 {
-		a.status, d.script = d.script[0], d.script[1:]
-	}
-	if a.status == 0 {
-		a.status = 200
-	}
-	hold, delay, retryAfter := d.hold, d.delay, d.retryAfter
-	d.arrivals = append(d.arrivals, a)
-	d.mu.Unlock()
-	if hold != nil {
-		select {
-		case <-hold:
-		case <-r.Context().Done():
-			return
-		}
-		// The answer is the one in force when released.
-		d.mu.Lock()
-		if a.status = d.status; a.status == 0 {
-			a.status = 200
-		}
-		d.arrivals[len(d.arrivals)-1].status = a.status
-		d.mu.Unlock()
-	}
-	if delay > 0 {
-		select {
-		case <-time.After(delay):
-		case <-r.Context().Done():
-			return
-		}
-	}
-	if a.status < 300 {
-		d.mu.Lock()
-		d.delivered = append(d.delivered, a)
-		d.mu.Unlock()
-	}
-	if retryAfter != "" && a.status >= 400 {
-		w.Header().Set("Retry-After", retryAfter)
-	}
-	w.WriteHeader(a.status)
-}
-
-func (d *dest) set(status int) {
-	d.mu.Lock()
-	d.status = status
-	d.mu.Unlock()
-}
-
-// holdRequests makes the next requests wait until release.
-func (d *dest) holdRequests() {
-	d.mu.Lock()
-	if d.hold == nil {
-		d.hold = make(chan struct{})
-	}
-	d.mu.Unlock()
-}
-
-func (d *dest) release() {
-	d.mu.Lock()
-	if d.hold != nil {
-		close(d.hold)
-		d.hold = nil
-	}
-	d.mu.Unlock()
-}
-
-func (d *dest) requests() []arrival {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.arrivals)
-}
-
-func (d *dest) got() []arrival {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.delivered)
-}
-
-func (d *dest) gotCount() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.delivered)
-}
 
 // message is a small channel.message_in payload with its own message id.
 func message(id string) []byte {
@@ -191,7 +69,7 @@ func (s *server) metric(prefix string) string {
 	return ""
 }
 
-func oneSink(d *dest, settings, queue string) string {
+func oneSink(d *capture, settings, queue string) string {
 	return baseConfig(queue, fmt.Sprintf("  hook: {type: http, url: %q, %s}", d.URL, settings),
 		"  - {name: all, when: 'true', to: [hook]}")
 }
@@ -200,8 +78,8 @@ func oneSink(d *dest, settings, queue string) string {
 // → closed: while open, the sink sees at most one probe per open_for and the
 // deliveries wait; once it heals, every one is delivered.
 func TestBreakerCycle(t *testing.T) {
-	d := newDest(t)
-	d.set(503)
+	d := newCapture(t)
+	d.setStatus(503)
 	s := startServer(t, oneSink(d, `workers: 4, timeout: 5s, retry: {max_attempts: 1000, initial_backoff: 5ms, max_backoff: 10ms},
     breaker: {failures: 3, open_for: 300ms}`, "{backend: memory}"))
 	breaker := func() string { return s.health().Sinks["hook"].Breaker }
@@ -218,14 +96,15 @@ func TestBreakerCycle(t *testing.T) {
 	if m := s.metric(`hookrouter_breaker_state{sink="hook"}`); !strings.HasSuffix(m, " 2") {
 		t.Errorf("metric while open: %q", m)
 	}
-	// Requests that were in flight when it opened end; then only probes.
-	time.Sleep(50 * time.Millisecond)
-	start := len(d.requests())
-	time.Sleep(1100 * time.Millisecond)
-	reqs := d.requests()[start:]
-	if len(reqs) < 2 || len(reqs) > 4 {
-		t.Errorf("%d requests in 1.1s with open_for 300ms; want 2 to 4 probes", len(reqs))
+	// While open, only probes, each open_for after the last one failed. A
+	// request sent just before it opened may still arrive in the first
+	// half of the first open period: count from after it.
+	since := time.Now().Add(150 * time.Millisecond)
+	probes := func() []arrival {
+		return slices.DeleteFunc(d.requests(), func(a arrival) bool { return a.at.Before(since) })
 	}
+	waitFor(t, 5*time.Second, "3 probes", func() bool { return len(probes()) >= 3 })
+	reqs := probes()
 	for i := 1; i < len(reqs); i++ {
 		if gap := reqs[i].at.Sub(reqs[i-1].at); gap < 250*time.Millisecond {
 			t.Errorf("probes %v apart, want about open_for (300ms)", gap)
@@ -237,19 +116,21 @@ func TestBreakerCycle(t *testing.T) {
 
 	// The next probe hangs: the breaker is half-open while it is out.
 	d.holdRequests()
-	d.set(200)
+	d.setStatus(200)
 	waitFor(t, 2*time.Second, "breaker half-open", func() bool { return breaker() == "half-open" })
 	if m := s.metric(`hookrouter_breaker_state{sink="hook"}`); !strings.HasSuffix(m, " 1") {
 		t.Errorf("metric while half-open: %q", m)
 	}
 	before := len(d.requests())
+	// A window for a wrong request to show up in: nothing signals a request
+	// that is (rightly) not sent.
 	time.Sleep(100 * time.Millisecond)
 	if extra := len(d.requests()) - before; extra != 0 {
 		t.Errorf("%d requests sent while the half-open probe was out", extra)
 	}
 	d.release()
-	waitFor(t, 5*time.Second, "all delivered", func() bool { return d.gotCount() >= n })
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, 5*time.Second, "all delivered", func() bool { return d.count() >= n })
+	s.settle()
 	got := d.got()
 	ids := map[string]bool{}
 	for _, a := range got {
@@ -276,15 +157,15 @@ func TestBreakerCycle(t *testing.T) {
 // request; replaying the file once the sink is fixed delivers the event with
 // its original id.
 func TestPermanentErrorDeadLetterAndReplay(t *testing.T) {
-	d := newDest(t)
-	d.set(400)
+	d := newCapture(t)
+	d.setStatus(400)
 	s := startServer(t, oneSink(d, fastRetry, "{backend: memory}"))
 	payload := payloadFile(t, "channel.message_in.json")
 	if a := s.post("/webhook", payload); a.status != 200 {
 		t.Fatalf("post: %d %s", a.status, a.body)
 	}
 	waitFor(t, 5*time.Second, "dead letter", func() bool { return len(s.deadLetters()) == 1 })
-	time.Sleep(50 * time.Millisecond)
+	s.settle()
 	if n := len(d.requests()); n != 1 {
 		t.Errorf("%d requests for a 400, want 1 (permanent: no retry)", n)
 	}
@@ -309,13 +190,13 @@ func TestPermanentErrorDeadLetterAndReplay(t *testing.T) {
 		return strings.HasSuffix(s.metric(`hookrouter_dead_letters_total{sink="hook"}`), " 1")
 	})
 
-	d.set(200)
+	d.setStatus(200)
 	file, _ := os.ReadFile(filepath.Join(s.dir, "data", "dead-letter.jsonl"))
 	a := s.adminPost("/-/replay", file)
 	if a.status != 200 || a.body != `{"requeued":1,"skipped":0}` {
 		t.Fatalf("replay: %d %s", a.status, a.body)
 	}
-	waitFor(t, 5*time.Second, "replayed delivery", func() bool { return d.gotCount() == 1 })
+	waitFor(t, 5*time.Second, "replayed delivery", func() bool { return d.count() == 1 })
 	got := d.got()[0]
 	if got.id != rec.EventID {
 		t.Errorf("replayed with X-Hookrouter-Event-Id %q, want the original %q", got.id, rec.EventID)
@@ -350,8 +231,8 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 // max_attempts times, then dead-lettered with its last error; a 429's
 // Retry-After is waited out even when the backoff is shorter.
 func TestRetryExhaustedAndRetryAfter(t *testing.T) {
-	down, slow := newDest(t), newDest(t)
-	down.set(503)
+	down, slow := newCapture(t), newCapture(t)
+	down.setStatus(503)
 	slow.script, slow.retryAfter = []int{429}, "1"
 	settings := `retry: {max_attempts: 3, initial_backoff: 10ms, max_backoff: 20ms}, breaker: {failures: 100}`
 	s := startServer(t, baseConfig("{backend: memory}", fmt.Sprintf(`  down: {type: http, url: %q, %s}
@@ -373,7 +254,7 @@ func TestRetryExhaustedAndRetryAfter(t *testing.T) {
 		t.Errorf("%d requests to the 503 sink, want max_attempts = 3", n)
 	}
 
-	waitFor(t, 5*time.Second, "delivery after 429", func() bool { return slow.gotCount() == 1 })
+	waitFor(t, 5*time.Second, "delivery after 429", func() bool { return slow.count() == 1 })
 	reqs := slow.requests()
 	if len(reqs) != 2 || reqs[0].status != 429 {
 		t.Fatalf("requests to the 429 sink: %+v", reqs)
@@ -390,7 +271,7 @@ func TestRetryExhaustedAndRetryAfter(t *testing.T) {
 // answers 503 with Retry-After and releases the dedup key, so the sender's
 // retry after the queue drains is accepted and delivered.
 func TestQueueFull(t *testing.T) {
-	d := newDest(t)
+	d := newCapture(t)
 	d.holdRequests()
 	s := startServer(t, oneSink(d, "workers: 1, timeout: 10s", "{backend: memory, max_bytes: 2KiB}"))
 	var accepted []string
@@ -420,12 +301,12 @@ func TestQueueFull(t *testing.T) {
 	}
 
 	d.release()
-	waitFor(t, 5*time.Second, "queue drained", func() bool { return d.gotCount() == len(accepted) })
+	waitFor(t, 5*time.Second, "queue drained", func() bool { return d.count() == len(accepted) })
 	a := s.post("/webhook", message(refused))
 	if a.status != 200 || a.header.Get("X-Hookrouter-Duplicate") != "" {
 		t.Fatalf("sender's retry after the queue drained: %d %s duplicate=%q", a.status, a.body, a.header.Get("X-Hookrouter-Duplicate"))
 	}
-	waitFor(t, 5*time.Second, "retried event delivered", func() bool { return d.gotCount() == len(accepted)+1 })
+	waitFor(t, 5*time.Second, "retried event delivered", func() bool { return d.count() == len(accepted)+1 })
 	if last := d.got()[len(accepted)]; !bytes.Equal(last.body, message(refused)) {
 		t.Errorf("last delivery %s", last.body)
 	}
@@ -438,7 +319,7 @@ func TestQueueFull(t *testing.T) {
 // TestDeadSinkDoesNotSlowHealthy: while one sink hangs on every request,
 // another sink of the same events gets them at once.
 func TestDeadSinkDoesNotSlowHealthy(t *testing.T) {
-	dead, ok := newDest(t), newDest(t)
+	dead, ok := newCapture(t), newCapture(t)
 	dead.holdRequests()
 	s := startServer(t, baseConfig("{backend: memory}", fmt.Sprintf(`  dead: {type: http, url: %q, timeout: 5s}
   ok: {type: http, url: %q}`, dead.URL, ok.URL), "  - {name: all, when: 'true', to: [dead, ok]}"))
@@ -455,9 +336,8 @@ func TestDeadSinkDoesNotSlowHealthy(t *testing.T) {
 			t.Errorf("post %d took %v", i, took)
 		}
 		sent[string(body)] = start
-		time.Sleep(5 * time.Millisecond)
 	}
-	waitFor(t, 5*time.Second, "healthy deliveries", func() bool { return ok.gotCount() == n })
+	waitFor(t, 5*time.Second, "healthy deliveries", func() bool { return ok.count() == n })
 	var worst time.Duration
 	for _, a := range ok.got() {
 		worst = max(worst, a.at.Sub(sent[string(a.body)]))
@@ -476,7 +356,7 @@ func TestDeadSinkDoesNotSlowHealthy(t *testing.T) {
 // TestShutdownDrainsWorkingSink: with the memory queue, Shutdown delivers
 // what is queued for a working sink before it returns.
 func TestShutdownDrainsWorkingSink(t *testing.T) {
-	d := newDest(t)
+	d := newCapture(t)
 	d.delay = 20 * time.Millisecond
 	s := startServer(t, oneSink(d, "workers: 1", "{backend: memory}"))
 	const n = 20
@@ -485,7 +365,7 @@ func TestShutdownDrainsWorkingSink(t *testing.T) {
 			t.Fatal(a.status)
 		}
 	}
-	if d.gotCount() == n {
+	if d.count() == n {
 		t.Fatal("everything delivered before shutdown: the test shows nothing")
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -495,7 +375,7 @@ func TestShutdownDrainsWorkingSink(t *testing.T) {
 	}
 	<-s.done
 	s.r = nil
-	if got := d.gotCount(); got != n {
+	if got := d.count(); got != n {
 		t.Errorf("%d of %d delivered by shutdown", got, n)
 	}
 	if recs := s.deadLetters(); len(recs) != 0 {
@@ -553,7 +433,7 @@ func TestShutdownDeadLettersWhatIsLeft(t *testing.T) {
 // shuts down is answered 503 with Retry-After, and new connections are
 // refused once the listener is closed.
 func TestShutdownRefusesNewEvents(t *testing.T) {
-	d := newDest(t)
+	d := newCapture(t)
 	s := startServer(t, oneSink(d, "", "{backend: memory}"))
 	addr := strings.TrimPrefix(s.url, "http://")
 	// A request whose body is not all sent yet keeps its connection active,
@@ -563,10 +443,14 @@ func TestShutdownRefusesNewEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	// The connection is accepted (fresh: no byte yet), then its request
+	// starts (active): Shutdown waits for it instead of closing it as a
+	// silent one.
+	waitFor(t, 2*time.Second, "the connection accepted", func() bool { return s.r.freshN.Load() == 1 })
 	body := message("late")
 	fmt.Fprintf(conn, "POST /webhook HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
 		testSecret, len(body), body[:10])
-	time.Sleep(100 * time.Millisecond) // the server has read the headers
+	waitFor(t, 2*time.Second, "the request started", func() bool { return s.r.freshN.Load() == 0 })
 
 	stopped := make(chan error, 1)
 	go func() {
@@ -599,7 +483,7 @@ func TestShutdownRefusesNewEvents(t *testing.T) {
 	}
 	<-s.done
 	s.r = nil
-	if d.gotCount() != 0 || len(d.requests()) != 0 {
+	if d.count() != 0 || len(d.requests()) != 0 {
 		t.Errorf("an event refused during shutdown was delivered")
 	}
 }
@@ -619,7 +503,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 	for _, backend := range []string{"memory", "disk"} {
 		t.Run(backend, func(t *testing.T) {
-			d, slk := newDest(t), newDest(t)
+			d, slk := newCapture(t), newCapture(t)
 			s := startServer(t, baseConfig("{backend: "+backend+"}", fmt.Sprintf(`  hook: {type: http, url: %q, %s}
   chat: {type: slack, webhook_url: %q, text: "{{ .event }}"}
   archive: {type: file, path: DATA/events.jsonl}
@@ -631,7 +515,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 					t.Fatal(a.status)
 				}
 			}
-			waitFor(t, 5*time.Second, "deliveries", func() bool { return d.gotCount() == 5 && slk.gotCount() == 5 })
+			waitFor(t, 5*time.Second, "deliveries", func() bool { return d.count() == 5 && slk.count() == 5 })
 			s.get("/health")
 			s.adminGet("/metrics")
 			s.stop()
@@ -655,7 +539,7 @@ func TestDiskQueueRouting(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "deliveries", func() bool { return crm.count() == 4 && ops.count() == 3 })
-	time.Sleep(50 * time.Millisecond)
+	s.settle()
 	if crm.count() != 4 || ops.count() != 3 {
 		t.Errorf("crm %d ops %d, want 4 and 3", crm.count(), ops.count())
 	}
@@ -668,8 +552,8 @@ func TestDiskQueueRouting(t *testing.T) {
 // stops are delivered, with their original ids, by the next router on the
 // same data_dir once the sink heals; their dedup keys are still known.
 func TestDiskQueueRestart(t *testing.T) {
-	d := newDest(t)
-	d.set(503)
+	d := newCapture(t)
+	d.setStatus(503)
 	s := startServer(t, oneSink(d, "retry: {max_attempts: 100, initial_backoff: 5ms, max_backoff: 10ms}, breaker: {failures: 3, open_for: 100ms}",
 		"{backend: disk}"))
 	const n = 3
@@ -690,14 +574,14 @@ func TestDiskQueueRestart(t *testing.T) {
 		t.Fatalf("%d dead letters at shutdown of a disk queue", len(recs))
 	}
 
-	d.set(200)
+	d.setStatus(200)
 	s.restart()
 	// Keys of owed events are re-claimed before the router serves.
 	if a := s.post("/webhook", message("m0")); a.header.Get("X-Hookrouter-Duplicate") != "true" {
 		t.Errorf("owed event re-sent after restart: %d duplicate=%q", a.status, a.header.Get("X-Hookrouter-Duplicate"))
 	}
-	waitFor(t, 5*time.Second, "owed deliveries after restart", func() bool { return d.gotCount() == n })
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, 5*time.Second, "owed deliveries after restart", func() bool { return d.count() == n })
+	s.settle()
 	got := d.got()
 	bodies := map[string]bool{}
 	for _, a := range got {
@@ -715,7 +599,7 @@ func TestDiskQueueRestart(t *testing.T) {
 // (a client's spare one, a load balancer's TCP check) neither holds up
 // Shutdown nor eats the time left for deliveries.
 func TestShutdownSilentConnection(t *testing.T) {
-	d := newDest(t)
+	d := newCapture(t)
 	d.delay = 300 * time.Millisecond
 	s := startServer(t, oneSink(d, "workers: 1", "{backend: memory}"))
 	if a := s.post("/webhook", message("m1")); a.status != 200 {
@@ -726,7 +610,7 @@ func TestShutdownSilentConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, 2*time.Second, "the silent connection accepted", func() bool { return s.r.freshN.Load() == 1 })
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -738,7 +622,7 @@ func TestShutdownSilentConnection(t *testing.T) {
 	}
 	<-s.done
 	s.r = nil
-	if d.gotCount() != 1 {
+	if d.count() != 1 {
 		t.Errorf("queued delivery not made before shutdown returned")
 	}
 	conn.SetReadDeadline(time.Now().Add(time.Second))

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,61 +24,173 @@ import (
 
 const testSecret = "s3cret-for-tests"
 
-// capture is a real HTTP destination that records what it receives and can
-// be told to fail.
+// capture is a real HTTP destination that records every request and what
+// the 2xx ones carried. A test scripts its answers: a status (or a sequence of
+// them), a Retry-After, a delay, or holding requests until released. It is
+// the one recording sink of the router tests.
 type capture struct {
 	*httptest.Server
-	mu       sync.Mutex
-	bodies   [][]byte
-	ids      []string
-	headers  []http.Header
-	status   int // answer; 0 = 200
-	requests int
+	mu         sync.Mutex
+	status     int   // answer once script is used up; 0 = 200
+	script     []int // answers for the next requests, in order
+	retryAfter string
+	delay      time.Duration
+	hold       chan struct{}  // non-nil: requests wait until it is closed
+	arrivals   []arrival      // every request
+	delivered  []arrival      // requests answered 2xx
+	byMessage  map[string]int // message.id of the payload → deliveries answered 2xx
 }
 
+// arrival is one request a capture received.
+type arrival struct {
+	at     time.Time
+	id     string // X-Hookrouter-Event-Id
+	body   []byte
+	header http.Header
+	status int // what it was answered
+}
+
+// newCapture starts a capture that answers 200; script, retryAfter and
+// delay may be set before the first request.
 func newCapture(t *testing.T) *capture {
-	c := &capture{}
-	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		c.mu.Lock()
-		c.requests++
-		status := c.status
-		if status == 0 || status == 200 {
-			c.bodies = append(c.bodies, body)
-			c.ids = append(c.ids, r.Header.Get("X-Hookrouter-Event-Id"))
-			c.headers = append(c.headers, r.Header.Clone())
-		}
-		c.mu.Unlock()
-		if status != 0 {
-			w.WriteHeader(status)
-		}
-	}))
-	t.Cleanup(c.Close)
+	c := &capture{byMessage: map[string]int{}}
+	c.Server = httptest.NewServer(http.HandlerFunc(c.serve))
+	t.Cleanup(func() {
+		c.release() // a held request would block Close
+		c.Close()
+	})
 	return c
 }
 
+func (c *capture) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	a := arrival{at: time.Now(), id: r.Header.Get("X-Hookrouter-Event-Id"), body: body, header: r.Header.Clone()}
+	c.mu.Lock()
+	a.status = c.status
+	if len(c.script) > 0 {
+		a.status, c.script = c.script[0], c.script[1:]
+	}
+	if a.status == 0 {
+		a.status = 200
+	}
+	hold, delay, retryAfter := c.hold, c.delay, c.retryAfter
+	c.arrivals = append(c.arrivals, a)
+	n := len(c.arrivals) - 1
+	c.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+		// The answer is the one in force when released.
+		c.mu.Lock()
+		if a.status = c.status; a.status == 0 {
+			a.status = 200
+		}
+		c.arrivals[n].status = a.status
+		c.mu.Unlock()
+	}
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if a.status < 300 {
+		var p struct {
+			Message struct {
+				ID string `json:"id"`
+			} `json:"message"`
+		}
+		_ = json.Unmarshal(body, &p)
+		c.mu.Lock()
+		c.delivered = append(c.delivered, a)
+		c.byMessage[p.Message.ID]++
+		c.mu.Unlock()
+	}
+	if retryAfter != "" && a.status >= 400 {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	w.WriteHeader(a.status)
+}
+
+// setStatus sets the answer to the next requests (and to held ones when
+// released); 0 is 200.
 func (c *capture) setStatus(s int) {
 	c.mu.Lock()
 	c.status = s
 	c.mu.Unlock()
 }
 
+// holdRequests makes the next requests wait until release.
+func (c *capture) holdRequests() {
+	c.mu.Lock()
+	if c.hold == nil {
+		c.hold = make(chan struct{})
+	}
+	c.mu.Unlock()
+}
+
+func (c *capture) release() {
+	c.mu.Lock()
+	if c.hold != nil {
+		close(c.hold)
+		c.hold = nil
+	}
+	c.mu.Unlock()
+}
+
+// count is the number of deliveries answered 2xx.
 func (c *capture) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.bodies)
+	return len(c.delivered)
 }
 
+// requestCount is the number of requests, whatever their answer.
 func (c *capture) requestCount() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.requests
+	return len(c.arrivals)
 }
 
-func (c *capture) snapshot() (bodies [][]byte, ids []string) {
+// deliveries is the number of 2xx deliveries of the payload whose
+// message.id is id.
+func (c *capture) deliveries(id string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([][]byte(nil), c.bodies...), append([]string(nil), c.ids...)
+	return c.byMessage[id]
+}
+
+// messages counts the 2xx deliveries per message.id of the payload.
+func (c *capture) messages() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.byMessage)
+}
+
+// requests returns every request so far.
+func (c *capture) requests() []arrival {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.arrivals)
+}
+
+// got returns the deliveries answered 2xx so far.
+func (c *capture) got() []arrival {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.delivered)
+}
+
+// snapshot returns the bodies and event ids of the 2xx deliveries so far.
+func (c *capture) snapshot() (bodies [][]byte, ids []string) {
+	for _, a := range c.got() {
+		bodies, ids = append(bodies, a.body), append(ids, a.id)
+	}
+	return bodies, ids
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -238,6 +352,30 @@ func (s *server) health() Health {
 		s.t.Fatalf("health: %v: %s", err, a.body)
 	}
 	return h
+}
+
+// settle waits until no delivery is owed to any sink: none due, waiting for a
+// retry or in flight (/health's depth). A capture records a delivery before it
+// answers, so after settle what the captures hold is final: a wrong extra
+// delivery would already show, and none can come later.
+func (s *server) settle() {
+	s.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		owed := map[string]int{}
+		for name, h := range s.health().Sinks {
+			if h.Depth != 0 {
+				owed[name] = h.Depth
+			}
+		}
+		if len(owed) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("deliveries still owed after 10s: %v", owed)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func payloadFile(t testing.TB, name string) []byte {

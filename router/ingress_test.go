@@ -156,23 +156,22 @@ func TestRoutingSamplePayloads(t *testing.T) {
 		t.Fatalf("load test: %d", a.status)
 	}
 	waitFor(t, 5*time.Second, "deliveries", func() bool { return crm.count() == 4 && ops.count() == 3 })
-	time.Sleep(50 * time.Millisecond)
+	s.settle()
 	if crm.count() != 4 || ops.count() != 3 {
 		t.Fatalf("crm %d ops %d", crm.count(), ops.count())
 	}
 	got := map[string][]string{}
 	for sink, c := range map[string]*capture{"crm": crm, "ops": ops} {
-		bodies, ids := c.snapshot()
-		for i, b := range bodies {
+		for _, a := range c.got() {
 			for name := range want {
-				if bytes.Equal(b, payloadFile(t, name)) {
+				if bytes.Equal(a.body, payloadFile(t, name)) {
 					got[name] = append(got[name], sink)
 				}
 			}
-			if len(ids[i]) != 32 {
-				t.Errorf("%s: X-Hookrouter-Event-Id = %q", sink, ids[i])
+			if len(a.id) != 32 {
+				t.Errorf("%s: X-Hookrouter-Event-Id = %q", sink, a.id)
 			}
-			if ua := c.headers[i].Get("User-Agent"); ua != "hookrouter/test" {
+			if ua := a.header.Get("User-Agent"); ua != "hookrouter/test" {
 				t.Errorf("User-Agent = %q", ua)
 			}
 		}
@@ -212,7 +211,7 @@ func TestDedupConcurrent(t *testing.T) {
 	close(start)
 	wg.Wait()
 	waitFor(t, 5*time.Second, "one delivery", func() bool { return crm.count() >= 1 })
-	time.Sleep(100 * time.Millisecond)
+	s.settle()
 	if crm.count() != 1 || dups != 39 {
 		t.Errorf("delivered %d times, %d duplicates answered; want 1 and 39", crm.count(), dups)
 	}
@@ -258,7 +257,7 @@ func TestDedupVolume(t *testing.T) {
 	run(2) // each event twice at the same moment
 	run(1) // then all of them again
 	waitFor(t, 30*time.Second, "10,000 deliveries", func() bool { return crm.count() >= n })
-	time.Sleep(200 * time.Millisecond)
+	s.settle()
 	bodies, ids := crm.snapshot()
 	seen := map[string]int{}
 	for _, b := range bodies {

@@ -11,7 +11,7 @@ import (
 // validate does; a typo is rejected with its position and the running
 // config stays in force.
 func TestReloadTypeChecks(t *testing.T) {
-	a := newRecorder(t, 0)
+	a := newCapture(t)
 	dir := t.TempDir()
 	config := func(when string) string {
 		cfg := baseConfig("{backend: memory}", reloadSink("a", a, ""), "  - name: wa\n    when: '"+when+"'\n    to: [a]\n")

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,61 +36,6 @@ const reloadRetry = `retry: {max_attempts: 100, initial_backoff: 5ms, max_backof
 // maxReloadLatency is the bar of the issue: routing changes within a
 // second of the save.
 const maxReloadLatency = time.Second
-
-// recorder is a real HTTP destination counting deliveries per message id.
-type recorder struct {
-	*httptest.Server
-	delay time.Duration
-
-	mu       sync.Mutex
-	got      map[string]int // message id → deliveries answered 200
-	status   int            // answer; 0 = 200
-	requests int
-}
-
-func newRecorder(t *testing.T, delay time.Duration) *recorder {
-	d := &recorder{delay: delay, got: map[string]int{}}
-	d.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var p struct {
-			Message struct {
-				ID string `json:"id"`
-			} `json:"message"`
-		}
-		body, _ := io.ReadAll(r.Body)
-		_ = json.Unmarshal(body, &p)
-		time.Sleep(d.delay)
-		d.mu.Lock()
-		d.requests++
-		status := d.status
-		if status == 0 {
-			d.got[p.Message.ID]++
-		}
-		d.mu.Unlock()
-		if status != 0 {
-			w.WriteHeader(status)
-		}
-	}))
-	t.Cleanup(d.Close)
-	return d
-}
-
-func (d *recorder) setStatus(s int) {
-	d.mu.Lock()
-	d.status = s
-	d.mu.Unlock()
-}
-
-func (d *recorder) requestCount() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.requests
-}
-
-func (d *recorder) count(id string) int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.got[id]
-}
 
 // logBuffer keeps a router's log for assertions.
 type logBuffer struct {
@@ -273,7 +217,7 @@ type routing func(gen uint64, n int) []string
 // generations in force during its request, and fails if any did not, or
 // reached a sink more than once. A sink may have several destinations (its
 // URL changed): they count as one.
-func checkDelivered(t *testing.T, events []sent, sinks map[string][]*recorder, want routing) {
+func checkDelivered(t *testing.T, s *server, events []sent, sinks map[string][]*capture, want routing) {
 	t.Helper()
 	gens := map[uint64]int{}
 	for _, ev := range events {
@@ -292,8 +236,8 @@ func checkDelivered(t *testing.T, events []sent, sinks map[string][]*recorder, w
 		time.Sleep(20 * time.Millisecond)
 	}
 	if len(problems) == 0 {
-		// A late second copy would show now.
-		time.Sleep(50 * time.Millisecond)
+		// Nothing owed: a late second copy would show now.
+		s.settle()
 		problems = routingProblems(events, sinks, want)
 	}
 	for i, p := range problems {
@@ -305,7 +249,7 @@ func checkDelivered(t *testing.T, events []sent, sinks map[string][]*recorder, w
 	}
 }
 
-func routingProblems(events []sent, sinks map[string][]*recorder, want routing) []string {
+func routingProblems(events []sent, sinks map[string][]*capture, want routing) []string {
 	names := make([]string, 0, len(sinks))
 	for name := range sinks {
 		names = append(names, name)
@@ -317,7 +261,7 @@ func routingProblems(events []sent, sinks map[string][]*recorder, want routing) 
 		for _, name := range names {
 			c := 0
 			for _, d := range sinks[name] {
-				c += d.count(ev.id)
+				c += d.deliveries(ev.id)
 			}
 			if c > 1 {
 				out = append(out, fmt.Sprintf("%s delivered %d times to %s", ev.id, c, name))
@@ -450,13 +394,13 @@ func configMapSetup(t *testing.T, dir, content string) string {
 
 // Configs.
 
-func reloadSink(name string, d *recorder, extra string) string {
+func reloadSink(name string, d *capture, extra string) string {
 	return fmt.Sprintf("  %s: {type: http, url: %q, %s%s}\n", name, d.URL, reloadRetry, extra)
 }
 
 // parityConfig sends even events to a and odd ones to b, or the reverse
 // when swapped: the rules' conditions are what changes.
-func parityConfig(dataDir, queue string, a, b *recorder, swapped bool, extraSinks, extraRules string) string {
+func parityConfig(dataDir, queue string, a, b *capture, swapped bool, extraSinks, extraRules string) string {
 	toA, toB := `p == "even"`, `p == "odd"`
 	if swapped {
 		toA, toB = toB, toA
@@ -531,7 +475,7 @@ func TestReloadTriggers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := newRecorder(t, 0), newRecorder(t, 0)
+			a, b := newCapture(t), newCapture(t)
 			dir := t.TempDir()
 			data := filepath.Join(dir, "data")
 			v1 := parityConfig(data, tc.queue, a, b, false, "", "")
@@ -576,7 +520,7 @@ func TestReloadTriggers(t *testing.T) {
 			reloadTo(t, s, 3, func() { tc.save(t, s, dir, path, v1) })
 			tr.more(20)
 			events := tr.halt()
-			checkDelivered(t, events, map[string][]*recorder{"a": {a}, "b": {b}},
+			checkDelivered(t, s, events, map[string][]*capture{"a": {a}, "b": {b}},
 				parityRouting(func(gen uint64) bool { return gen == 2 }))
 			if h := s.health(); h.ConfigGeneration != 3 || h.LastReloadError != "" {
 				t.Errorf("health: generation %d, last_reload_error %q; want 3, none", h.ConfigGeneration, h.LastReloadError)
@@ -595,7 +539,7 @@ var problemLine = regexp.MustCompile(`rules\.yaml:\d+:\d+: `)
 // broken one changes nothing and is reported (log, /health, metrics, POST
 // /-/reload); the fixed one applies.
 func TestReloadInvalidThenFixed(t *testing.T) {
-	a, b := newRecorder(t, 0), newRecorder(t, 0)
+	a, b := newCapture(t), newCapture(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	v1 := parityConfig(data, "{backend: memory}", a, b, false, "", "")
@@ -671,7 +615,7 @@ func TestReloadInvalidThenFixed(t *testing.T) {
 	tr.more(20)
 
 	events := tr.halt()
-	checkDelivered(t, events, map[string][]*recorder{"a": {a}, "b": {b}},
+	checkDelivered(t, s, events, map[string][]*capture{"a": {a}, "b": {b}},
 		parityRouting(func(gen uint64) bool { return gen == 2 }))
 }
 
@@ -679,9 +623,10 @@ func TestReloadInvalidThenFixed(t *testing.T) {
 // removed sink's destination is slow, so that deliveries are queued for it
 // when it goes: they must still reach it.
 func TestReloadSinks(t *testing.T) {
-	a1, a2 := newRecorder(t, 0), newRecorder(t, 0)
-	b, c := newRecorder(t, 0), newRecorder(t, 0)
-	slow := newRecorder(t, 15*time.Millisecond)
+	a1, a2 := newCapture(t), newCapture(t)
+	b, c := newCapture(t), newCapture(t)
+	slow := newCapture(t)
+	slow.delay = 15 * time.Millisecond
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	q := "{backend: memory}"
@@ -711,7 +656,7 @@ func TestReloadSinks(t *testing.T) {
 	tr.more(40)
 	events := tr.halt()
 
-	checkDelivered(t, events, map[string][]*recorder{"a": {a1, a2}, "b": {b}, "slow": {slow}, "c": {c}},
+	checkDelivered(t, s, events, map[string][]*capture{"a": {a1, a2}, "b": {b}, "slow": {slow}, "c": {c}},
 		func(gen uint64, n int) []string {
 			switch {
 			case n%2 == 0:
@@ -727,7 +672,7 @@ func TestReloadSinks(t *testing.T) {
 	for _, ev := range events {
 		if ev.from >= 2 && ev.n%2 == 0 {
 			newURL++
-			if a1.count(ev.id) != 0 {
+			if a1.deliveries(ev.id) != 0 {
 				t.Errorf("%s accepted in generation %d went to a's old URL", ev.id, ev.from)
 			}
 		}
@@ -745,8 +690,8 @@ func TestReloadSinks(t *testing.T) {
 // it must still be open. Changing the sink then replaces its lane, and the
 // delivery its old breaker held back goes out through the new one.
 func TestReloadKeepsBreaker(t *testing.T) {
-	a, b := newRecorder(t, 0), newRecorder(t, 0)
-	flaky := newRecorder(t, 0)
+	a, b := newCapture(t), newCapture(t)
+	flaky := newCapture(t)
 	flaky.setStatus(500)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
@@ -780,15 +725,15 @@ func TestReloadKeepsBreaker(t *testing.T) {
 
 	flaky.setStatus(0)
 	reloadTo(t, s, 3, func() { saveByRename(t, path, v3) })
-	waitFor(t, 5*time.Second, "held delivery sent through the changed sink", func() bool { return flaky.count("f-1") == 1 })
+	waitFor(t, 5*time.Second, "held delivery sent through the changed sink", func() bool { return flaky.deliveries("f-1") == 1 })
 	if st := r.Health().Sinks["flaky"]; st.Breaker != "closed" {
 		t.Errorf("changed sink: breaker %s, want closed (a new lane)", st.Breaker)
 	}
 	tr.more(20)
 	events := tr.halt()
-	checkDelivered(t, events, map[string][]*recorder{"a": {a}, "b": {b}, "flaky": {flaky}},
+	checkDelivered(t, s, events, map[string][]*capture{"a": {a}, "b": {b}, "flaky": {flaky}},
 		parityRouting(func(gen uint64) bool { return gen >= 2 }))
-	if n := flaky.count("f-1"); n != 1 {
+	if n := flaky.deliveries("f-1"); n != 1 {
 		t.Errorf("f-1 delivered %d times, want 1", n)
 	}
 }
@@ -797,7 +742,7 @@ func TestReloadKeepsBreaker(t *testing.T) {
 // a counted no-op, and that restart-only settings are kept, reported and
 // do not hold back the rest of the file.
 func TestReloadUnchangedAndRestartOnly(t *testing.T) {
-	a, b := newRecorder(t, 0), newRecorder(t, 0)
+	a, b := newCapture(t), newCapture(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	v1 := parityConfig(data, "{backend: memory}", a, b, false, "", "")
@@ -842,7 +787,7 @@ func TestReloadUnchangedAndRestartOnly(t *testing.T) {
 	}
 	tr.more(20)
 	events := tr.halt()
-	checkDelivered(t, events, map[string][]*recorder{"a": {a}, "b": {b}},
+	checkDelivered(t, s, events, map[string][]*capture{"a": {a}, "b": {b}},
 		parityRouting(func(gen uint64) bool { return gen == 2 }))
 }
 
@@ -858,7 +803,7 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/hookrouter").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	a, b := newRecorder(t, 0), newRecorder(t, 0)
+	a, b := newCapture(t), newCapture(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	v1 := parityConfig(data, "{backend: disk}", a, b, false, "", "")
@@ -942,7 +887,7 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 	t.Logf("reload latency (save + SIGHUP → generation 2 in /health): %v", time.Since(start).Round(time.Millisecond))
 	tr.more(20)
 	events := tr.halt()
-	checkDelivered(t, events, map[string][]*recorder{"a": {a}, "b": {b}},
+	checkDelivered(t, s, events, map[string][]*capture{"a": {a}, "b": {b}},
 		parityRouting(func(gen uint64) bool { return gen == 2 }))
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -35,7 +35,7 @@ func rawPost(t *testing.T, conn net.Conn, br *bufio.Reader, body []byte) (*http.
 // keep-alive connection opened before gets the 503, not a broken pipe. The
 // listener closes once the drain is over.
 func TestShutdownDrainKeepsListening(t *testing.T) {
-	d := newDest(t)
+	d := newCapture(t)
 	d.holdRequests()
 	s := startServer(t, oneSink(d, "workers: 1, timeout: 30s", "{backend: disk}"))
 	addr := strings.TrimPrefix(s.url, "http://")
