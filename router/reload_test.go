@@ -304,6 +304,10 @@ func reloadTo(t *testing.T, s *server, gen uint64, save func()) time.Duration {
 		t.Fatalf("generation %d, want %d: one save applied more than once", g, gen)
 	}
 	t.Logf("reload latency (save → routing changed): %v", d.Round(time.Millisecond))
+	// The new routing is in force before the reload ends: it then waits for
+	// the requests of the old config, drains the sinks it removed and
+	// records its pending restarts. Wait for that end, which /health tells.
+	waitFor(t, 10*time.Second, "the reload finished", func() bool { return !s.r.Health().ConfigLoadedAt.Before(start) })
 	return d
 }
 
@@ -626,7 +630,8 @@ func TestReloadSinks(t *testing.T) {
 	a1, a2 := newCapture(t), newCapture(t)
 	b, c := newCapture(t), newCapture(t)
 	slow := newCapture(t)
-	slow.delay = 15 * time.Millisecond
+	// 15 owed take 750ms to send: still owed when the reload has ended.
+	slow.delay = 50 * time.Millisecond
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	q := "{backend: memory}"
