@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -156,3 +157,23 @@ func RedactPath(u string) string {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// Scrubbed returns an error whose text is msg with every non-empty secret
+// in it replaced by REDACTED, for a client library's error that may quote
+// a password or token; errors.Is and errors.As still see err.
+func Scrubbed(err error, msg string, secrets ...string) error {
+	for _, s := range secrets {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, "REDACTED")
+		}
+	}
+	return &scrubbedError{err: err, msg: msg}
+}
+
+type scrubbedError struct {
+	err error
+	msg string
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }

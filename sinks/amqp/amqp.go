@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -42,8 +41,7 @@ var (
 type Sink struct {
 	url       string
 	exchange  string
-	key       *render.Template
-	keyEmpty  bool // routing_key not set: "" is fine
+	key       *render.Name
 	mandatory bool
 	where     string
 	secret    string
@@ -77,9 +75,11 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key, _ := render.ParseTemplate("routing_key", cfg.RoutingKey)
+	// An unset routing key may be "" (fanout, headers exchanges); a set one
+	// that renders empty is a mistake.
+	key, _ := render.ParseName("amqp", "routing_key", cfg.RoutingKey, cfg.RoutingKey == "")
 	s := &Sink{
-		url: cfg.URL, exchange: cfg.Exchange, key: key, keyEmpty: cfg.RoutingKey == "",
+		url: cfg.URL, exchange: cfg.Exchange, key: key,
 		mandatory: cfg.Mandatory == nil || *cfg.Mandatory,
 		where:     sinks.RedactURL(cfg.URL),
 		timeout:   cfg.Timeout,
@@ -104,16 +104,9 @@ func (s *Sink) Render(ev *sinks.Event) ([]byte, error) {
 }
 
 func (s *Sink) routingKey(ev *sinks.Event) (string, error) {
-	p, err := ev.Payload()
+	k, err := s.key.For(ev)
 	if err != nil {
-		return "", sinks.Permanent(fmt.Errorf("amqp sink: event %s: payload: %w", ev.ID, err))
-	}
-	k, err := s.key.Execute(p)
-	if err != nil {
-		return "", sinks.Permanent(fmt.Errorf("amqp sink: event %s: %w", ev.ID, err))
-	}
-	if k == "" && !s.keyEmpty {
-		return "", sinks.Permanent(fmt.Errorf("amqp sink: event %s: routing_key renders empty", ev.ID))
+		return "", err
 	}
 	if len(k) > 255 {
 		return "", sinks.Permanent(fmt.Errorf("amqp sink: event %s: routing key longer than 255 bytes", ev.ID))
@@ -252,12 +245,21 @@ drain:
 // exchange, no permission) over err.
 func chanErr(pc *pubChan, err error) error {
 	if pc.closeErr == nil {
+		// A closed channel's reason reaches pc.closes just after the
+		// channel reads as closed (a publish then fails with 504): wait
+		// for it, briefly, rather than report the bare 504 as retryable.
+		wait := time.Duration(0)
+		if pc.ch.IsClosed() {
+			wait = time.Second
+		}
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
 		select {
 		case e, ok := <-pc.closes:
 			if ok && e != nil {
 				pc.closeErr = e // kept for the other events of the batch
 			}
-		default:
+		case <-timer.C:
 		}
 	}
 	if pc.closeErr != nil {
@@ -300,11 +302,7 @@ func (s *Sink) open() (*pubChan, error) {
 // broker will not take (311 content too large) — and the rest retryable:
 // lost connections, a broker shutting down (320), timeouts, nacks.
 func (s *Sink) classify(err error) error {
-	msg := err.Error()
-	if s.secret != "" {
-		msg = strings.ReplaceAll(msg, s.secret, "REDACTED")
-	}
-	wrapped := &scrubbed{err: err, msg: "amqp sink " + s.where + ": " + msg}
+	wrapped := sinks.Scrubbed(err, "amqp sink "+s.where+": "+err.Error(), s.secret)
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
 		switch ae.Code {
@@ -314,16 +312,6 @@ func (s *Sink) classify(err error) error {
 	}
 	return wrapped
 }
-
-// scrubbed is an error whose text has been cleaned of the password; Unwrap
-// keeps errors.Is and As working on the original.
-type scrubbed struct {
-	err error
-	msg string
-}
-
-func (e *scrubbed) Error() string { return e.msg }
-func (e *scrubbed) Unwrap() error { return e.err }
 
 // Close waits for sends in progress (each bounded by the timeout), then
 // closes the connection; it is idempotent.

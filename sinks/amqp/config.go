@@ -39,7 +39,7 @@ func (c *Config) Validate() []sinks.FieldError {
 	} else if _, err := amqp.ParseURI(c.URL); err != nil {
 		errs = append(errs, sinks.Errorf("url", "must be amqp://user:password@host:port/vhost"))
 	}
-	if _, err := render.ParseTemplate("routing_key", c.RoutingKey); err != nil {
+	if _, err := render.ParseName("amqp", "routing_key", c.RoutingKey, true); err != nil {
 		errs = append(errs, sinks.Errorf("routing_key", "%v", err))
 	}
 	if c.Exchange == "" && c.RoutingKey == "" {

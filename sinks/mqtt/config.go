@@ -59,7 +59,7 @@ func (c *Config) Validate() []sinks.FieldError {
 	}
 	if c.Topic == "" {
 		errs = append(errs, sinks.Required("topic", "required: the topic template, such as 'events/{{ .event }}'"))
-	} else if _, err := render.ParseTemplate("topic", c.Topic); err != nil {
+	} else if _, err := render.ParseName("mqtt", "topic", c.Topic, false); err != nil {
 		errs = append(errs, sinks.Errorf("topic", "%v", err))
 	}
 	if c.QoS != nil && *c.QoS != 0 && *c.QoS != 1 {

@@ -43,7 +43,7 @@ type Sink struct {
 	user     string
 	password string
 	clientID string
-	topic    *render.Template
+	topic    *render.Name
 	qos      byte
 	where    string
 	timeout  time.Duration
@@ -65,7 +65,7 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	u, _ := url.Parse(cfg.URL)
-	topic, _ := render.ParseTemplate("topic", cfg.Topic)
+	topic, _ := render.ParseName("mqtt", "topic", cfg.Topic, false)
 	s := &Sink{
 		addr: u.Host, clientID: cfg.ClientID, topic: topic, qos: byte(*cfg.QoS),
 		where: sinks.RedactURL(cfg.URL), timeout: cfg.Timeout, log: log,
@@ -86,16 +86,9 @@ func (s *Sink) Render(ev *sinks.Event) ([]byte, error) {
 }
 
 func (s *Sink) topicFor(ev *sinks.Event) (string, error) {
-	p, err := ev.Payload()
+	t, err := s.topic.For(ev)
 	if err != nil {
-		return "", sinks.Permanent(fmt.Errorf("mqtt sink: event %s: payload: %w", ev.ID, err))
-	}
-	t, err := s.topic.Execute(p)
-	if err != nil {
-		return "", sinks.Permanent(fmt.Errorf("mqtt sink: event %s: %w", ev.ID, err))
-	}
-	if t == "" {
-		return "", sinks.Permanent(fmt.Errorf("mqtt sink: event %s: topic renders empty", ev.ID))
+		return "", err
 	}
 	if strings.ContainsAny(t, "+#\x00") {
 		return "", sinks.Permanent(fmt.Errorf("mqtt sink: event %s: topic %q holds a wildcard", ev.ID, t))
@@ -123,7 +116,7 @@ func (s *Sink) conn(ctx context.Context) (*paho.Client, error) {
 	c := paho.NewClient(paho.ClientConfig{
 		ClientID:      s.clientID,
 		Conn:          nc,
-		OnClientError: func(err error) { s.log.Debug("mqtt sink: connection error", "error", s.scrub(err.Error())) },
+		OnClientError: func(err error) { s.log.Debug("mqtt sink: connection error", "error", s.wrap(err).Error()) },
 	})
 	cp := &paho.Connect{ClientID: s.clientID, CleanStart: true, KeepAlive: 30}
 	if s.user != "" {
@@ -242,25 +235,8 @@ func (s *Sink) wrap(err error) error {
 	if sinks.IsPermanent(err) {
 		return err
 	}
-	return &scrubbed{err: err, msg: "mqtt sink " + s.where + ": " + s.scrub(err.Error())}
+	return sinks.Scrubbed(err, "mqtt sink "+s.where+": "+err.Error(), s.password)
 }
-
-func (s *Sink) scrub(msg string) string {
-	if s.password != "" {
-		msg = strings.ReplaceAll(msg, s.password, "REDACTED")
-	}
-	return msg
-}
-
-// scrubbed is an error whose text has been cleaned of the password; Unwrap
-// keeps errors.Is and As working on the original.
-type scrubbed struct {
-	err error
-	msg string
-}
-
-func (e *scrubbed) Error() string { return e.msg }
-func (e *scrubbed) Unwrap() error { return e.err }
 
 // Close waits for sends in progress, then disconnects; it is idempotent.
 func (s *Sink) Close(ctx context.Context) error {

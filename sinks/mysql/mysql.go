@@ -1,13 +1,11 @@
 // Package mysql inserts events into a MySQL or MariaDB table with
 // database/sql and go-sql-driver/mysql, one row per event (see sinks/dbrow
-// for the columns). event_id is the primary key and the insert ends with ON
-// DUPLICATE KEY UPDATE event_id = event_id, so a re-delivery of an event
-// already stored changes nothing and succeeds. (INSERT IGNORE would do that
-// too, but it also turns a refused value into a warning and stores a
-// mangled row.) A delivery counts once its insert has committed (autocommit).
-//
-// Batches go in one multi-row INSERT. If the server refuses it for a row's
-// data, the rows are inserted one by one so that only the refused event fails.
+// for the columns and the batching). event_id is the primary key and the
+// insert ends with ON DUPLICATE KEY UPDATE event_id = event_id, so a
+// re-delivery of an event already stored changes nothing and succeeds.
+// (INSERT IGNORE would do that too, but it also turns a refused value into
+// a warning and stores a mangled row.) A delivery counts once its insert
+// has committed (autocommit).
 package mysql
 
 import (
@@ -17,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	driver "github.com/go-sql-driver/mysql"
@@ -26,35 +23,15 @@ import (
 	"github.com/hookrouter/hookrouter/sinks/dbrow"
 )
 
-var (
-	_ sinks.Sink        = (*Sink)(nil)
-	_ sinks.BatchSender = (*Sink)(nil)
-	_ sinks.Renderer    = (*Sink)(nil)
-)
-
-// Sink inserts events into one table. It is safe for concurrent use.
-type Sink struct {
-	db      *sql.DB
-	rows    *dbrow.Mapper
-	table   string // quoted
-	where   string // address/db for errors, no credentials
-	secret  string
-	timeout time.Duration
-	create  bool
-
-	createMu sync.Mutex
-	created  bool
-
-	mu     sync.RWMutex
-	closed bool
-}
-
 // New checks cfg and builds the sink. It does no I/O: connections are made
 // by the first Send.
-func New(cfg Config, log *slog.Logger) (*Sink, error) {
+func New(cfg Config, log *slog.Logger) (*dbrow.Sink, error) {
 	cfg.Default()
 	if errs := cfg.Validate(); len(errs) > 0 {
 		return nil, errs[0]
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	dc, err := driver.ParseDSN(cfg.DSN)
 	if err != nil {
@@ -65,6 +42,10 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	if dc.Timeout == 0 {
 		dc.Timeout = 5 * time.Second
 	}
+	// The driver's own complaints (a connection lost under a query) would
+	// go to the standard logger, on stderr; the failure itself reaches the
+	// dispatcher as the insert's error.
+	dc.Logger = driverLog{log, dc.Passwd}
 	conn, err := driver.NewConnector(dc)
 	if err != nil {
 		return nil, sinks.Errorf("dsn", "not a valid MySQL data source name")
@@ -73,18 +54,26 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	db.SetMaxOpenConns(cfg.MaxConns)
 	db.SetMaxIdleConns(cfg.MaxConns)
 	db.SetConnMaxLifetime(30 * time.Minute)
-	rows, _ := dbrow.New(cfg.Columns)
 	parts, _ := dbrow.CheckTable(cfg.Table)
-	s := &Sink{
-		db:      db,
-		rows:    rows,
-		table:   quote(parts...),
-		where:   dc.Addr + "/" + dc.DBName,
-		secret:  dc.Passwd,
-		timeout: cfg.Timeout,
-		create:  cfg.CreateTable,
+	rows, _ := dbrow.New(cfg.Columns)
+	d := &dialect{
+		db:     db,
+		table:  quote(parts...),
+		where:  dc.Addr + "/" + dc.DBName,
+		secret: dc.Passwd,
+		names:  rows.Names(),
 	}
-	return s, nil
+	return dbrow.NewSink("mysql", d, cfg.Config), nil
+}
+
+// driverLog hands the driver's log lines to the sink's logger at debug.
+type driverLog struct {
+	log    *slog.Logger
+	secret string
+}
+
+func (l driverLog) Print(v ...any) {
+	l.log.Debug("mysql sink: driver", "message", sinks.Scrubbed(nil, fmt.Sprint(v...), l.secret).Error())
 }
 
 // quote quotes identifiers (checked plain by dbrow) with backticks.
@@ -95,132 +84,57 @@ func quote(parts ...string) string {
 	return strings.Join(parts, ".")
 }
 
-// Render returns the row Send would insert for ev, as JSON (see dbrow).
-func (s *Sink) Render(ev *sinks.Event) ([]byte, error) { return s.rows.Render(ev) }
-
-// Send inserts ev's row, or nothing if a row with its event_id exists.
-func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
-	if errs := s.SendBatch(ctx, []*sinks.Event{ev}); errs != nil {
-		return errs[0]
-	}
-	return nil
+// dialect is MySQL's dbrow.Dialect.
+type dialect struct {
+	db     *sql.DB
+	table  string // quoted
+	where  string // address/db for errors, no credentials
+	secret string
+	names  []string
 }
 
-// SendBatch inserts the rows of evs with one statement (see the package doc).
-func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
-	if len(evs) == 0 {
-		return nil
-	}
-	var errs []error
-	fail := func(i int, err error) {
-		if errs == nil {
-			errs = make([]error, len(evs))
-		}
-		errs[i] = err
-	}
-	failAll := func(err error) []error {
-		for i := range evs {
-			if errs == nil || errs[i] == nil {
-				fail(i, err)
-			}
-		}
-		return errs
-	}
-	if err := ctx.Err(); err != nil {
-		return failAll(fmt.Errorf("mysql sink: %w", err))
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return failAll(fmt.Errorf("mysql sink: %w", sinks.ErrClosed))
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	if err := s.ensureTable(ctx); err != nil {
-		return failAll(err)
-	}
-	ncol := len(s.rows.Columns())
-	args := make([]any, 0, len(evs)*ncol)
-	var idx []int
-	for i, ev := range evs {
-		var err error
-		n := len(args)
-		if args, err = s.rows.Row(args, ev); err != nil {
-			args = args[:n]
-			fail(i, fmt.Errorf("mysql sink: event %s: %w", ev.ID, err))
-			continue
-		}
-		idx = append(idx, i)
-	}
-	if len(idx) == 0 {
-		return errs
-	}
-	_, err := s.db.ExecContext(ctx, s.insert(len(idx)), args...)
-	if err == nil {
-		return errs
-	}
-	err = s.classify(ctx, err)
-	if len(idx) > 1 && dataError(err) {
-		for k, i := range idx {
-			if _, err := s.db.ExecContext(ctx, s.insert(1), args[k*ncol:(k+1)*ncol]...); err != nil {
-				fail(i, s.classify(ctx, err))
-			}
-		}
-		return errs
-	}
-	for _, i := range idx {
-		fail(i, err)
-	}
-	return errs
-}
-
-func (s *Sink) insert(n int) string {
+// Insert implements dbrow.Dialect.
+func (d *dialect) Insert(ctx context.Context, rows int, args []any) error {
 	var b strings.Builder
 	b.WriteString("INSERT INTO ")
-	b.WriteString(s.table)
+	b.WriteString(d.table)
 	b.WriteString(" (")
-	names := s.rows.Names()
-	for i, c := range names {
+	for i, c := range d.names {
 		if i > 0 {
 			b.WriteString(", ")
 		}
 		b.WriteString(quote(c))
 	}
 	b.WriteString(") VALUES ")
-	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(names)), ", ") + ")"
-	for r := range n {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(d.names)), ", ") + ")"
+	for r := range rows {
 		if r > 0 {
 			b.WriteString(", ")
 		}
 		b.WriteString(row)
 	}
 	b.WriteString(" ON DUPLICATE KEY UPDATE `event_id` = `event_id`")
-	return b.String()
+	if _, err := d.db.ExecContext(ctx, b.String(), args...); err != nil {
+		return d.classify(ctx, err)
+	}
+	return nil
 }
 
-func (s *Sink) ensureTable(ctx context.Context) error {
-	if !s.create {
-		return nil
-	}
-	s.createMu.Lock()
-	defer s.createMu.Unlock()
-	if s.created {
-		return nil
-	}
-	var cols []string
-	for _, c := range s.rows.Columns() {
+// CreateTable implements dbrow.Dialect.
+func (d *dialect) CreateTable(ctx context.Context, cols []dbrow.Column) error {
+	var defs []string
+	for _, c := range cols {
 		typ := map[dbrow.Kind]string{dbrow.Text: "VARCHAR(255)", dbrow.Time: "DATETIME(6)", dbrow.JSON: "JSON", dbrow.Any: "TEXT"}[c.Kind]
 		def := quote(c.Name) + " " + typ
 		if c.Name == dbrow.ColEventID {
 			def += " NOT NULL PRIMARY KEY"
 		}
-		cols = append(cols, def)
+		defs = append(defs, def)
 	}
-	q := "CREATE TABLE IF NOT EXISTS " + s.table + " (" + strings.Join(cols, ", ") + ") DEFAULT CHARSET=utf8mb4"
-	if _, err := s.db.ExecContext(ctx, q); err != nil {
-		return s.classify(ctx, err)
+	q := "CREATE TABLE IF NOT EXISTS " + d.table + " (" + strings.Join(defs, ", ") + ") DEFAULT CHARSET=utf8mb4"
+	if _, err := d.db.ExecContext(ctx, q); err != nil {
+		return d.classify(ctx, err)
 	}
-	s.created = true
 	return nil
 }
 
@@ -239,7 +153,7 @@ var dataErrors = map[uint16]bool{1406: true, 1366: true, 1292: true, 1265: true,
 // bad credentials, unknown objects and refused data are permanent; lost
 // connections, timeouts, deadlocks (1213), lock waits (1205) and too many
 // connections (1040) are retryable. The text never holds the password.
-func (s *Sink) classify(ctx context.Context, err error) error {
+func (d *dialect) classify(ctx context.Context, err error) error {
 	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 		err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 	}
@@ -251,38 +165,18 @@ func (s *Sink) classify(ctx context.Context, err error) error {
 		m, _, _ := strings.Cut(me.Message, ": '")
 		msg = fmt.Sprintf("Error %d: %s", me.Number, m)
 	}
-	if s.secret != "" {
-		msg = strings.ReplaceAll(msg, s.secret, "REDACTED")
-	}
-	wrapped := &scrubbed{err: err, msg: "mysql sink " + s.where + ": " + msg}
+	wrapped := sinks.Scrubbed(err, "mysql sink "+d.where+": "+msg, d.secret)
 	if me != nil && (permanent[me.Number] || dataErrors[me.Number]) {
 		return sinks.Permanent(wrapped)
 	}
 	return wrapped
 }
 
-func dataError(err error) bool {
+// DataError implements dbrow.Dialect.
+func (d *dialect) DataError(err error) bool {
 	var me *driver.MySQLError
 	return errors.As(err, &me) && dataErrors[me.Number]
 }
 
-// scrubbed is an error whose text has been cleaned of the password; Unwrap
-// keeps errors.Is and As working on the original.
-type scrubbed struct {
-	err error
-	msg string
-}
-
-func (e *scrubbed) Error() string { return e.msg }
-func (e *scrubbed) Unwrap() error { return e.err }
-
-// Close closes the pool once inserts in progress end; it is idempotent.
-func (s *Sink) Close(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	return s.db.Close()
-}
+// Close implements dbrow.Dialect.
+func (d *dialect) Close() error { return d.db.Close() }

@@ -88,7 +88,7 @@ func readRows(t *testing.T, db *sql.DB, name string, cols []dbrow.Column, order 
 	return out
 }
 
-func newSink(t *testing.T, cfg Config) *Sink {
+func newSink(t *testing.T, cfg Config) *dbrow.Sink {
 	t.Helper()
 	s, err := New(cfg, nil)
 	if err != nil {
@@ -103,26 +103,26 @@ func TestConformance(t *testing.T) {
 	sinktest.Run(t, sinktest.Harness{
 		Healthy: func(t *testing.T) (sinks.Sink, func() [][]byte) {
 			name := table(t, db)
-			return newSink(t, Config{DSN: testDSN, Table: name}), func() [][]byte { return readRows(t, db, name, cols.Columns(), "seq") }
+			return newSink(t, Config{dbrow.Config{DSN: testDSN, Table: name}}), func() [][]byte { return readRows(t, db, name, cols.Columns(), "seq") }
 		},
 		Failing: []sinktest.Failing{
 			{Name: "unknown table", Permanent: true, New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: testDSN, Table: uniqueTable()})
+				return newSink(t, Config{dbrow.Config{DSN: testDSN, Table: uniqueTable()}})
 			}},
 			{Name: "bad credentials", Permanent: true, New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: "nosuchuser:" + secret + "@tcp(127.0.0.1:3306)/test", Table: "t"})
+				return newSink(t, Config{dbrow.Config{DSN: "nosuchuser:" + secret + "@tcp(127.0.0.1:3306)/test", Table: "t"}})
 			}},
 			{Name: "unknown database", Permanent: true, New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: "root@tcp(127.0.0.1:3306)/nosuchdb_hr", Table: "t"})
+				return newSink(t, Config{dbrow.Config{DSN: "root@tcp(127.0.0.1:3306)/nosuchdb_hr", Table: "t"}})
 			}},
 			{Name: "payload refused", Permanent: true, New: func(t *testing.T) sinks.Sink {
 				name := uniqueTable()
 				exec1(t, db, "CREATE TABLE "+name+" (event_id VARCHAR(255) PRIMARY KEY, source VARCHAR(255), event VARCHAR(255), received_at DATETIME(6), payload INT)")
 				t.Cleanup(func() { db.Exec("DROP TABLE IF EXISTS " + name) })
-				return newSink(t, Config{DSN: testDSN, Table: name})
+				return newSink(t, Config{dbrow.Config{DSN: testDSN, Table: name}})
 			}},
 			{Name: "connection refused", New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: fmt.Sprintf("root:%s@tcp(127.0.0.1:%d)/test", secret, sinktest.FreePort(t)), Table: "t"})
+				return newSink(t, Config{dbrow.Config{DSN: fmt.Sprintf("root:%s@tcp(127.0.0.1:%d)/test", secret, sinktest.FreePort(t)), Table: "t"}})
 			}},
 		},
 		Secret: secret,
@@ -136,7 +136,7 @@ func TestRedeliveryCreateTableColumns(t *testing.T) {
 	t.Run("default columns", func(t *testing.T) {
 		name := uniqueTable()
 		t.Cleanup(func() { db.Exec("DROP TABLE IF EXISTS " + name) })
-		s := newSink(t, Config{DSN: testDSN, Table: name, CreateTable: true})
+		s := newSink(t, Config{dbrow.Config{DSN: testDSN, Table: name, CreateTable: true}})
 		defer s.Close(t.Context())
 		ev := sinktest.Variant(1)
 		for range 3 {
@@ -160,7 +160,7 @@ func TestRedeliveryCreateTableColumns(t *testing.T) {
 		if !slices.Equal(ids, []string{"ev_0001", "ev_0002"}) {
 			t.Fatalf("rows %v, want each event once", ids)
 		}
-		got := readRows(t, db, name, s.rows.Columns(), "event_id")
+		got := readRows(t, db, name, s.Mapper().Columns(), "event_id")
 		want, _ := s.Render(sinktest.Variant(1))
 		if len(got) != 2 || string(got[0]) != string(want) {
 			t.Fatalf("read back %s, Render %s", got, want)
@@ -169,10 +169,10 @@ func TestRedeliveryCreateTableColumns(t *testing.T) {
 	t.Run("columns", func(t *testing.T) {
 		name := uniqueTable()
 		t.Cleanup(func() { db.Exec("DROP TABLE IF EXISTS " + name) })
-		s := newSink(t, Config{DSN: testDSN, Table: name, CreateTable: true, Columns: map[string]string{
+		s := newSink(t, Config{dbrow.Config{DSN: testDSN, Table: name, CreateTable: true, Columns: map[string]string{
 			"sender": "message.sender_name",
 			"text":   "message?.content?.text",
-		}})
+		}}})
 		defer s.Close(t.Context())
 		if err := s.Send(t.Context(), sinktest.Variant(3)); err != nil {
 			t.Fatalf("send: %v", err)
@@ -188,7 +188,7 @@ func TestRedeliveryCreateTableColumns(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	c := Config{DSN: "root:" + secret + "@tcp(127.0.0.1:3306", Table: "a;b", Timeout: -1, Columns: map[string]string{"event_id": "1"}}
+	c := Config{dbrow.Config{DSN: "root:" + secret + "@tcp(127.0.0.1:3306", Table: "a;b", Timeout: -1, Columns: map[string]string{"event_id": "1"}}}
 	var got []string
 	for _, err := range c.Validate() {
 		if strings.Contains(err.Error(), secret) {
@@ -251,7 +251,7 @@ func startMariaDB(t *testing.T) (*sinktest.Server, string) {
 func TestOutage(t *testing.T) {
 	srv, dsn := startMariaDB(t)
 	name := uniqueTable()
-	s := newSink(t, Config{DSN: dsn, Table: name, CreateTable: true, Timeout: 2 * time.Second})
+	s := newSink(t, Config{dbrow.Config{DSN: dsn, Table: name, CreateTable: true, Timeout: 2 * time.Second}})
 	defer s.Close(t.Context())
 	evs, _ := sinktest.Outage(t, s, 60, srv.Stop, srv.Start)
 	db, err := sql.Open("mysql", dsn)

@@ -42,7 +42,7 @@ func (c *Config) Validate() []sinks.FieldError {
 	}
 	if c.Subject == "" {
 		errs = append(errs, sinks.Required("subject", "required"))
-	} else if _, err := render.ParseTemplate("subject", c.Subject); err != nil {
+	} else if _, err := render.ParseName("nats", "subject", c.Subject, false); err != nil {
 		errs = append(errs, sinks.Errorf("subject", "%v", err))
 	}
 	if c.Timeout < 0 {

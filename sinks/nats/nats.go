@@ -36,9 +36,9 @@ var (
 // Sink publishes to one NATS server or cluster. It is safe for concurrent use.
 type Sink struct {
 	cfg     Config
-	subject *render.Template
+	subject *render.Name
 	where   string   // the URL without credentials
-	secrets []string // user info, scrubbed from error texts
+	secrets []string // user info of at least 3 bytes, scrubbed from error texts
 	timeout time.Duration
 	log     *slog.Logger
 
@@ -58,7 +58,7 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	subject, _ := render.ParseTemplate("subject", cfg.Subject)
+	subject, _ := render.ParseName("nats", "subject", cfg.Subject, false)
 	s := &Sink{cfg: cfg, subject: subject, timeout: cfg.Timeout, log: log}
 	var where []string
 	for u := range strings.SplitSeq(cfg.URL, ",") {
@@ -66,8 +66,11 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		where = append(where, sinks.RedactURL(u))
 		if p, _ := url.Parse(u); p != nil && p.User != nil {
 			// A lone user name is a token (nats://TOKEN@host).
-			s.secrets = append(s.secrets, p.User.Username())
-			if pw, ok := p.User.Password(); ok {
+			// Shorter ones would scrub ordinary words from the text.
+			if u := p.User.Username(); len(u) >= 3 {
+				s.secrets = append(s.secrets, u)
+			}
+			if pw, _ := p.User.Password(); len(pw) >= 3 {
 				s.secrets = append(s.secrets, pw)
 			}
 		}
@@ -85,16 +88,9 @@ func (s *Sink) Render(ev *sinks.Event) ([]byte, error) {
 }
 
 func (s *Sink) subjectFor(ev *sinks.Event) (string, error) {
-	p, err := ev.Payload()
+	subj, err := s.subject.For(ev)
 	if err != nil {
-		return "", sinks.Permanent(fmt.Errorf("nats sink: event %s: payload: %w", ev.ID, err))
-	}
-	subj, err := s.subject.Execute(p)
-	if err != nil {
-		return "", sinks.Permanent(fmt.Errorf("nats sink: event %s: %w", ev.ID, err))
-	}
-	if subj == "" {
-		return "", sinks.Permanent(fmt.Errorf("nats sink: event %s: subject renders empty", ev.ID))
+		return "", err
 	}
 	if strings.ContainsAny(subj, " \t\r\n*>") || strings.HasPrefix(subj, ".") || strings.HasSuffix(subj, ".") || strings.Contains(subj, "..") {
 		return "", sinks.Permanent(fmt.Errorf("nats sink: event %s: subject %q is not a valid subject to publish on", ev.ID, subj))
@@ -126,7 +122,7 @@ func (s *Sink) conn(ctx context.Context) (*nats.Conn, jetstream.JetStream, error
 		// the server has it.
 		nats.ReconnectBufSize(8<<20),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			s.log.Warn("nats sink: asynchronous error", "error", s.scrub(err.Error()))
+			s.log.Warn("nats sink: asynchronous error", "error", s.wrap(err).Error())
 		}),
 	)
 	if err != nil {
@@ -306,16 +302,7 @@ func (s *Sink) classify(ctx context.Context, err error) error {
 }
 
 func (s *Sink) wrap(err error) error {
-	return &scrubbed{err: err, msg: "nats sink " + s.where + ": " + s.scrub(err.Error())}
-}
-
-func (s *Sink) scrub(msg string) string {
-	for _, sec := range s.secrets {
-		if len(sec) >= 3 {
-			msg = strings.ReplaceAll(msg, sec, "REDACTED")
-		}
-	}
-	return msg
+	return sinks.Scrubbed(err, "nats sink "+s.where+": "+err.Error(), s.secrets...)
 }
 
 // scrubbed is an error whose text has been cleaned of secrets; Unwrap keeps

@@ -1,78 +1,36 @@
 package postgres
 
 import (
-	"time"
-
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hookrouter/hookrouter/sinks"
 	"github.com/hookrouter/hookrouter/sinks/dbrow"
 )
 
-// DefaultTimeout bounds one insert (or batch) when Config.Timeout is zero.
-const DefaultTimeout = 10 * time.Second
-
 // Config is a postgres sink's settings: its keys in the config file (sink
-// type postgres).
+// type postgres), those of dbrow.Config. DSN is a PostgreSQL connection
+// string, URL (postgres://user:pass@host/db) or key=value form; Table may
+// be schema-qualified. create_table makes event_id text primary key,
+// source text, event text, received_at timestamptz, payload jsonb (or
+// event_id and text columns for Columns).
 type Config struct {
-	// DSN is a PostgreSQL connection string, URL (postgres://user:pass@host/db)
-	// or key=value form. It may hold a password: it never appears in errors.
-	DSN string `yaml:"dsn"`
-	// Table is the table, optionally schema-qualified (schema.table).
-	Table string `yaml:"table"`
-	// CreateTable creates the table (event_id text primary key, source text,
-	// event text, received_at timestamptz, payload jsonb; or event_id and
-	// text columns for Columns) if it does not exist, before the first insert.
-	CreateTable bool `yaml:"create_table"`
-	// Columns maps column names to expr expressions over the payload; empty
-	// means the default columns. event_id is always added.
-	Columns map[string]string `yaml:"columns"`
-	// Timeout bounds one insert; zero means DefaultTimeout.
-	Timeout time.Duration `yaml:"timeout"`
-	// MaxConns bounds the connection pool: the dispatch workers, at least 4.
-	MaxConns int `yaml:"-"`
+	dbrow.Config `yaml:",inline"`
 }
 
-var _ sinks.Config = (*Config)(nil)
-
-// Default implements sinks.Config.
-func (c *Config) Default() {
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.MaxConns <= 0 {
-		c.MaxConns = 4
-	}
-}
+var (
+	_ sinks.Config        = (*Config)(nil)
+	_ sinks.PayloadFields = (*Config)(nil)
+)
 
 // Validate implements sinks.Config.
 func (c *Config) Validate() []sinks.FieldError {
-	var errs []sinks.FieldError
-	if c.DSN == "" {
-		errs = append(errs, sinks.Required("dsn", "required: the PostgreSQL connection string (postgres://user@host:5432/db)"))
-	} else if _, err := pgxpool.ParseConfig(c.DSN); err != nil {
-		// pgx's parse errors can quote the DSN, password included.
-		errs = append(errs, sinks.Errorf("dsn", "not a valid PostgreSQL connection string"))
-	}
-	if _, err := dbrow.CheckTable(c.Table); err != nil {
-		if c.Table == "" {
-			errs = append(errs, sinks.Required("table", "required: the table events are inserted into"))
-		} else {
-			errs = append(errs, sinks.Errorf("table", "%v", err))
-		}
-	}
-	if _, ferrs := dbrow.New(c.Columns); ferrs != nil {
-		errs = append(errs, ferrs...)
-	}
-	if c.Timeout < 0 {
-		errs = append(errs, sinks.Errorf("timeout", "must not be negative"))
-	}
-	return errs
+	return c.Check("PostgreSQL connection string", "postgres://user@host:5432/db", func(dsn string) error {
+		_, err := pgxpool.ParseConfig(dsn)
+		return err
+	})
 }
 
 // Build implements sinks.Config.
 func (c *Config) Build(env sinks.Env) (sinks.Sink, error) {
-	cfg := *c
-	cfg.MaxConns = max(env.Workers, 4)
-	return New(cfg, env.Log)
+	return New(Config{c.WithWorkers(env)}, env.Log)
 }

@@ -98,7 +98,7 @@ func readRows(t *testing.T, c *pgx.Conn, name string, cols []dbrow.Column, order
 	return out
 }
 
-func newSink(t *testing.T, cfg Config) *Sink {
+func newSink(t *testing.T, cfg Config) *dbrow.Sink {
 	t.Helper()
 	s, err := New(cfg, nil)
 	if err != nil {
@@ -113,27 +113,27 @@ func TestConformance(t *testing.T) {
 	sinktest.Run(t, sinktest.Harness{
 		Healthy: func(t *testing.T) (sinks.Sink, func() [][]byte) {
 			name := table(t, c)
-			s := newSink(t, Config{DSN: testDSN, Table: name})
+			s := newSink(t, Config{dbrow.Config{DSN: testDSN, Table: name}})
 			return s, func() [][]byte { return readRows(t, c, name, cols.Columns(), "seq") }
 		},
 		Failing: []sinktest.Failing{
 			{Name: "unknown table", Permanent: true, New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: testDSN, Table: uniqueTable(t)})
+				return newSink(t, Config{dbrow.Config{DSN: testDSN, Table: uniqueTable(t)}})
 			}},
 			{Name: "unknown role", Permanent: true, New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: "postgres://nosuchrole:" + secret + "@127.0.0.1:5432/test?sslmode=disable", Table: "t"})
+				return newSink(t, Config{dbrow.Config{DSN: "postgres://nosuchrole:" + secret + "@127.0.0.1:5432/test?sslmode=disable", Table: "t"}})
 			}},
 			{Name: "unknown database", Permanent: true, New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: "postgres://postgres:" + secret + "@127.0.0.1:5432/nosuchdb_hr?sslmode=disable", Table: "t"})
+				return newSink(t, Config{dbrow.Config{DSN: "postgres://postgres:" + secret + "@127.0.0.1:5432/nosuchdb_hr?sslmode=disable", Table: "t"}})
 			}},
 			{Name: "payload refused", Permanent: true, New: func(t *testing.T) sinks.Sink {
 				name := uniqueTable(t)
 				exec1(t, c, "CREATE TABLE "+name+" (event_id text PRIMARY KEY, source text, event text, received_at timestamptz, payload integer)")
 				t.Cleanup(func() { c.Exec(context.Background(), "DROP TABLE IF EXISTS "+name) })
-				return newSink(t, Config{DSN: testDSN, Table: name})
+				return newSink(t, Config{dbrow.Config{DSN: testDSN, Table: name}})
 			}},
 			{Name: "connection refused", New: func(t *testing.T) sinks.Sink {
-				return newSink(t, Config{DSN: fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/test?sslmode=disable", secret, sinktest.FreePort(t)), Table: "t"})
+				return newSink(t, Config{dbrow.Config{DSN: fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/test?sslmode=disable", secret, sinktest.FreePort(t)), Table: "t"}})
 			}},
 		},
 		Secret: secret,
@@ -147,7 +147,7 @@ func TestRedeliveryCreateTableColumns(t *testing.T) {
 	t.Run("default columns", func(t *testing.T) {
 		name := uniqueTable(t)
 		t.Cleanup(func() { c.Exec(context.Background(), "DROP TABLE IF EXISTS "+name) })
-		s := newSink(t, Config{DSN: testDSN, Table: name, CreateTable: true})
+		s := newSink(t, Config{dbrow.Config{DSN: testDSN, Table: name, CreateTable: true}})
 		defer s.Close(t.Context())
 		ev := sinktest.Variant(1)
 		for range 3 {
@@ -172,11 +172,11 @@ func TestRedeliveryCreateTableColumns(t *testing.T) {
 	t.Run("columns", func(t *testing.T) {
 		name := uniqueTable(t)
 		t.Cleanup(func() { c.Exec(context.Background(), "DROP TABLE IF EXISTS "+name) })
-		s := newSink(t, Config{DSN: testDSN, Table: name, CreateTable: true, Columns: map[string]string{
+		s := newSink(t, Config{dbrow.Config{DSN: testDSN, Table: name, CreateTable: true, Columns: map[string]string{
 			"sender": "message.sender_name",
 			"text":   "message?.content?.text",
 			"engine": `message?.channel?.engine ?? "none"`,
-		}})
+		}}})
 		defer s.Close(t.Context())
 		if err := s.Send(t.Context(), sinktest.Variant(3)); err != nil {
 			t.Fatalf("send: %v", err)
@@ -188,7 +188,7 @@ func TestRedeliveryCreateTableColumns(t *testing.T) {
 		if id != "ev_0003" || text != "variant 3: \"quoted\"\nnext line ü 🚀" || sender == "" || engine == "" {
 			t.Fatalf("row = %q %q %q %q", id, sender, text, engine)
 		}
-		got := readRows(t, c, name, s.rows.Columns(), "event_id")
+		got := readRows(t, c, name, s.Mapper().Columns(), "event_id")
 		want, _ := s.Render(sinktest.Variant(3))
 		if len(got) != 1 || string(got[0]) != string(want) {
 			t.Fatalf("read back %s, Render %s", got, want)
@@ -202,10 +202,10 @@ func TestValidate(t *testing.T) {
 		cfg  Config
 		want []string // the fields with a problem, in order
 	}{
-		{"ok", Config{DSN: testDSN, Table: "public.events"}, nil},
+		{"ok", Config{dbrow.Config{DSN: testDSN, Table: "public.events"}}, nil},
 		{"empty", Config{}, []string{"dsn", "table"}},
-		{"bad", Config{DSN: "postgres://u:" + secret + "@[::1", Table: "a;drop", Timeout: -1,
-			Columns: map[string]string{"x y": "1", "event_id": "1", "ok": "(("}},
+		{"bad", Config{dbrow.Config{DSN: "postgres://u:" + secret + "@[::1", Table: "a;drop", Timeout: -1,
+			Columns: map[string]string{"x y": "1", "event_id": "1", "ok": "(("}}},
 			[]string{"dsn", "table", "columns.event_id", "columns.ok", "columns.x y", "timeout"}},
 	}
 	for _, tc := range tests {
@@ -296,7 +296,7 @@ func startPostgres(t *testing.T) (*sinktest.Server, string) {
 func TestOutage(t *testing.T) {
 	srv, dsn := startPostgres(t)
 	name := uniqueTable(t)
-	s := newSink(t, Config{DSN: dsn, Table: name, CreateTable: true, Timeout: 2 * time.Second})
+	s := newSink(t, Config{dbrow.Config{DSN: dsn, Table: name, CreateTable: true, Timeout: 2 * time.Second}})
 	defer s.Close(t.Context())
 	evs, _ := sinktest.Outage(t, s, 60, srv.Stop, srv.Start)
 	c := conn(t, dsn)

@@ -37,7 +37,7 @@ func (c *Config) Validate() []sinks.FieldError {
 	}
 	if c.Stream == "" {
 		errs = append(errs, sinks.Required("stream", "required"))
-	} else if _, err := render.ParseTemplate("stream", c.Stream); err != nil {
+	} else if _, err := render.ParseName("redis", "stream", c.Stream, false); err != nil {
 		errs = append(errs, sinks.Errorf("stream", "%v", err))
 	}
 	if c.MaxLen < 0 {

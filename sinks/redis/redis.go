@@ -33,7 +33,7 @@ var (
 // Sink appends to streams on one Redis server. It is safe for concurrent use.
 type Sink struct {
 	client  *redis.Client
-	stream  *render.Template
+	stream  *render.Name
 	maxLen  int64
 	where   string
 	secret  string
@@ -54,7 +54,7 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 	// lost answer would add the entry twice behind its back.
 	opt.MaxRetries = -1
 	opt.DialTimeout = 5 * time.Second
-	stream, _ := render.ParseTemplate("stream", cfg.Stream)
+	stream, _ := render.ParseName("redis", "stream", cfg.Stream, false)
 	s := &Sink{
 		client:  redis.NewClient(opt),
 		stream:  stream,
@@ -75,16 +75,9 @@ func (s *Sink) Render(ev *sinks.Event) ([]byte, error) {
 }
 
 func (s *Sink) args(ev *sinks.Event) (*redis.XAddArgs, error) {
-	p, err := ev.Payload()
+	key, err := s.stream.For(ev)
 	if err != nil {
-		return nil, sinks.Permanent(fmt.Errorf("redis sink: event %s: payload: %w", ev.ID, err))
-	}
-	key, err := s.stream.Execute(p)
-	if err != nil {
-		return nil, sinks.Permanent(fmt.Errorf("redis sink: event %s: %w", ev.ID, err))
-	}
-	if key == "" {
-		return nil, sinks.Permanent(fmt.Errorf("redis sink: event %s: stream renders empty", ev.ID))
+		return nil, err
 	}
 	return &redis.XAddArgs{
 		Stream: key,
@@ -175,11 +168,7 @@ func (s *Sink) classify(ctx context.Context, err error) error {
 	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 		err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 	}
-	msg := err.Error()
-	if s.secret != "" {
-		msg = strings.ReplaceAll(msg, s.secret, "REDACTED")
-	}
-	wrapped := &scrubbed{err: err, msg: "redis sink " + s.where + ": " + msg}
+	wrapped := sinks.Scrubbed(err, "redis sink "+s.where+": "+err.Error(), s.secret)
 	var re redis.Error
 	if errors.As(err, &re) {
 		code, _, _ := strings.Cut(re.Error(), " ")
@@ -192,16 +181,6 @@ func (s *Sink) classify(ctx context.Context, err error) error {
 	}
 	return wrapped
 }
-
-// scrubbed is an error whose text has been cleaned of the password; Unwrap
-// keeps errors.Is and As working on the original.
-type scrubbed struct {
-	err error
-	msg string
-}
-
-func (e *scrubbed) Error() string { return e.msg }
-func (e *scrubbed) Unwrap() error { return e.err }
 
 // Close closes the client's connections once sends in progress end; it is
 // idempotent.
