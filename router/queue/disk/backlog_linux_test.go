@@ -254,6 +254,10 @@ func backlogDrain(dir string, n int) error {
 					a := int64(procStatus("RssAnon"))
 					for o := maxAnon.Load(); a > o && !maxAnon.CompareAndSwap(o, a); o = maxAnon.Load() {
 					}
+					q.files.mu.Lock()
+					segs := len(q.files.segs)
+					q.files.mu.Unlock()
+					fmt.Printf("log %d left: RssAnon %d MiB, heap in use %d MiB, %d segments\n", m, a>>10, heapInUse()>>20, segs)
 				}
 			}
 		})

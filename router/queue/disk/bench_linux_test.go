@@ -57,52 +57,61 @@ func BenchmarkFdatasyncOverwrite(b *testing.B) {
 	}
 }
 
-// BenchmarkWALAppend is the committer's write and sync of one batch of 64
+// BenchmarkLogAppend is the committer's write and sync of one batch of 64
 // Puts of 600 bytes (~40 KB), into segments that grow as they are written
-// (before preallocation, and still without a spare) or into spares. It
-// reports the process CPU time per batch besides the wall time.
-func BenchmarkWALAppend(b *testing.B) {
+// (without a spare) or into spares. It reports the process CPU time per
+// batch besides the wall time.
+func BenchmarkLogAppend(b *testing.B) {
 	for _, tc := range []struct {
 		name     string
 		prealloc bool
 	}{{"growing", false}, {"preallocated", true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			const seg = 32 << 20
-			w := &wal{dir: b.TempDir(), segBytes: seg, prepareAfter: time.Now().Add(time.Hour)}
-			var buf []byte
-			for i := range 64 {
-				buf, _ = appendWALRecord(buf, uint64(i+1), []string{"a", "b"}, event("bench", 600))
+			w := &segLog{dir: b.TempDir(), segBytes: seg, prepareAfter: time.Now().Add(time.Hour)}
+			lsn := uint64(1)
+			batch := func() []byte {
+				var buf []byte
+				for i := range 64 {
+					buf, _ = appendPut(buf, lsn+uint64(i), lsn+uint64(i), []string{"a", "b"}, nil, event("bench", 600), nil)
+				}
+				return buf
 			}
-			buf = buf[:len(buf):len(buf)]
-			seq := uint64(1)
 			// CPU spent with the timer stopped is left out.
 			var cpuOff time.Duration
 			pause := func() time.Duration { b.StopTimer(); return processCPU() }
 			resume := func(t time.Duration) { cpuOff += processCPU() - t; b.StartTimer() }
 			cpu0 := processCPU()
 			for b.Loop() {
+				t := pause()
 				if tc.prealloc && !w.spareReady() {
-					t := pause()
 					w.prepareAfter = time.Time{}
 					if err := w.prepareSpare(); err != nil {
 						b.Fatal(err)
 					}
-					resume(t)
 				}
-				if err := w.append(buf, seq, seq+63); err != nil {
+				buf := batch()
+				s, _, err := w.position(lsn)
+				if err != nil {
 					b.Fatal(err)
 				}
-				seq += 64
+				resume(t)
+				if err := w.append(buf, lsn+63); err != nil {
+					b.Fatal(err)
+				}
+				s.size += int64(len(buf))
+				lsn += 64
 				if w.off+int64(len(buf)) > seg {
-					// Start the next segment at the next append.
 					t := pause()
-					w.off = seg
-					_ = w.dropApplied(seq)
+					w.off = seg // the next append starts the next segment
+					if old, _ := w.oldest(); old != nil {
+						_, _ = w.retire(old)
+					}
 					resume(t)
 				}
 			}
 			b.ReportMetric(float64((processCPU()-cpu0-cpuOff).Microseconds())/float64(b.N), "cpu-µs/op")
-			w.close(true)
+			w.close()
 		})
 	}
 }

@@ -9,149 +9,112 @@ import (
 	"testing"
 )
 
-// TestDamagedFile damages a closed queue file in the ways a disk or a power
-// loss can, and checks that Open neither fails nor crashes: the file is
-// moved aside (kept), what is readable is carried over intact, the damage is
-// logged at error level, and the queue works afterwards.
-func TestDamagedFile(t *testing.T) {
+// TestDamagedLog damages the segments of a closed queue in the ways a disk
+// or a power loss can, and checks that Open neither fails nor crashes:
+// every record that is still readable is kept intact, the damage is logged
+// at error level with a copy of the segment kept as it was found (a torn
+// end of the last segment, which a crash leaves, is a warning), the queue
+// works afterwards, and the start after that is clean.
+func TestDamagedLog(t *testing.T) {
 	const n = 60
-	newestMeta := func(t *testing.T, f *os.File) boltMeta {
-		m0, ok0 := readMeta(f, 0)
-		if !ok0 {
-			t.Fatal("meta 0 unreadable before damage")
-		}
-		m1, ok1 := readMeta(f, int64(m0.pageSize))
-		if ok1 && m1.txid > m0.txid {
-			return m1
-		}
-		return m0
-	}
+	size := func(i int) int { return 100 + i*200 }
 	cases := []struct {
-		name    string
-		damage  func(t *testing.T, f *os.File)
-		salvage bool
-		// keep is how many of the n events must come back; -1: any number.
-		keep int
+		name string
+		// damage changes the segments (in order) and returns the events
+		// whose records it hit.
+		damage func(t *testing.T, segs []string) []int
+		// harmful: damage an ERROR must report; else a WARN.
+		harmful bool
 	}{
-		{
-			name: "tail truncated below the last commit",
-			damage: func(t *testing.T, f *os.File) {
-				m := newestMeta(t, f)
-				if err := f.Truncate(int64(m.pgid-2) * int64(m.pageSize)); err != nil {
-					t.Fatal(err)
-				}
-			},
-			salvage: true, keep: -1,
-		},
-		{
-			name: "tail pages overwritten with garbage",
-			damage: func(t *testing.T, f *os.File) {
-				m := newestMeta(t, f)
-				junk := bytes.Repeat([]byte{0xA5, 0x5A, 0xFF, 0x00}, int(m.pageSize)) // 4 pages
-				if _, err := f.WriteAt(junk, int64(m.pgid-4)*int64(m.pageSize)); err != nil {
-					t.Fatal(err)
-				}
-			},
-			// The last pages may be free ones: then nothing is lost.
-			salvage: false, keep: -1,
-		},
-		{
-			name: "one body flipped",
-			damage: func(t *testing.T, f *os.File) {
-				flipIn(t, f, []byte(`{"id":"e17"`))
-			},
-			salvage: true, keep: n - 1,
-		},
-		{
-			name: "both meta pages zeroed",
-			damage: func(t *testing.T, f *os.File) {
-				m := newestMeta(t, f)
-				zero := make([]byte, m.pageSize)
-				for _, off := range []int64{0, int64(m.pageSize)} {
-					if _, err := f.WriteAt(zero, off); err != nil {
-						t.Fatal(err)
-					}
-				}
-			},
-			salvage: true, keep: 0,
-		},
-		{
-			name: "truncated to one page",
-			damage: func(t *testing.T, f *os.File) {
-				m := newestMeta(t, f)
-				if err := f.Truncate(int64(m.pageSize)); err != nil {
-					t.Fatal(err)
-				}
-			},
-			salvage: true, keep: 0,
-		},
+		{"one body flipped", func(t *testing.T, segs []string) []int {
+			flipIn(t, segs, []byte(`{"id":"e17"`))
+			return []int{17}
+		}, true},
+		{"garbage over records in the middle of a segment", func(t *testing.T, segs []string) []int {
+			return overwrite(t, segs[1], 0.3, 0.6)
+		}, true},
+		{"a segment before the last cut in the middle of a record", func(t *testing.T, segs []string) []int {
+			hit := eventsIn(t, segs[1], 0.5, 1)
+			b, _ := os.ReadFile(segs[1])
+			if err := os.Truncate(segs[1], int64(len(b)/2)); err != nil {
+				t.Fatal(err)
+			}
+			return hit
+		}, true},
+		{"the last segment cut in the middle of a record", func(t *testing.T, segs []string) []int {
+			last := segs[len(segs)-1]
+			end := recordsEnd(t, last)
+			hit := eventsIn(t, last, float64(end-5)/float64(fileSize(t, last)), 1)
+			if err := os.Truncate(last, end-5); err != nil {
+				t.Fatal(err)
+			}
+			return hit
+		}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			q := mustOpen(t, dir, 1<<30)
+			q, err := Open(dir, 1<<30, nil, withSegmentBytes(32<<10))
+			if err != nil {
+				t.Fatal(err)
+			}
 			for i := range n {
-				// Bodies of a few pages, so that overflow pages are involved.
-				put(t, q, event(fmt.Sprint("e", i), 100+i*200), "a", "b")
+				// Bodies of a few KB, so that a segment holds a few.
+				put(t, q, event(fmt.Sprint("e", i), size(i)), "a", "b")
 			}
 			if err := q.Close(); err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join(dir, FileName)
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
+			segs, _ := segFiles(t, dir)
+			if len(segs) < 4 {
+				t.Fatalf("only %d segments", len(segs))
 			}
-			tc.damage(t, f)
-			f.Close()
-			damaged, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
+			hit := tc.damage(t, segs)
+			if len(hit) == 0 {
+				t.Fatal("the damage hit no record")
+			}
+			lost := map[string]bool{}
+			for _, i := range hit {
+				lost[fmt.Sprint("e", i)] = true
 			}
 
 			var logs logBuf
-			q, err = Open(dir, 1<<30, logs.logger())
+			q, err = Open(dir, 1<<30, logs.logger(), withSegmentBytes(32<<10))
 			if err != nil {
-				t.Fatalf("Open of a damaged file: %v", err)
+				t.Fatalf("Open of a damaged log: %v", err)
 			}
-			defer q.Close()
-			asides, _ := filepath.Glob(path + ".corrupt-*")
-			salvaged := len(asides) == 1
-			if tc.salvage && !salvaged {
-				t.Fatalf("damage not detected; log:\n%s", logs.String())
-			}
-			if salvaged {
-				kept, err := os.ReadFile(asides[0])
-				if err != nil || !bytes.Equal(kept, damaged) {
-					t.Fatalf("damaged file not kept as it was (%v)", err)
+			l := logs.String()
+			kept, _ := filepath.Glob(filepath.Join(dir, "*.corrupt-*"))
+			if tc.harmful {
+				if !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "queue salvage finished") || len(kept) != 1 {
+					t.Fatalf("damage not reported (kept %v):\n%s", kept, l)
 				}
-				if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "moved_to=") {
-					t.Fatalf("salvage not logged at error level:\n%s", l)
-				}
+			} else if strings.Contains(l, "level=ERROR") || !strings.Contains(l, "level=WARN") || len(kept) != 0 {
+				t.Fatalf("a torn end reported as damage (kept %v):\n%s", kept, l)
 			}
 
-			got := 0
+			got := map[string]bool{}
 			for _, ev := range q.Recovered() {
 				var i int
-				if _, err := fmt.Sscanf(ev.ID, "e%d", &i); err != nil || !bytes.Equal(ev.Body, event(ev.ID, 100+i*200).Body) {
+				if _, err := fmt.Sscanf(ev.ID, "e%d", &i); err != nil || !bytes.Equal(ev.Body, event(ev.ID, size(i)).Body) {
 					t.Fatalf("recovered event %q is not intact", ev.ID)
 				}
-				got++
+				got[ev.ID] = true
 			}
-			if tc.keep >= 0 && got != tc.keep {
-				t.Fatalf("recovered %d events, want %d; log:\n%s", got, tc.keep, logs.String())
+			for i := range n {
+				id := fmt.Sprint("e", i)
+				if got[id] == lost[id] {
+					t.Fatalf("%s: recovered %v, its record damaged %v (damaged: %v)\n%s", id, got[id], lost[id], hit, l)
+				}
 			}
-			if !salvaged && got != n {
-				t.Fatalf("no damage reported but %d of %d events recovered", got, n)
-			}
-			t.Logf("salvaged=%v, %d of %d events recovered\n%s", salvaged, got, n, logs.String())
-			if q.Depth("a") != got || q.Depth("b") != got {
-				t.Fatalf("depth a=%d b=%d, want %d", q.Depth("a"), q.Depth("b"), got)
+			t.Logf("%d of %d events recovered\n%s", len(got), n, l)
+			if q.Depth("a") != len(got) || q.Depth("b") != len(got) {
+				t.Fatalf("depth a=%d b=%d, want %d", q.Depth("a"), q.Depth("b"), len(got))
 			}
 
 			// The queue works, and a restart is clean.
 			put(t, q, event("after", 100), "a")
-			for range got + 1 {
+			for range len(got) + 1 {
 				if err := q.Done(take(t, q, "a")); err != nil {
 					t.Fatal(err)
 				}
@@ -160,41 +123,79 @@ func TestDamagedFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			var logs2 logBuf
-			q, err = Open(dir, 1<<30, logs2.logger())
+			q, err = Open(dir, 1<<30, logs2.logger(), withSegmentBytes(32<<10))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(logs2.String(), "level=ERROR") {
-				t.Fatalf("second Open after salvage reports damage:\n%s", logs2.String())
-			}
 			defer q.Close()
-			if q.Depth("a") != 0 || q.Depth("b") != got {
-				t.Fatalf("after restart depth a=%d b=%d, want 0 and %d", q.Depth("a"), q.Depth("b"), got)
+			if l := logs2.String(); strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") {
+				t.Fatalf("second Open after the damage reports it again:\n%s", l)
+			}
+			if q.Depth("a") != 0 || q.Depth("b") != len(got) {
+				t.Fatalf("after restart depth a=%d b=%d, want 0 and %d", q.Depth("a"), q.Depth("b"), len(got))
 			}
 		})
 	}
 }
 
-// flipIn flips one bit a little after each occurrence of marker (bbolt
-// writes pages anew, so stale copies of a record may lie in free pages).
-func flipIn(t *testing.T, f *os.File, marker []byte) {
+func fileSize(t *testing.T, path string) int64 {
 	t.Helper()
-	b, err := os.ReadFile(f.Name())
+	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(b, marker) {
-		t.Fatalf("marker %q not in the file", marker)
+	return fi.Size()
+}
+
+// eventsIn returns the events whose records overlap the part of the
+// segment at path from fraction from to fraction to of its length.
+func eventsIn(t *testing.T, path string, from, to float64) []int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for off := 0; ; {
-		i := bytes.Index(b[off:], marker)
-		if i < 0 {
-			return
+	first, _ := segmentFirst(filepath.Base(path))
+	lo, hi := int(from*float64(len(b))), int(to*float64(len(b)))
+	var hit []int
+	scanSegment(b, first, func(off int, r record) {
+		if r.typ == recPut && off < hi && off+r.n > lo {
+			f, _ := parseEvent(seqKey(r.seq), r.val)
+			var i int
+			fmt.Sscanf(string(f.id), "e%d", &i)
+			hit = append(hit, i)
 		}
-		pos := int64(off + i + len(marker) + 20)
-		if _, err := f.WriteAt([]byte{b[pos] ^ 0x10}, pos); err != nil {
+	})
+	return hit
+}
+
+// overwrite writes garbage over the part of the segment at path from
+// fraction from to fraction to and returns the events it hit.
+func overwrite(t *testing.T, path string, from, to float64) []int {
+	t.Helper()
+	hit := eventsIn(t, path, from, to)
+	size := fileSize(t, path)
+	lo, hi := int64(from*float64(size)), int64(to*float64(size))
+	writeAt(t, path, lo, bytes.Repeat([]byte{0xA5, 0x5A, 0xFF, 0x00}, int(hi-lo)/4))
+	return hit
+}
+
+// flipIn flips one bit a little after the occurrence of marker in one of
+// the files.
+func flipIn(t *testing.T, files []string, marker []byte) {
+	t.Helper()
+	for _, path := range files {
+		b, err := os.ReadFile(path)
+		if err != nil {
 			t.Fatal(err)
 		}
-		off += i + len(marker)
+		i := bytes.Index(b, marker)
+		if i < 0 {
+			continue
+		}
+		pos := int64(i + len(marker) + 20)
+		writeAt(t, path, pos, []byte{b[pos] ^ 0x10})
+		return
 	}
+	t.Fatalf("marker %q in no file", marker)
 }

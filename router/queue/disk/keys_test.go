@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/hookrouter/hookrouter/sinks"
 )
@@ -37,10 +34,10 @@ func keyed(id string, expires time.Time) *sinks.Event {
 }
 
 // TestKeysSurviveRestart checks that the dedup key of every event Put is
-// handed back after a restart, whether the event was delivered before the
-// applier wrote it (its Put and Done cancel out), delivered after, still
-// owed, or never queued (KeepKey); that expired keys are not; and that the
-// expiry comes back as it was given.
+// handed back after a restart, whether the event was delivered in the
+// same write as its Put, delivered later, still owed, or never queued
+// (KeepKey); that expired keys are not; and that the expiry comes back as
+// it was given.
 func TestKeysSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	q, err := Open(dir, 1<<30, nil, KeepKeys(100))
@@ -48,16 +45,12 @@ func TestKeysSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	hour := time.Now().Add(time.Hour).Truncate(time.Microsecond)
-	// Delivered within one apply: the Put never reaches bbolt.
 	put(t, q, keyed("early", hour), "a")
 	if err := q.Done(take(t, q, "a")); err != nil {
 		t.Fatal(err)
 	}
-	// Delivered after its Put was applied: the key is read from the record.
 	put(t, q, keyed("late", hour.Add(time.Second)), "a", "b")
-	if err := q.applyOnce(); err != nil {
-		t.Fatal(err)
-	}
+	q.flush()
 	if err := q.Done(take(t, q, "a")); err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +61,11 @@ func TestKeysSurviveRestart(t *testing.T) {
 	put(t, q, keyed("owed", hour.Add(2*time.Second)), "c")
 	// Unrouted.
 	if err := q.KeepKey("platform\x00unrouted", hour.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Expires while hookrouter is stopped: not handed back.
+	staleExp := time.Now().Add(30 * time.Millisecond)
+	if err := q.KeepKey("platform\x00stale", staleExp); err != nil {
 		t.Fatal(err)
 	}
 	// Expired when delivered: not kept.
@@ -83,18 +81,14 @@ func TestKeysSurviveRestart(t *testing.T) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
+	for !time.Now().After(staleExp) {
+		time.Sleep(5 * time.Millisecond) // until "stale" has expired
+	}
 	q, err = Open(dir, 1<<30, nil, KeepKeys(100))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	// A kept key that expired while hookrouter was stopped is not handed back.
-	if err := q.db.Update(func(tx *bolt.Tx) error {
-		k := keyKey(time.Now().Add(-time.Minute).UnixNano(), 1<<40)
-		return tx.Bucket(bucketKeys).Put(k, encodeKey(k, "platform\x00stale"))
-	}); err != nil {
-		t.Fatal(err)
-	}
 	var got []string
 	exp := map[string]time.Time{}
 	if err := q.Keys(func(key string, expires time.Time) {
@@ -133,9 +127,7 @@ func TestKeysBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 1 {
-			if err := q.applyOnce(); err != nil {
-				t.Fatal(err)
-			}
+			q.flush()
 		}
 	}
 	if err := q.Close(); err != nil {
@@ -148,9 +140,6 @@ func TestKeysBounded(t *testing.T) {
 	got := keysOf(t, q)
 	if want := []string{"platform\x00c", "platform\x00d", "platform\x00e"}; !slices.Equal(got, want) {
 		t.Fatalf("Keys = %q, want %q", got, want)
-	}
-	if q.keyCount != 3 {
-		t.Fatalf("keyCount = %d, want 3", q.keyCount)
 	}
 	// New keys after the restart number past the old ones: none overwritten.
 	if err := q.KeepKey("platform\x00f", base.Add(10*time.Second)); err != nil {
@@ -216,9 +205,9 @@ func TestEventRecordV1(t *testing.T) {
 	}
 }
 
-// TestKeyRecordDamaged flips a byte of one kept key in the file: Open
-// salvages (the file moved aside, an ERROR logged), the damaged key is
-// dropped and the others are kept.
+// TestKeyRecordDamaged flips a byte of one kept key in the log: Open
+// reports the damage (an ERROR, the segment kept as found), the damaged
+// key is dropped and the others are kept.
 func TestKeyRecordDamaged(t *testing.T) {
 	dir := t.TempDir()
 	q, err := Open(dir, 1<<30, nil, KeepKeys(100))
@@ -227,26 +216,32 @@ func TestKeyRecordDamaged(t *testing.T) {
 	}
 	exp := time.Now().Add(time.Hour)
 	for _, id := range []string{"one", "two-damaged", "three"} {
-		put(t, q, keyed(id, exp), "a")
-		if err := q.Done(take(t, q, "a")); err != nil {
+		put(t, q, event(id, 200), "a")
+		if err := q.KeepKey("platform\x00"+id, exp); err != nil {
 			t.Fatal(err)
 		}
+		q.flush()
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, FileName)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	segs, _ := segFiles(t, dir)
+	var hits int
+	for _, path := range segs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, []byte("platform\x00two-damaged")); i >= 0 {
+			hits += bytes.Count(b, []byte("platform\x00two-damaged"))
+			b[i+10] ^= 0x20
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	i := bytes.Index(b, []byte("two-damaged"))
-	if i < 0 || bytes.Count(b, []byte("two-damaged")) != 1 {
-		t.Fatalf("key found %d times in the file", bytes.Count(b, []byte("two-damaged")))
-	}
-	b[i] ^= 0x20
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
+	if hits != 1 {
+		t.Fatalf("key found %d times in the log", hits)
 	}
 	var logs logBuf
 	q, err = Open(dir, 1<<30, logs.logger(), KeepKeys(100))
@@ -257,8 +252,11 @@ func TestKeyRecordDamaged(t *testing.T) {
 	if got, want := keysOf(t, q), []string{"platform\x00one", "platform\x00three"}; !slices.Equal(got, want) {
 		t.Fatalf("Keys = %q, want %q", got, want)
 	}
-	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "records_dropped=1") {
-		t.Fatalf("salvage not logged as such:\n%s", logs.String())
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "queue salvage finished") {
+		t.Fatalf("damage not logged as such:\n%s", logs.String())
+	}
+	if q.Depth("a") != 3 {
+		t.Fatalf("depth %d, want 3", q.Depth("a"))
 	}
 }
 

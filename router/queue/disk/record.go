@@ -9,32 +9,47 @@ import (
 	"github.com/hookrouter/hookrouter/sinks"
 )
 
-// On disk, the queue is two bbolt buckets keyed by the event's acceptance
-// number (8 bytes, big-endian, so that key order is acceptance order), and
-// the committed dedup keys of delivered (or unrouted) events, keyed by expiry:
+// The log is a series of records, each
 //
-//	events:     seq               → crc | 2 | uvarint len(id) id | uvarint len(source) source | received_at (8) |
-//	                                uvarint len(dedup key) dedup key | dedup expires unix ns (8) | body
-//	deliveries: seq | sink name   → crc | 1 | uvarint attempts | next_attempt unix ns (8, 0 = due now) | last error
-//	keys:       expires | n (8+8) → crc | 1 | dedup key
+//	length (4) | crc-32C of the payload (4) | payload
+//	payload:   lsn (8) | type (1) | body
 //
-// Version 1 event records (no dedup key), written before keys were kept,
-// are still read.
+// all big-endian. lsn numbers every record of the log without gaps within
+// a segment (see segLog). The bodies:
 //
-// bbolt checksums only its meta pages, so every record carries a CRC-32C of
-// its key and value: a flipped bit in a body is found at Open instead of
-// being delivered.
-
-var (
-	bucketEvents     = []byte("events")
-	bucketDeliveries = []byte("deliveries")
-	bucketKeys       = []byte("keys")
-)
+//	'P' put:    seq (8) | uvarint len(sinks) | sink... | event value
+//	            sink:  uvarint len(name) name | uvarint attempts | uvarint next attempt, unix ns (0: due) |
+//	                   uvarint len(last error) last error
+//	'D' done:   seq (8) | sink name
+//	'T' retry:  seq (8) | uvarint attempts | uvarint next attempt, unix ns | uvarint len(sink) sink | last error
+//	'K' key:    expires, unix ns (8) | dedup key
+//
+// A Put's seq is the lsn of the record that first logged it (its acceptance
+// number). Compaction logs a live event again, as a 'P' record with its
+// original seq, the sinks it still owes and their retry state: a 'P' record
+// states an event's whole state, replacing what earlier records said.
+//
+// The event value carries a CRC-32C of its own (over its seq and itself),
+// so that a body read back on Take is checked without its frame:
+//
+//	crc (4) | 2 | uvarint len(id) id | uvarint len(source) source | received_at (8) |
+//	uvarint len(dedup key) dedup key | dedup expires unix ns (8) | body
+//
+// Version 1 event values (no dedup key) are still read.
 
 const (
-	recordVersion = 1 // deliveries and keys
-	eventVersion  = 2 // events; 1 had no dedup key
+	recPut   = 'P'
+	recDone  = 'D'
+	recRetry = 'T'
+	recKey   = 'K'
+
+	// recHeader is the length and checksum before each payload.
+	recHeader = 8
+	// payloadHeader is the lsn and type at the start of each payload.
+	payloadHeader = 9
 )
+
+const eventVersion = 2 // 1 had no dedup key
 
 // maxLastError bounds the stored error text of a delivery.
 const maxLastError = 1024
@@ -50,18 +65,257 @@ func seqKey(seq uint64) []byte {
 	return k
 }
 
-func deliveryKey(seq uint64, sink string) []byte {
-	k := make([]byte, 8, 8+len(sink))
-	binary.BigEndian.PutUint64(k, seq)
-	return append(k, sink...)
-}
-
 func checksum(key, rest []byte) uint32 {
 	c := crc32.Update(0, castagnoli, key)
 	return crc32.Update(c, castagnoli, rest)
 }
 
-// appendEvent appends the events-bucket value for ev under key to dst.
+// deliveryState is the retry state of one delivery as logged.
+type deliveryState struct {
+	attempts  int
+	nextAt    int64 // unix ns; 0 when due at once
+	lastError string
+}
+
+// sinkState is one sink of a 'P' record.
+type sinkState struct {
+	sink string
+	deliveryState
+}
+
+// beginRecord appends a record's header, lsn and type to b; finishRecord
+// fills in its length and checksum once the body is appended.
+func beginRecord(b []byte, lsn uint64, typ byte) ([]byte, int) {
+	start := len(b)
+	b = append(b, make([]byte, recHeader)...)
+	b = binary.BigEndian.AppendUint64(b, lsn)
+	return append(b, typ), start
+}
+
+func finishRecord(b []byte, start int) []byte {
+	payload := b[start+recHeader:]
+	binary.BigEndian.PutUint32(b[start:], uint32(len(payload)))
+	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(payload, castagnoli))
+	return b
+}
+
+// putRecordLen is the length of a 'P' record owed to sinks, with an
+// event value of valLen bytes.
+func putRecordLen(sinks []sinkState, valLen int) int {
+	n := recHeader + payloadHeader + 8 + uvarintLen(len(sinks)) + valLen
+	for _, s := range sinks {
+		le := min(len(s.lastError), maxLastError)
+		n += uvarintLen(len(s.sink)) + len(s.sink) + uvarintLen(s.attempts) + uvarintLen64(uint64(max(s.nextAt, 0))) + uvarintLen(le) + le
+	}
+	return n
+}
+
+// firstPutLen is putRecordLen for a first Put to the sinks in to.
+func firstPutLen(to []string, ev *sinks.Event) int {
+	n := recHeader + payloadHeader + 8 + uvarintLen(len(to)) + eventValueLen(ev)
+	for _, s := range to {
+		n += uvarintLen(len(s)) + len(s) + 3
+	}
+	return n
+}
+
+// appendPut appends a 'P' record for the event seq owed to sinks (nil
+// sinks: to, a first Put), ev or, when ev is nil, the event value val
+// logged before, and returns it with the offset of the record's start.
+func appendPut(b []byte, lsn, seq uint64, to []string, sinks []sinkState, ev *sinks.Event, val []byte) ([]byte, int) {
+	b, start := beginRecord(b, lsn, recPut)
+	keyAt := len(b)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	if sinks == nil {
+		b = binary.AppendUvarint(b, uint64(len(to)))
+		for _, s := range to {
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+			b = append(b, 0, 0, 0)
+		}
+	} else {
+		b = binary.AppendUvarint(b, uint64(len(sinks)))
+		for _, s := range sinks {
+			b = binary.AppendUvarint(b, uint64(len(s.sink)))
+			b = append(b, s.sink...)
+			b = appendState(b, s.deliveryState)
+		}
+	}
+	// The event value's checksum covers its seq, the 8 bytes at keyAt:
+	// only read, and still valid if the append below moves b.
+	if ev != nil {
+		b = appendEvent(b, b[keyAt:keyAt+8], ev)
+	} else {
+		b = append(b, val...)
+	}
+	return finishRecord(b, start), start
+}
+
+func appendState(b []byte, s deliveryState) []byte {
+	le := s.lastError[:min(len(s.lastError), maxLastError)]
+	b = binary.AppendUvarint(b, uint64(max(s.attempts, 0)))
+	b = binary.AppendUvarint(b, uint64(max(s.nextAt, 0)))
+	b = binary.AppendUvarint(b, uint64(len(le)))
+	return append(b, le...)
+}
+
+// appendDone appends a 'D' record.
+func appendDone(b []byte, lsn, seq uint64, sink string) []byte {
+	b, start := beginRecord(b, lsn, recDone)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = append(b, sink...)
+	return finishRecord(b, start)
+}
+
+// appendRetry appends a 'T' record.
+func appendRetry(b []byte, lsn, seq uint64, sink string, s deliveryState) []byte {
+	b, start := beginRecord(b, lsn, recRetry)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.AppendUvarint(b, uint64(max(s.attempts, 0)))
+	b = binary.AppendUvarint(b, uint64(max(s.nextAt, 0)))
+	b = binary.AppendUvarint(b, uint64(len(sink)))
+	b = append(b, sink...)
+	b = append(b, s.lastError[:min(len(s.lastError), maxLastError)]...)
+	return finishRecord(b, start)
+}
+
+// appendKey appends a 'K' record.
+func appendKey(b []byte, lsn uint64, key string, expires int64) []byte {
+	b, start := beginRecord(b, lsn, recKey)
+	b = binary.BigEndian.AppendUint64(b, uint64(expires))
+	b = append(b, key...)
+	return finishRecord(b, start)
+}
+
+// record is one record read back from the log; its slices alias the
+// segment's bytes.
+type record struct {
+	lsn  uint64
+	typ  byte
+	n    int // framed length
+	seq  uint64
+	sink []byte        // 'D', 'T'
+	st   deliveryState // 'T' (lastError not set: see lastErr)
+	// lastErr is the raw last error of a 'T' record.
+	lastErr []byte
+	sinks   []byte // 'P': the encoded sink list, see eachSink
+	nsinks  int
+	val     []byte // 'P': the event value
+	key     []byte // 'K'
+	expires int64  // 'K'
+}
+
+// parseRecord checks and decodes the record at the start of b. It reports
+// false for anything but a whole record with a valid checksum and layout.
+func parseRecord(b []byte) (record, bool) {
+	if len(b) < recHeader+payloadHeader {
+		return record{}, false
+	}
+	n := int(binary.BigEndian.Uint32(b))
+	if n < payloadHeader || n > len(b)-recHeader {
+		return record{}, false
+	}
+	p := b[recHeader : recHeader+n]
+	if crc32.Checksum(p, castagnoli) != binary.BigEndian.Uint32(b[4:]) {
+		return record{}, false
+	}
+	r := record{lsn: binary.BigEndian.Uint64(p), typ: p[8], n: recHeader + n}
+	p = p[payloadHeader:]
+	switch r.typ {
+	case recPut:
+		if len(p) < 8 {
+			return record{}, false
+		}
+		r.seq = binary.BigEndian.Uint64(p)
+		p = p[8:]
+		count, w := binary.Uvarint(p)
+		if w <= 0 || count == 0 || count > uint64(len(p)) {
+			return record{}, false
+		}
+		r.nsinks = int(count)
+		rest := p[w:]
+		q := rest
+		for range count {
+			var ok bool
+			if q, ok = skipSink(q); !ok {
+				return record{}, false
+			}
+		}
+		r.sinks = rest[:len(rest)-len(q)]
+		r.val = q
+	case recDone:
+		if len(p) < 9 {
+			return record{}, false
+		}
+		r.seq, r.sink = binary.BigEndian.Uint64(p), p[8:]
+	case recRetry:
+		if len(p) < 8 {
+			return record{}, false
+		}
+		r.seq = binary.BigEndian.Uint64(p)
+		p = p[8:]
+		var ok bool
+		var a, next uint64
+		if a, p, ok = readUvarint(p); !ok || a > 1<<31 {
+			return record{}, false
+		}
+		if next, p, ok = readUvarint(p); !ok {
+			return record{}, false
+		}
+		if r.sink, p, ok = readBytes(p); !ok || len(r.sink) == 0 {
+			return record{}, false
+		}
+		r.st = deliveryState{attempts: int(a), nextAt: int64(next)}
+		r.lastErr = p
+	case recKey:
+		if len(p) < 8 {
+			return record{}, false
+		}
+		r.expires, r.key = int64(binary.BigEndian.Uint64(p)), p[8:]
+	default:
+		return record{}, false
+	}
+	return r, true
+}
+
+// skipSink checks one sink of a 'P' record and returns what follows it.
+func skipSink(p []byte) ([]byte, bool) {
+	name, p, ok := readBytes(p)
+	if !ok || len(name) == 0 {
+		return nil, false
+	}
+	if _, p, ok = readUvarint(p); !ok {
+		return nil, false
+	}
+	if _, p, ok = readUvarint(p); !ok {
+		return nil, false
+	}
+	_, p, ok = readBytes(p)
+	return p, ok
+}
+
+// eachSink calls fn for each sink of a 'P' record, checked by parseRecord.
+func (r *record) eachSink(fn func(name []byte, st deliveryState, lastErr []byte)) {
+	p := r.sinks
+	for range r.nsinks {
+		name, q, _ := readBytes(p)
+		a, q, _ := readUvarint(q)
+		next, q, _ := readUvarint(q)
+		le, q, _ := readBytes(q)
+		fn(name, deliveryState{attempts: int(a), nextAt: int64(next)}, le)
+		p = q
+	}
+}
+
+func readUvarint(p []byte) (uint64, []byte, bool) {
+	v, w := binary.Uvarint(p)
+	if w <= 0 {
+		return 0, nil, false
+	}
+	return v, p[w:], true
+}
+
+// appendEvent appends the event value for ev under key (its seq) to dst.
 func appendEvent(dst, key []byte, ev *sinks.Event) []byte {
 	start := len(dst)
 	b := append(dst, 0, 0, 0, 0, eventVersion)
@@ -94,9 +348,9 @@ func fromUnixNano(n int64) time.Time {
 	return time.Unix(0, n)
 }
 
-// decodeEvent parses an events-bucket value after checking it. The Event
-// owns copies of everything; with withBody false its Body and DedupKey are
-// empty, which is how the queue keeps large backlogs out of memory.
+// decodeEvent parses an event value after checking it. The Event owns
+// copies of everything; with withBody false its Body and DedupKey are
+// empty.
 func decodeEvent(key, v []byte, withBody bool) (*sinks.Event, error) {
 	f, ok := parseEvent(key, v)
 	if !ok {
@@ -115,13 +369,13 @@ func decodeEvent(key, v []byte, withBody bool) (*sinks.Event, error) {
 	return ev, nil
 }
 
-// eventFields are the parts of an events-bucket value, aliasing it.
+// eventFields are the parts of an event value, aliasing it.
 type eventFields struct {
 	id, source, dedupKey, body []byte
 	receivedAt, dedupExpires   int64
 }
 
-// parseEvent checks and splits an events-bucket value without copying.
+// parseEvent checks and splits an event value without copying.
 func parseEvent(key, v []byte) (eventFields, bool) {
 	var f eventFields
 	if len(v) < 5 || binary.BigEndian.Uint32(v) != checksum(key, v[4:]) || (v[4] != 1 && v[4] != eventVersion) {
@@ -157,117 +411,15 @@ func readBytes(p []byte) ([]byte, []byte, bool) {
 	return p[w : w+int(n)], p[w+int(n):], true
 }
 
-// keyKey is a keys-bucket key: expiry first, so that the oldest keys are
-// first (pruned first, handed back first), then a number that makes it unique.
-func keyKey(expires int64, n uint64) []byte { return putKeyKey(make([]byte, 16), expires, n) }
+func uvarintLen(n int) int { return uvarintLen64(uint64(max(n, 0))) }
 
-// putKeyKey writes a keys-bucket key into the first 16 bytes of b.
-func putKeyKey(b []byte, expires int64, n uint64) []byte {
-	binary.BigEndian.PutUint64(b, uint64(expires))
-	binary.BigEndian.PutUint64(b[8:], n)
-	return b[:16]
+func uvarintLen64(n uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], n)
 }
-
-func encodeKey(k []byte, dedupKey string) []byte {
-	return appendKeyValue(make([]byte, 0, 5+len(dedupKey)), k, []byte(dedupKey))
-}
-
-// appendKeyValue appends the keys-bucket value of dedupKey under k to b.
-func appendKeyValue(b, k, dedupKey []byte) []byte {
-	start := len(b)
-	b = append(b, 0, 0, 0, 0, recordVersion)
-	b = append(b, dedupKey...)
-	binary.BigEndian.PutUint32(b[start:], checksum(k, b[start+4:]))
-	return b
-}
-
-// decodeKey checks a keys-bucket record and returns its dedup key (aliasing
-// v) and expiry.
-func decodeKey(k, v []byte) ([]byte, int64, bool) {
-	if len(k) != 16 || len(v) < 5 || binary.BigEndian.Uint32(v) != checksum(k, v[4:]) || v[4] != recordVersion {
-		return nil, 0, false
-	}
-	return v[5:], int64(binary.BigEndian.Uint64(k)), true
-}
-
-// deliveryState is what a delivery record holds besides its key.
-type deliveryState struct {
-	attempts  int
-	nextAt    int64 // unix ns; 0 when due at once
-	lastError string
-}
-
-func encodeDelivery(key []byte, s deliveryState) []byte {
-	le := s.lastError
-	if len(le) > maxLastError {
-		le = le[:maxLastError]
-	}
-	b := make([]byte, 4, 4+1+binary.MaxVarintLen64+8+len(le))
-	b = append(b, recordVersion)
-	b = binary.AppendUvarint(b, uint64(max(s.attempts, 0)))
-	b = binary.BigEndian.AppendUint64(b, uint64(s.nextAt))
-	b = append(b, le...)
-	binary.BigEndian.PutUint32(b, checksum(key, b[4:]))
-	return b
-}
-
-func decodeDelivery(key, v []byte) (deliveryState, error) {
-	if len(v) < 5 || binary.BigEndian.Uint32(v) != checksum(key, v[4:]) || v[4] != recordVersion {
-		return deliveryState{}, errBadRecord
-	}
-	p := v[5:]
-	attempts, w := binary.Uvarint(p)
-	if w <= 0 || len(p)-w < 8 || attempts > 1<<31 {
-		return deliveryState{}, errBadRecord
-	}
-	p = p[w:]
-	return deliveryState{
-		attempts:  int(attempts),
-		nextAt:    int64(binary.BigEndian.Uint64(p)),
-		lastError: string(p[8:]),
-	}, nil
-}
-
-// splitDeliveryKey returns the acceptance number and sink of a deliveries key.
-func splitDeliveryKey(k []byte) (uint64, []byte, bool) {
-	if len(k) <= 8 {
-		return 0, nil, false
-	}
-	return binary.BigEndian.Uint64(k), k[8:], true
-}
-
-// Sizes counted against maxBytes: the records and keys as written, plus
-// bbolt's per-element header. They are computed from lengths alone, before
-// anything is written (so ErrFull leaves no trace), and the same way when
-// Open recounts the backlog. A delivery's last error, kept for retries, is
-// not counted.
-const (
-	elemOverhead     = 16 // bbolt leaf element header
-	deliveryValueMax = 4 + 1 + binary.MaxVarintLen64 + 8
-)
 
 // eventValueLen is the length of appendEvent's output for ev.
 func eventValueLen(ev *sinks.Event) int {
 	return 4 + 1 + uvarintLen(len(ev.ID)) + len(ev.ID) + uvarintLen(len(ev.Source)) + len(ev.Source) + 8 +
 		uvarintLen(len(ev.DedupKey)) + len(ev.DedupKey) + 8 + len(ev.Body)
-}
-
-func uvarintLen(n int) int {
-	var b [binary.MaxVarintLen64]byte
-	return binary.PutUvarint(b[:], uint64(n))
-}
-
-func eventBytes(valueLen int) int64 { return int64(8 + elemOverhead + valueLen) }
-
-func deliveryBytes(sink string) int64 {
-	return int64(8 + len(sink) + elemOverhead + deliveryValueMax)
-}
-
-// storedSize is what an event owed to the sinks in to counts against maxBytes.
-func storedSize(ev *sinks.Event, to []string) int64 {
-	n := eventBytes(eventValueLen(ev))
-	for _, s := range to {
-		n += deliveryBytes(s)
-	}
-	return n
 }

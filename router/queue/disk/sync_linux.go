@@ -1,7 +1,10 @@
 package disk
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -23,4 +26,22 @@ func freeBytes(dir string) (int64, bool) {
 		return 0, false
 	}
 	return int64(st.Bavail) * st.Bsize, true
+}
+
+// lockDir takes the queue directory's lock file, so that a second process
+// on the same data_dir fails at Open instead of writing the same log.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("queue lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("queue dir %s is locked by another process (another hookrouter on the same data_dir?)", dir)
+		}
+		return nil, fmt.Errorf("queue lock file %s: %w", path, err)
+	}
+	return f, nil
 }
