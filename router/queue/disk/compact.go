@@ -23,8 +23,6 @@ import (
 //     (delivered events, superseded Retry records, acknowledgements) comes
 //     to the front and goes. Rewriting a half-drained front segment
 //     instead would copy what the drain is about to deliver;
-//   - rewritten after damage was found at Open in it or a later segment,
-//     so that the next start does not meet the damage again.
 
 // wakeCompactor asks the compactor to look at the oldest segment; it never
 // blocks.
@@ -60,54 +58,87 @@ func (q *Queue) compactLoop() {
 	}
 }
 
-// compactOnce deletes or rewrites the oldest segment if it should (see
-// above) and reports whether it did.
+// maxStep bounds the segments one compaction step deletes: a step waits
+// for one write of all their survivors.
+const maxStep = 64
+
+// compactPlan is one segment a compaction step deletes.
+type compactPlan struct {
+	s    *segment
+	keep int      // dedup keys to write forward
+	live []*entry // events whose current record is in s
+	keys []keptKey
+	b    []byte // s's records, when something is written forward
+}
+
+// compactOnce deletes the oldest segments that should go (see above),
+// after writing forward, in one batch, what is needed from them, and
+// reports whether it deleted any.
 func (q *Queue) compactOnce() bool {
-	s, _ := q.files.oldest()
-	if s == nil {
-		return false
+	q.files.mu.Lock()
+	var segs []*segment
+	for _, s := range q.files.segs {
+		if !s.closed {
+			break
+		}
+		segs = append(segs, s)
 	}
+	q.files.mu.Unlock()
 	now := time.Now().UnixNano()
 	q.mu.Lock()
-	keep := q.keysToKeepLocked(s, now)
-	need := s.live
-	if keep > 0 {
-		need += s.keys
-	}
 	garbage := q.logBytes - q.liveBytes - q.keyBytes
+	logBytes := q.logBytes
 	nearFull := q.maxBytes > 0 && 4*(q.logBytes+q.pendingPuts+reservedSegments*q.segBytes) > 3*q.maxBytes
-	due := need == 0 || s.first <= q.damagedThrough ||
-		(garbage > 2*q.segBytes && (2*garbage > q.logBytes || nearFull))
-	if !due || q.final {
+	var plans []compactPlan
+	var survivors int64
+	for _, s := range segs {
+		keep := q.keysToKeepLocked(s, now)
+		need := s.live
+		if keep > 0 {
+			need += s.keys
+		}
+		due := need == 0 ||
+			(garbage > 2*q.segBytes && (2*garbage > logBytes || nearFull))
+		if !due || len(plans) == maxStep || (len(plans) > 0 && survivors+need > q.segBytes) {
+			break
+		}
+		p := compactPlan{s: s, keep: keep}
+		for _, e := range s.entries {
+			if id, _ := unpackLoc(e.loc.Load()); id == s.id && e.owed.Load() > 0 {
+				p.live = append(p.live, e)
+			}
+		}
+		plans = append(plans, p)
+		survivors += need
+		garbage -= s.size - need
+		logBytes -= s.size - need
+	}
+	if len(plans) == 0 || q.final {
 		q.mu.Unlock()
 		return false
 	}
-	var live []*entry
-	for _, e := range s.entries {
-		if id, _ := unpackLoc(e.loc.Load()); id == s.id && e.owed.Load() > 0 {
-			live = append(live, e)
-		}
-	}
 	q.mu.Unlock()
 
-	var b []byte
-	var keys []keptKey
-	if len(live) > 0 || keep > 0 {
+	for i := range plans {
+		p := &plans[i]
+		if len(p.live) == 0 && p.keep == 0 {
+			continue
+		}
 		var err error
-		if b, err = q.files.readAt(s.id, 0, make([]byte, s.size)); err != nil || int64(len(b)) < s.size {
-			q.log.Error("log segment unreadable; not compacted", "file", segmentName(s.first), "error", err)
+		if p.b, err = q.files.readAt(p.s.id, 0, make([]byte, p.s.size)); err != nil || int64(len(p.b)) < p.s.size {
+			q.log.Error("log segment unreadable; not compacted", "file", segmentName(p.s.first), "error", err)
 			return false
 		}
-		if keep > 0 {
-			scanSegment(b, s.first, func(_ int, r record) {
+		if p.keep > 0 {
+			scanSegment(p.b, p.s.first, func(_ int, r record) {
 				if r.typ == recKey && r.expires > now {
-					keys = append(keys, keptKey{key: string(r.key), expires: r.expires})
+					p.keys = append(p.keys, keptKey{key: string(r.key), expires: r.expires})
 				}
 			})
-			if len(keys) > keep {
+			if len(p.keys) > p.keep {
 				// The bound drops the keys expiring first.
-				slices.SortStableFunc(keys, func(a, b keptKey) int { return cmpInt64(a.expires, b.expires) })
-				keys = keys[len(keys)-keep:]
+				slices.SortStableFunc(p.keys, func(a, b keptKey) int { return cmpInt64(a.expires, b.expires) })
+				p.keys = p.keys[len(p.keys)-p.keep:]
 			}
 		}
 	}
@@ -118,15 +149,44 @@ func (q *Queue) compactOnce() bool {
 		q.mu.Unlock()
 		return false
 	}
-	for _, e := range live {
+	for _, p := range plans {
+		q.rewriteLocked(p, job)
+	}
+	q.mu.Unlock()
+	q.wake()
+	job.wg.Wait()
+	if job.err != nil {
+		q.log.Warn("log segments not compacted; retrying later", "from", segmentName(plans[0].s.first), "error", job.err)
+		return false
+	}
+	for _, p := range plans {
+		q.mu.Lock()
+		left := p.s.live
+		q.mu.Unlock()
+		if left != 0 {
+			q.log.Error("log segment still holds live records after compaction; kept", "file", segmentName(p.s.first), "bytes", left)
+			return false
+		}
+		if err := q.retireSegment(p.s); err != nil {
+			q.log.Warn("compacted log segment not deleted", "file", segmentName(p.s.first), "error", err)
+			return false
+		}
+	}
+	return true
+}
+
+// rewriteLocked queues what p's segment holds that is needed: its live
+// events, logged again with their state, and its keys. q.mu is held.
+func (q *Queue) rewriteLocked(p compactPlan, job *compactJob) {
+	for _, e := range p.live {
 		id, off := unpackLoc(e.loc.Load())
-		if id != s.id || e.owed.Load() <= 0 {
+		if id != p.s.id || e.owed.Load() <= 0 {
 			continue
 		}
-		r, ok := parseRecord(b[off:])
+		r, ok := parseRecord(p.b[off:])
 		if !ok || r.typ != recPut || r.seq != e.seq {
 			// Checked at Open or written by this process: damage since.
-			q.log.Error("queued event's record unreadable while compacting; its deliveries are dropped", "file", segmentName(s.first), "seq", e.seq)
+			q.log.Error("queued event's record unreadable while compacting; its deliveries are dropped", "file", segmentName(p.s.first), "seq", e.seq)
 			q.dropLocked(e)
 			continue
 		}
@@ -145,29 +205,10 @@ func (q *Queue) compactOnce() bool {
 		job.wg.Add(1)
 		q.queueLocked(pend{typ: recPut, rw: &rewrite{e: e, sinks: sinks, val: r.val}, job: job})
 	}
-	for _, k := range keys {
+	for _, k := range p.keys {
 		job.wg.Add(1)
 		q.queueLocked(pend{typ: recKey, key: k.key, expires: k.expires, job: job})
 	}
-	q.mu.Unlock()
-	q.wake()
-	job.wg.Wait()
-	if job.err != nil {
-		q.log.Warn("log segment not compacted; retrying later", "file", segmentName(s.first), "error", job.err)
-		return false
-	}
-	q.mu.Lock()
-	left := s.live
-	q.mu.Unlock()
-	if left != 0 {
-		q.log.Error("log segment still holds live records after compaction; kept", "file", segmentName(s.first), "bytes", left)
-		return false
-	}
-	if err := q.retireSegment(s); err != nil {
-		q.log.Warn("compacted log segment not deleted", "file", segmentName(s.first), "error", err)
-		return false
-	}
-	return true
 }
 
 func cmpInt64(a, b int64) int {

@@ -96,9 +96,6 @@ type Queue struct {
 	// keyCount is the number of 'K' records in the log.
 	logBytes, liveBytes, keyBytes int64
 	keyCount                      int
-	// damagedThrough is the first lsn of the last segment found damaged
-	// at Open: the compactor rewrites the log up to it.
-	damagedThrough uint64
 	// writtenLSN is the last lsn the committer has dealt with (written, or
 	// failed to); wrote is broadcast after each batch.
 	writtenLSN uint64

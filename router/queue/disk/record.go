@@ -23,6 +23,7 @@ import (
 //	'D' done:   seq (8) | sink name
 //	'T' retry:  seq (8) | uvarint attempts | uvarint next attempt, unix ns | uvarint len(sink) sink | last error
 //	'K' key:    expires, unix ns (8) | dedup key
+//	'Z' pad:    lsn of the next record (8) | zeros (over a damaged range)
 //
 // A Put's seq is the lsn of the record that first logged it (its acceptance
 // number). Compaction logs a live event again, as a 'P' record with its
@@ -42,6 +43,12 @@ const (
 	recDone  = 'D'
 	recRetry = 'T'
 	recKey   = 'K'
+	// recPad fills a damaged range that Open found, once it has kept a
+	// copy of the segment: its body is the lsn of the record after the
+	// range, then zeros, so the next Open reads past it quietly.
+	recPad = 'Z'
+	// minPad is the smallest range a pad record fills.
+	minPad = recHeader + payloadHeader + 8
 
 	// recHeader is the length and checksum before each payload.
 	recHeader = 8
@@ -187,6 +194,15 @@ func appendKey(b []byte, lsn uint64, key string, expires int64) []byte {
 	return finishRecord(b, start)
 }
 
+// appendPad appends a 'Z' record of exactly n bytes (n ≥ minPad), numbered
+// lsn, after which the next record is numbered next.
+func appendPad(b []byte, lsn, next uint64, n int) []byte {
+	b, start := beginRecord(b, lsn, recPad)
+	b = binary.BigEndian.AppendUint64(b, next)
+	b = append(b, make([]byte, n-minPad)...)
+	return finishRecord(b, start)
+}
+
 // record is one record read back from the log; its slices alias the
 // segment's bytes.
 type record struct {
@@ -272,6 +288,11 @@ func parseRecord(b []byte) (record, bool) {
 			return record{}, false
 		}
 		r.expires, r.key = int64(binary.BigEndian.Uint64(p)), p[8:]
+	case recPad:
+		if len(p) < 8 || binary.BigEndian.Uint64(p) <= r.lsn {
+			return record{}, false
+		}
+		r.seq = binary.BigEndian.Uint64(p) // the next record's lsn
 	default:
 		return record{}, false
 	}

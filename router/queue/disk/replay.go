@@ -23,9 +23,11 @@ type scanResult struct {
 }
 
 // skip is a damaged range of a segment: at offset at, n bytes that are no
-// record (n is 0 for records missing between two valid ones).
+// record (n is 0 for records missing between two valid ones), where the
+// record numbered lsn was expected and the one numbered resume follows.
 type skip struct {
-	at, n int
+	at, n       int
+	lsn, resume uint64
 }
 
 // scanSegment calls fn for each record of the current life of the segment
@@ -51,8 +53,14 @@ func scanSegment(b []byte, first uint64, fn func(off int, r record)) scanResult 
 			break
 		}
 		if ok && r.lsn > next {
-			res.skips = append(res.skips, skip{at: off})
+			res.skips = append(res.skips, skip{at: off, lsn: next, resume: r.lsn})
 			next = r.lsn
+		}
+		if ok && r.typ == recPad {
+			// A damaged range filled by an earlier Open.
+			next = r.seq
+			off += r.n
+			continue
 		}
 		if ok {
 			fn(off, r)
@@ -65,7 +73,9 @@ func scanSegment(b []byte, first uint64, fn func(off int, r record)) scanResult 
 			res.torn = true
 			break
 		}
-		res.skips = append(res.skips, skip{at: off, n: at - off})
+		r, _ = parseRecord(b[at:])
+		res.skips = append(res.skips, skip{at: off, n: at - off, lsn: next, resume: r.lsn})
+		next = r.lsn
 		off = at
 	}
 	res.end = off
@@ -265,7 +275,7 @@ func (q *Queue) replay() error {
 				skipped += sk.n
 			}
 			damaged = append(damaged, name)
-			q.damagedThrough = first
+			q.padDamage(path, res.skips)
 			q.log.Error("queue log segment damaged; the records after the damage are kept", "file", path, "kept_as", kept,
 				"damaged_ranges", fmt.Sprint(res.skips), "torn_at", tornAt(res), "readable_end", res.end)
 		} else if res.torn {
@@ -383,6 +393,31 @@ func readFileInto(path string, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	return buf, nil
+}
+
+// padDamage fills the damaged ranges of the segment at path (a copy of it
+// kept) with pad records, so that the next Open reads past them quietly
+// instead of reporting the same damage at every start. A range too short
+// for a pad, or missing records (no bytes), is left: reported again.
+func (q *Queue) padDamage(path string, skips []skip) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		q.log.Warn("damaged log segment not repaired", "file", path, "error", err)
+		return
+	}
+	defer f.Close()
+	for _, sk := range skips {
+		if sk.n < minPad {
+			continue
+		}
+		if _, err := f.WriteAt(appendPad(nil, sk.lsn, sk.resume, sk.n), int64(sk.at)); err != nil {
+			q.log.Warn("damaged log segment not repaired", "file", path, "error", err)
+			return
+		}
+	}
+	if err := datasync(f); err != nil {
+		q.log.Warn("damaged log segment not repaired", "file", path, "error", err)
+	}
 }
 
 // keepDamaged keeps a copy of a damaged segment as it was found, next to
