@@ -61,17 +61,17 @@ func (in *Input) DedupKey() (string, error) {
 
 func (in *Input) defaultKey() string {
 	b := in.keyBuf[:0]
-	event := in.root.Get("event")
-	if id := in.root.Get("message", "id"); present(id) {
+	event := lookup(in.obj, "event")
+	if id := lookupPath(in.obj, "message", "id"); present(id) {
 		b = appendScalar(b, event)
 		b = append(b, '_')
 		b = appendScalar(b, id)
-	} else if id := in.root.Get("device", "id"); present(id) {
+	} else if id := lookupPath(in.obj, "device", "id"); present(id) {
 		b = appendScalar(b, event)
 		b = append(b, '_')
 		b = appendScalar(b, id)
 		b = append(b, '_')
-		b = appendScalar(b, in.root.Get("timestamp"))
+		b = appendScalar(b, lookup(in.obj, "timestamp"))
 	} else {
 		sum := sha256.Sum256(in.body)
 		b = append(b, "sha256:"...)

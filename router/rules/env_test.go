@@ -9,7 +9,7 @@ import (
 
 // edgeBodies are payloads of unusual shapes and values: missing fields,
 // nulls, members of non-objects, the spellings of numbers, escapes and
-// non-ASCII text, a duplicate key (read as its first value).
+// non-ASCII text, a repeated key (read as its last value).
 var edgeBodies = []string{
 	`{}`,
 	`{"event":null,"message":null,"need_human":null,"n":null}`,
@@ -76,20 +76,20 @@ func matchSummary(r *Result) string {
 }
 
 // TestEnvReader checks that rules keep their results when the Set reads
-// $env, which fills the env with every payload key: with duplicate keys,
-// $env and flattened chains both read the first.
+// $env, which fills the env with every payload key: with a repeated key,
+// $env and flattened chains both read the last.
 func TestEnvReader(t *testing.T) {
 	for _, tc := range []struct{ config, want string }{{`
 sources: [{name: platform, path: /webhook, auth: {type: none}}]
 sinks: {a: {type: stdout}}
 rules:
-  - {name: env, when: '$env.n == 1 && $env.event == "first"', to: [a]}
-  - {name: dup, when: 'event == "first"', to: [a]}
+  - {name: env, when: '$env.n == 1 && $env.event == "last"', to: [a]}
+  - {name: dup, when: 'event == "last"', to: [a]}
 `, "matched [0 1] shadow [] to [a]"}, {`
 sources: [{name: platform, path: /webhook, auth: {type: none}, dedup: {key: 'string($env.n)'}}]
 sinks: {a: {type: stdout}}
 rules:
-  - {name: dup, when: 'event == "first"', to: [a]}
+  - {name: dup, when: 'event == "last"', to: [a]}
 `, "matched [0] shadow [] to [a]"}} {
 		s := compileConfig(t, tc.config)
 		body := []byte(`{"event":"first","n":1,"event":"last"}`)

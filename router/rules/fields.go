@@ -143,23 +143,55 @@ func (c *fieldCollector) collect(n ast.Node, slot bool) {
 // ones as nil so that they replace the previous event's values.
 func extract(env map[string]any, obj *fastjson.Object, root *field, all bool) {
 	if all {
-		// The env was just reset to our functions, which shadow payload
-		// keys of their names anyway: a key already there is skipped.
+		// Our functions shadow payload keys of their names. Of a repeated
+		// key, the last is kept (see lookup).
 		obj.Visit(func(k []byte, v *fastjson.Value) {
-			if _, dup := env[string(k)]; !dup {
+			if !funcNames[string(k)] {
 				env[string(k)] = toValue(v)
 			}
 		})
 		return
 	}
 	for _, f := range root.children {
-		v := obj.Get(f.name)
+		v := lookup(obj, f.name)
 		if v == nil {
 			env[f.name] = nil
 			continue
 		}
 		env[f.name] = pruned(v, f)
 	}
+}
+
+// lookup returns the value of key in obj, nil if absent. Of a key repeated
+// in one object, which RFC 8259 leaves to the reader, it returns the last, as
+// encoding/json reads it, so that rules and dedup keys see the value that
+// templates and bodies (sinks.DecodePayload) see; fastjson's Get returns
+// the first.
+func lookup(obj *fastjson.Object, key string) *fastjson.Value {
+	var v *fastjson.Value
+	obj.Visit(func(k []byte, x *fastjson.Value) {
+		if string(k) == key {
+			v = x
+		}
+	})
+	return v
+}
+
+// lookupPath is lookup down a path of object keys: nil as soon as a value
+// is absent or not an object.
+func lookupPath(obj *fastjson.Object, keys ...string) *fastjson.Value {
+	var v *fastjson.Value
+	for i, k := range keys {
+		if i > 0 {
+			if obj, _ = v.Object(); obj == nil {
+				return nil
+			}
+		}
+		if v = lookup(obj, k); v == nil {
+			return nil
+		}
+	}
+	return v
 }
 
 func pruned(v *fastjson.Value, f *field) any {
@@ -169,7 +201,7 @@ func pruned(v *fastjson.Value, f *field) any {
 	obj, _ := v.Object()
 	m := make(map[string]any, len(f.children))
 	for _, c := range f.children {
-		if cv := obj.Get(c.name); cv != nil {
+		if cv := lookup(obj, c.name); cv != nil {
 			m[c.name] = pruned(cv, c)
 		}
 	}
@@ -178,8 +210,7 @@ func pruned(v *fastjson.Value, f *field) any {
 
 // toValue converts a parsed JSON value to the Go values expressions see:
 // map[string]any, []any, string, int (integral numbers), float64, bool, nil.
-// Of duplicate keys, the first is kept, as fastjson's Get, hence flattened
-// chains, read it.
+// Of a repeated key, the last is kept, as lookup reads it.
 //
 // A string value is not copied: it aliases the bytes the fastjson Parser
 // owns, its copy of the body (unescaped in place), which stay unchanged until
@@ -192,9 +223,7 @@ func toValue(v *fastjson.Value) any {
 		obj, _ := v.Object()
 		m := make(map[string]any, obj.Len())
 		obj.Visit(func(k []byte, x *fastjson.Value) {
-			if _, dup := m[string(k)]; !dup {
-				m[string(k)] = toValue(x)
-			}
+			m[string(k)] = toValue(x)
 		})
 		return m
 	case fastjson.TypeArray:

@@ -174,7 +174,7 @@ func (in *Input) Parse(body []byte) error {
 	in.root, in.body, in.obj, in.filled = v, body, obj, nil
 	s := in.set
 	in.cands = s.anyEvent
-	if ev := obj.Get("event"); ev != nil && ev.Type() == fastjson.TypeString {
+	if ev := lookup(obj, "event"); ev != nil && ev.Type() == fastjson.TypeString {
 		b, _ := ev.StringBytes()
 		if c, ok := s.byEvent[string(b)]; ok {
 			in.cands = c
@@ -210,7 +210,7 @@ func (in *Input) fill(p *plan) {
 	var root *fastjson.Value
 	for _, fp := range p.flat {
 		if name := fp.steps[0].name; root == nil || name != rootName {
-			rootName, root = name, in.obj.Get(name)
+			rootName, root = name, lookup(in.obj, name)
 		}
 		in.flatten(fp, root)
 	}
@@ -241,7 +241,8 @@ func (in *Input) flatten(p *flatPath, v *fastjson.Value) {
 			in.env[p.errKey] = "cannot fetch " + st.name + " from " + v.Type().String()
 			return
 		}
-		v = v.Get(st.name)
+		o, _ := v.Object()
+		v = lookup(o, st.name)
 	}
 	if v == nil {
 		in.env[p.valueKey] = nil
@@ -253,7 +254,7 @@ func (in *Input) flatten(p *flatPath, v *fastjson.Value) {
 
 // Event returns the payload's top-level "event" string, or "" if absent.
 func (in *Input) Event() string {
-	v := in.root.Get("event")
+	v := lookup(in.obj, "event")
 	if v == nil || v.Type() != fastjson.TypeString {
 		return ""
 	}

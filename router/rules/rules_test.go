@@ -1,8 +1,6 @@
 package rules
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/sinks/render"
 )
 
 // compileYAML builds a Set from a config whose sinks are named in rules.
@@ -516,8 +515,7 @@ func checkAgainstExpr(t *testing.T, in *Input, i int, e string, body []byte) {
 // FuzzFlatteningKeepsExprSemantics is TestFlatteningKeepsExprSemantics on
 // any payload: each expression's set keeps one Input across inputs, so a
 // value left over from the previous event would show. Payloads on which the
-// two JSON decoders are known to differ are skipped: a duplicate key
-// (fastjson keeps the first, encoding/json the last), invalid UTF-8 and
+// two JSON decoders are known to differ are skipped: invalid UTF-8 and
 // surrogate escapes (encoding/json turns invalid ones into U+FFFD, fastjson
 // keeps a lone "\ud800" as those six characters).
 func FuzzFlatteningKeepsExprSemantics(f *testing.F) {
@@ -534,7 +532,7 @@ func FuzzFlatteningKeepsExprSemantics(f *testing.F) {
 		ins[i] = sets[i].Acquire("platform", hdr{})
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		if !utf8.Valid(body) || surrogateEscape.Match(body) || hasDuplicateKey(body) {
+		if !utf8.Valid(body) || surrogateEscape.Match(body) {
 			return
 		}
 		for i, e := range semanticsExprs {
@@ -548,50 +546,6 @@ func FuzzFlatteningKeepsExprSemantics(f *testing.F) {
 
 var surrogateEscape = regexp.MustCompile(`\\u[dD][89a-fA-F]`)
 
-// hasDuplicateKey reports whether some JSON object in body (valid JSON)
-// repeats a key.
-func hasDuplicateKey(body []byte) bool {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	type frame struct {
-		keys   map[string]bool
-		object bool
-		key    bool // the next string token is a key
-	}
-	var stack []frame
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return false
-		}
-		top := len(stack) - 1
-		switch v := tok.(type) {
-		case json.Delim:
-			switch v {
-			case '{', '[':
-				if top >= 0 && stack[top].object {
-					stack[top].key = true
-				}
-				stack = append(stack, frame{keys: map[string]bool{}, object: v == '{', key: v == '{'})
-			default:
-				stack = stack[:top]
-			}
-			continue
-		case string:
-			if top >= 0 && stack[top].object && stack[top].key {
-				if stack[top].keys[v] {
-					return true
-				}
-				stack[top].keys[v] = true
-				stack[top].key = false
-				continue
-			}
-		}
-		if top >= 0 && stack[top].object {
-			stack[top].key = true
-		}
-	}
-}
-
 // odd are payloads of unusual shapes for TestFlatteningKeepsExprSemantics.
 var odd = []string{
 	`{}`,
@@ -602,6 +556,8 @@ var odd = []string{
 	`{"message":{"content":{"text":""}},"timestamp":1738056001}`,
 	`{"message":{"content":{"text":"Refund\u00e9 \ud83d\ude00 Ⱥ"}}}`,
 	`{"message":{"content":{"text":"a\ufffdb\ud800"}}}`,
+	`{"event":"x","message":{"channel":{"engine":"wa"},"channel":{"engine":"ig"}},"message":{"content":{"text":"refund"}}}`,
+	`{"message":{"channel":{"engine":"wa","engine":"ig"},"content":{"text":"a","text":"refund"}},"need_human":0,"need_human":1}`,
 }
 
 // TestDedupKeyOutlivesRelease checks that a custom key that is a payload
@@ -628,5 +584,51 @@ rules: [{name: a, when: "true", to: [a]}]
 	}
 	if k != "first key" {
 		t.Errorf("key changed to %q by the next Parse", k)
+	}
+}
+
+// TestRepeatedKeyReadsLastEverywhere: of a key repeated in one JSON object,
+// rules, dedup keys and templates all read the last value, as encoding/json
+// (sinks.DecodePayload, which templates and bodies read) does.
+func TestRepeatedKeyReadsLastEverywhere(t *testing.T) {
+	body := []byte(`{"event":"first","message":{"id":"m1","channel":{"engine":"wa"},"id":"m2","channel":{"engine":"ig"}},` +
+		`"event":"last","n":1,"n":2}`)
+	tests := []struct{ when, template, want string }{
+		{`event == "last"`, `{{ .event }}`, "last"},                                               // the event index
+		{`message.id == "m2"`, `{{ .message.id }}`, "m2"},                                         // a flattened chain
+		{`message?.channel?.engine == "ig"`, `{{ .message.channel.engine }}`, "ig"},               // an optional chain
+		{`message.channel == {"engine": "ig"}`, `{{ json .message.channel }}`, `{"engine":"ig"}`}, // a whole value
+		{`n == 2`, `{{ .n }}`, "2"},
+		{`$env.event == "last"`, `{{ .event }}`, "last"},
+	}
+	payload, err := sinks.DecodePayload(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.when, func(t *testing.T) {
+			tmpl, err := render.ParseTemplate("text", tc.template)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := tmpl.Execute(payload); err != nil || got != tc.want {
+				t.Fatalf("template %s = %q, %v; want %q", tc.template, got, err, tc.want)
+			}
+			s := compileYAML(t, oneRule(t, tc.when), "a")
+			in := s.Acquire("platform", nil)
+			defer s.Release(in)
+			if err := in.Parse(body); err != nil {
+				t.Fatal(err)
+			}
+			if r := matchSummary(in.Match()); r != "matched [0] shadow [] to [a]" {
+				t.Errorf("rule %s: %s, want a match", tc.when, r)
+			}
+			if in.Event() != "last" {
+				t.Errorf("Event() = %q, want the last", in.Event())
+			}
+			if key, _ := in.DedupKey(); key != "last_m2" {
+				t.Errorf("default dedup key %q, want last_m2", key)
+			}
+		})
 	}
 }
