@@ -115,38 +115,21 @@ func (s *Sink) routingKey(ev *sinks.Event) (string, error) {
 }
 
 // Send publishes ev and waits for the broker's confirm.
-func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
-	if errs := s.SendBatch(ctx, []*sinks.Event{ev}); errs != nil {
-		return errs[0]
-	}
-	return nil
-}
+func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error { return sinks.SendOne(ctx, s, ev) }
 
 // SendBatch publishes evs on one channel, then waits for all their confirms.
 func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	if len(evs) == 0 {
 		return nil
 	}
-	errs := make([]error, len(evs))
-	failed := false
-	fail := func(i int, err error) {
-		if errs[i] == nil {
-			errs[i], failed = err, true
-		}
-	}
-	failAll := func(err error) []error {
-		for i := range evs {
-			fail(i, err)
-		}
-		return errs
-	}
+	errs := sinks.NewBatchErrors(len(evs))
 	if err := ctx.Err(); err != nil {
-		return failAll(fmt.Errorf("amqp sink: %w", err))
+		return errs.FailRest(fmt.Errorf("amqp sink: %w", err))
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return failAll(fmt.Errorf("amqp sink: %w", sinks.ErrClosed))
+		return errs.FailRest(fmt.Errorf("amqp sink: %w", sinks.ErrClosed))
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -158,7 +141,7 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	select {
 	case pc = <-s.free:
 	case <-ctx.Done():
-		return failAll(s.classify(ctx.Err()))
+		return errs.FailRest(s.classify(ctx.Err()))
 	}
 	broken := false
 	defer func() {
@@ -171,7 +154,7 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	if pc == nil || pc.ch.IsClosed() {
 		var err error
 		if pc, err = s.open(); err != nil {
-			return failAll(err)
+			return errs.FailRest(err)
 		}
 	}
 
@@ -179,7 +162,7 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	for i, ev := range evs {
 		key, err := s.routingKey(ev)
 		if err != nil {
-			fail(i, err)
+			errs.Fail(i, err)
 			continue
 		}
 		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, s.exchange, key, s.mandatory, false, amqp.Publishing{
@@ -193,7 +176,7 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 		})
 		if err != nil {
 			broken = true
-			fail(i, s.classify(chanErr(pc, err)))
+			errs.Fail(i, s.classify(chanErr(pc, err)))
 			continue
 		}
 		dcs[i] = dc
@@ -207,10 +190,10 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 		case err != nil:
 			// No confirm in time: the channel's state is unknown.
 			broken = true
-			fail(i, s.classify(err))
+			errs.Fail(i, s.classify(err))
 		case !acked:
 			broken = broken || pc.ch.IsClosed()
-			fail(i, s.classify(chanErr(pc, errors.New("broker did not confirm the message (nack)"))))
+			errs.Fail(i, s.classify(chanErr(pc, errors.New("broker did not confirm the message (nack)"))))
 		}
 	}
 	// A return comes before its message's confirm, and the client hands it
@@ -231,14 +214,11 @@ drain:
 	}
 	for i, ev := range evs {
 		if r, ok := returned[ev.ID]; ok && dcs[i] != nil {
-			fail(i, sinks.Permanent(fmt.Errorf("amqp sink %s: exchange %q returned the message as unroutable (routing key %q): %d %s",
+			errs.Fail(i, sinks.Permanent(fmt.Errorf("amqp sink %s: exchange %q returned the message as unroutable (routing key %q): %d %s",
 				s.where, s.exchange, r.RoutingKey, r.ReplyCode, r.ReplyText)))
 		}
 	}
-	if !failed {
-		return nil
-	}
-	return errs
+	return errs.Result()
 }
 
 // chanErr prefers the reason the broker gave for closing pc (an unknown

@@ -65,45 +65,26 @@ func (s *Sink) Mapper() *Mapper { return s.rows }
 func (s *Sink) Render(ev *sinks.Event) ([]byte, error) { return s.rows.Render(ev) }
 
 // Send inserts ev's row, or nothing if a row with its event_id exists.
-func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
-	if errs := s.SendBatch(ctx, []*sinks.Event{ev}); errs != nil {
-		return errs[0]
-	}
-	return nil
-}
+func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error { return sinks.SendOne(ctx, s, ev) }
 
 // SendBatch inserts the rows of evs with one statement.
 func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	if len(evs) == 0 {
 		return nil
 	}
-	var errs []error
-	fail := func(i int, err error) {
-		if errs == nil {
-			errs = make([]error, len(evs))
-		}
-		errs[i] = err
-	}
-	failAll := func(err error) []error {
-		for i := range evs {
-			if errs == nil || errs[i] == nil {
-				fail(i, err)
-			}
-		}
-		return errs
-	}
+	errs := sinks.NewBatchErrors(len(evs))
 	if err := ctx.Err(); err != nil {
-		return failAll(fmt.Errorf("%s sink: %w", s.name, err))
+		return errs.FailRest(fmt.Errorf("%s sink: %w", s.name, err))
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		return failAll(fmt.Errorf("%s sink: %w", s.name, sinks.ErrClosed))
+		return errs.FailRest(fmt.Errorf("%s sink: %w", s.name, sinks.ErrClosed))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if err := s.ensureTable(ctx); err != nil {
-		return failAll(err)
+		return errs.FailRest(err)
 	}
 	ncol := len(s.rows.Columns())
 	args := make([]any, 0, len(evs)*ncol)
@@ -113,31 +94,31 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 		n := len(args)
 		if args, err = s.rows.Row(args, ev); err != nil {
 			args = args[:n]
-			fail(i, fmt.Errorf("%s sink: event %s: %w", s.name, ev.ID, err))
+			errs.Fail(i, fmt.Errorf("%s sink: event %s: %w", s.name, ev.ID, err))
 			continue
 		}
 		idx = append(idx, i)
 	}
 	if len(idx) == 0 {
-		return errs
+		return errs.Result()
 	}
 	err := s.db.Insert(ctx, len(idx), args)
 	if err == nil {
-		return errs
+		return errs.Result()
 	}
 	if len(idx) > 1 && s.db.DataError(err) {
 		// One row was refused: find it, inserting the others one by one.
 		for k, i := range idx {
 			if err := s.db.Insert(ctx, 1, args[k*ncol:(k+1)*ncol]); err != nil {
-				fail(i, err)
+				errs.Fail(i, err)
 			}
 		}
-		return errs
+		return errs.Result()
 	}
 	for _, i := range idx {
-		fail(i, err)
+		errs.Fail(i, err)
 	}
-	return errs
+	return errs.Result()
 }
 
 // ensureTable creates the table once, when create_table is set.

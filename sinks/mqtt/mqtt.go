@@ -143,12 +143,7 @@ func (s *Sink) conn(ctx context.Context) (*paho.Client, error) {
 }
 
 // Send publishes ev and, at QoS 1, waits for its PUBACK.
-func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
-	if errs := s.SendBatch(ctx, []*sinks.Event{ev}); errs != nil {
-		return errs[0]
-	}
-	return nil
-}
+func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error { return sinks.SendOne(ctx, s, ev) }
 
 // SendBatch publishes evs at once, on one connection, and waits for every
 // PUBACK.
@@ -156,20 +151,14 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	if len(evs) == 0 {
 		return nil
 	}
-	errs := make([]error, len(evs))
-	failAll := func(err error) []error {
-		for i := range errs {
-			errs[i] = err
-		}
-		return errs
-	}
+	errs := sinks.NewBatchErrors(len(evs))
 	if err := ctx.Err(); err != nil {
-		return failAll(fmt.Errorf("mqtt sink: %w", err))
+		return errs.FailRest(fmt.Errorf("mqtt sink: %w", err))
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return failAll(fmt.Errorf("mqtt sink: %w", sinks.ErrClosed))
+		return errs.FailRest(fmt.Errorf("mqtt sink: %w", sinks.ErrClosed))
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -178,13 +167,13 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	defer cancel()
 	c, err := s.conn(ctx)
 	if err != nil {
-		return failAll(s.withCtx(ctx, err))
+		return errs.FailRest(s.withCtx(ctx, err))
 	}
 	var wg sync.WaitGroup
 	for i, ev := range evs {
 		topic, err := s.topicFor(ev)
 		if err != nil {
-			errs[i] = err
+			errs.Fail(i, err)
 			continue
 		}
 		wg.Go(func() {
@@ -196,17 +185,12 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 				},
 			})
 			if err != nil {
-				errs[i] = s.classify(ctx, err)
+				errs.Fail(i, s.classify(ctx, err))
 			}
 		})
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return errs
-		}
-	}
-	return nil
+	return errs.Result()
 }
 
 // classify marks the broker's refusals of a message permanent — not

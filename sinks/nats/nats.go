@@ -138,12 +138,7 @@ func (s *Sink) conn(ctx context.Context) (*nats.Conn, jetstream.JetStream, error
 }
 
 // Send publishes ev and waits for the server (core) or the stream (JetStream).
-func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
-	if errs := s.SendBatch(ctx, []*sinks.Event{ev}); errs != nil {
-		return errs[0]
-	}
-	return nil
-}
+func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error { return sinks.SendOne(ctx, s, ev) }
 
 // SendBatch publishes evs without waiting between them, then waits for the
 // one flush (core) or for every PubAck (JetStream).
@@ -151,31 +146,21 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	if len(evs) == 0 {
 		return nil
 	}
-	errs := make([]error, len(evs))
-	failed := false
-	fail := func(i int, err error) { errs[i], failed = err, true }
-	failAll := func(err error) []error {
-		for i := range errs {
-			if errs[i] == nil {
-				errs[i] = err
-			}
-		}
-		return errs
-	}
+	errs := sinks.NewBatchErrors(len(evs))
 	if err := ctx.Err(); err != nil {
-		return failAll(fmt.Errorf("nats sink: %w", err))
+		return errs.FailRest(fmt.Errorf("nats sink: %w", err))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	nc, js, err := s.conn(ctx)
 	if err != nil {
-		return failAll(err)
+		return errs.FailRest(err)
 	}
 	msgs := make([]*nats.Msg, len(evs))
 	for i, ev := range evs {
 		subj, err := s.subjectFor(ev)
 		if err != nil {
-			fail(i, err)
+			errs.Fail(i, err)
 			continue
 		}
 		m := nats.NewMsg(subj)
@@ -184,14 +169,11 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 		msgs[i] = m
 	}
 	if s.cfg.JetStream {
-		s.publishJetStream(ctx, js, msgs, fail)
+		s.publishJetStream(ctx, js, msgs, errs.Fail)
 	} else {
-		s.publishCore(ctx, nc, msgs, fail)
+		s.publishCore(ctx, nc, msgs, errs.Fail)
 	}
-	if !failed {
-		return nil
-	}
-	return errs
+	return errs.Result()
 }
 
 func (s *Sink) publishCore(ctx context.Context, nc *nats.Conn, msgs []*nats.Msg, fail func(int, error)) {

@@ -93,34 +93,21 @@ func (s *Sink) args(ev *sinks.Event) (*redis.XAddArgs, error) {
 }
 
 // Send appends ev to its stream.
-func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
-	if errs := s.SendBatch(ctx, []*sinks.Event{ev}); errs != nil {
-		return errs[0]
-	}
-	return nil
-}
+func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error { return sinks.SendOne(ctx, s, ev) }
 
 // SendBatch appends evs with one pipeline.
 func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	if len(evs) == 0 {
 		return nil
 	}
-	errs := make([]error, len(evs))
-	failed := false
-	fail := func(i int, err error) { errs[i], failed = err, true }
+	errs := sinks.NewBatchErrors(len(evs))
 	if err := ctx.Err(); err != nil {
-		for i := range evs {
-			fail(i, fmt.Errorf("redis sink: %w", err))
-		}
-		return errs
+		return errs.FailRest(fmt.Errorf("redis sink: %w", err))
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		for i := range evs {
-			fail(i, fmt.Errorf("redis sink: %w", sinks.ErrClosed))
-		}
-		return errs
+		return errs.FailRest(fmt.Errorf("redis sink: %w", sinks.ErrClosed))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -129,7 +116,7 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 	for i, ev := range evs {
 		a, err := s.args(ev)
 		if err != nil {
-			fail(i, err)
+			errs.Fail(i, err)
 			continue
 		}
 		cmds[i] = pipe.XAdd(ctx, a)
@@ -146,17 +133,14 @@ func (s *Sink) SendBatch(ctx context.Context, evs []*sinks.Event) []error {
 		switch {
 		case c == nil:
 		case c.Err() != nil:
-			fail(i, s.classify(ctx, c.Err()))
+			errs.Fail(i, s.classify(ctx, c.Err()))
 		case execErr != nil && !anyCmdErr:
 			// The connection failed before any command ran (a refused
 			// AUTH, for one): go-redis reports it on Exec only.
-			fail(i, s.classify(ctx, execErr))
+			errs.Fail(i, s.classify(ctx, execErr))
 		}
 	}
-	if !failed {
-		return nil
-	}
-	return errs
+	return errs.Result()
 }
 
 // classify marks Redis's refusals permanent (bad credentials, no
