@@ -104,14 +104,19 @@ func TestRateLimit(t *testing.T) {
 			if span > 3*min {
 				t.Errorf("first to last delivery took %v, more than three times the %v the limit allows", span, min)
 			}
-			// In any second, at most rate + burst deliveries.
+			// In any second, at most rate + burst deliveries. A time is taken
+			// when the sink is called, a moment after the limiter let the
+			// delivery go; on a loaded machine the first of a window can be
+			// late by that moment (26 in a second was seen at load 20): allow
+			// it 100ms, as the bound on the span allows 50ms.
+			most := burst + int(rate*1.1)
 			for i := range at {
 				j := i
 				for j < len(at) && at[j].Sub(at[i]) < time.Second {
 					j++
 				}
-				if j-i > int(rate)+burst {
-					t.Fatalf("%d deliveries within one second from delivery %d", j-i, i)
+				if j-i > most {
+					t.Fatalf("%d deliveries within one second from delivery %d, want at most %d (rate %v/s, burst %d, 100ms for the clock)", j-i, i, most, rate, burst)
 				}
 			}
 			for _, sz := range sizes {
