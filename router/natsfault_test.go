@@ -280,8 +280,10 @@ func TestNATSFaultDeliveries(t *testing.T) {
 			}
 			t.Logf("answers %v, %d send errors, slowest answer %v; %d messages; all delivered %v after NATS came back; %d delivered under a 503'd event id, %d more than once",
 				answers, sendErrs, slowest.Round(time.Millisecond), len(ok), took.Round(time.Millisecond), leaked, redelivered)
-			if took > natsq.DefaultAckWait+5*time.Second {
-				t.Errorf("the last accepted event was delivered %v after NATS came back, want within AckWait (%v)", took, natsq.DefaultAckWait)
+			// A delivery lost in flight comes back after AckWait (15 s);
+			// the bound is 30 s.
+			if took > 30*time.Second {
+				t.Errorf("the last accepted event was delivered %v after NATS came back, want within 30 s (AckWait %v)", took, natsq.DefaultAckWait)
 			}
 			// Stopped here, while NATS is up: a restarted server's own
 			// cleanup runs before the router's.
