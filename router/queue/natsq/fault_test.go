@@ -381,7 +381,6 @@ func TestFailedPutLeavesNothing(t *testing.T) {
 			// A stale delivery held for a recheck is given time to show up.
 			time.Sleep(staleGrace + time.Second)
 			mu.Lock()
-			defer mu.Unlock()
 			perEvent := map[string]int{}
 			for _, k := range taken {
 				_, id, _ := strings.Cut(k, "/")
@@ -402,18 +401,26 @@ func TestFailedPutLeavesNothing(t *testing.T) {
 					twice++
 				}
 			}
+			t.Logf("%d puts failed, %d accepted, %d deliveries taken", len(refused), len(accepted), len(taken))
+			mu.Unlock()
 			subjects, err := streamMsgs(t, srv)
 			t.Logf("stream holds %v (%v); %d accepted events handed out more than once per sink", subjects, err, twice)
 			// What a crashed server brought back behind the consumers' ack
-			// floors is not owed: depth and age say nothing is.
-			mu.Unlock()
-			eventually(t, "depth 0 and no oldest", func() bool {
+			// floors is not owed: depth and age say nothing is, once the
+			// deliveries whose acks it lost have come back (after AckWait)
+			// and been acked.
+			deadline = time.Now().Add(DefaultAckWait + 10*time.Second)
+			for {
 				_, crm := q.Oldest("crm")
 				_, archive := q.Oldest("archive")
-				return q.Depth("crm") == 0 && q.Depth("archive") == 0 && !crm && !archive && len(q.Pending()) == 0
-			})
-			mu.Lock()
-			t.Logf("%d puts failed, %d accepted, %d deliveries taken", len(refused), len(accepted), len(taken))
+				if q.Depth("crm") == 0 && q.Depth("archive") == 0 && !crm && !archive && len(q.Pending()) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("depth %d/%d, oldest %v/%v, pending %v; want nothing owed", q.Depth("crm"), q.Depth("archive"), crm, archive, q.Pending())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
 		})
 	}
 }
