@@ -361,8 +361,12 @@ func (w *segLog) retire(s *segment) (int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.segs) > 0 && w.segs[0] == s {
+		// Cleared, not just sliced off: the array would keep the segment,
+		// its entries and their events alive.
+		w.segs[0] = nil
 		w.segs = w.segs[1:]
 	}
+	s.entries = nil
 	path := filepath.Join(w.dir, segmentName(s.first))
 	if s.reuse && len(w.spares) < maxSpares && s.disk >= w.segBytes {
 		// The name is at least every lsn the file holds: the segment is
