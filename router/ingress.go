@@ -232,6 +232,9 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 			kept = append([]byte(nil), body...)
 		}
 	}
+	// Journaled before the dedup commit (a network round trip with Redis), so
+	// that the event's record rarely comes after its first delivery's step.
+	r.journalAccepted(rt, src, id, start, in, key, storeKey, res, to, kept)
 	c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
 	err = r.dedup.Commit(c, storeKey, id, ttl)
 	cancel()
@@ -244,7 +247,6 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 	r.noteAccepted()
 	r.processed.Add(1)
 	src.m.accepted.Inc()
-	r.journalAccepted(rt, src, id, start, in, key, storeKey, res, to, kept)
 	src.m.latency.Observe(time.Since(start).Seconds())
 	ctx.Response.Header.Set(headerEventID, id)
 	ok(ctx)
