@@ -145,8 +145,28 @@ func (s *Scheduler) fire() {
 // delivery, so that a stopping worker gets nothing more. The delivery stays
 // owed, in flight, until Done or Delay.
 func (s *Scheduler) Take(ctx context.Context, sink string) (*Delivery, error) {
+	var d *Delivery
+	err := s.takeWhenDue(ctx, sink, func(l *schedLane) bool {
+		if d = l.pop(); d == nil {
+			return false
+		}
+		l.inflight[d] = struct{}{}
+		if l.due() > 0 {
+			l.wake() // pass the token on: work is left for another taker
+		}
+		return true
+	})
+	return d, err
+}
+
+// takeWhenDue calls take, with s.mu held, until it reports that it took
+// something from sink's lane; it blocks between calls until the lane may
+// have due deliveries. It returns ctx.Err() once ctx is done (at once if it
+// already is) or ErrClosed once the Scheduler is closed, and take is not
+// called again.
+func (s *Scheduler) takeWhenDue(ctx context.Context, sink string, take func(*schedLane) bool) error {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	s.mu.Lock()
 	l := s.lane(sink)
@@ -155,19 +175,15 @@ func (s *Scheduler) Take(ctx context.Context, sink string) (*Delivery, error) {
 		s.mu.Lock()
 		if s.done {
 			s.mu.Unlock()
-			return nil, ErrClosed
+			return ErrClosed
 		}
-		if d := l.pop(); d != nil {
-			l.inflight[d] = struct{}{}
-			if l.due() > 0 {
-				l.wake()
-			}
+		if take(l) {
 			s.mu.Unlock()
-			return d, nil
+			return nil
 		}
 		s.mu.Unlock()
 		if err := s.await(ctx, l); err != nil {
-			return nil, err
+			return err
 		}
 	}
 }
@@ -190,28 +206,13 @@ type BatchTaker interface {
 // then adds those already due behind it, in the same order, without waiting
 // for more. Each stays in flight until Done or Delay.
 func (s *Scheduler) TakeBatch(ctx context.Context, sink string, limit int) ([]*Delivery, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	limit = max(limit, 1)
-	s.mu.Lock()
-	l := s.lane(sink)
-	s.mu.Unlock()
-	for {
-		s.mu.Lock()
-		if s.done {
-			s.mu.Unlock()
-			return nil, ErrClosed
-		}
-		if out := s.takeDueLocked(l, limit); out != nil {
-			s.mu.Unlock()
-			return out, nil
-		}
-		s.mu.Unlock()
-		if err := s.await(ctx, l); err != nil {
-			return nil, err
-		}
-	}
+	var out []*Delivery
+	err := s.takeWhenDue(ctx, sink, func(l *schedLane) bool {
+		out = s.takeDueLocked(l, limit)
+		return out != nil
+	})
+	return out, err
 }
 
 // TakeDue returns the deliveries for sink that are due now, up to limit, in
