@@ -570,6 +570,10 @@ func TestReloadInvalidThenFixed(t *testing.T) {
 	if h.ConfigGeneration != 1 {
 		t.Errorf("generation %d after a bad save, want 1", h.ConfigGeneration)
 	}
+	// The reload logs its problems just after it records the error.
+	waitFor(t, 5*time.Second, "the rejection logged", func() bool {
+		return len(logs.lines("level=ERROR", "config reload rejected")) >= 2
+	})
 	rejected := logs.lines("level=ERROR", "config reload rejected")
 	if len(rejected) != 2 {
 		t.Errorf("%d error log lines, want one per problem (2):\n%s", len(rejected), strings.Join(rejected, "\n"))
