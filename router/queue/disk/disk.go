@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,9 @@ const (
 	// the active one's preallocation, one spare, and room for the
 	// compactor to rewrite a segment's survivors before it deletes it.
 	reservedSegments = 3
+	// freeAfterReplay: past this many bytes of log read at Open, its
+	// garbage is returned to the OS at once.
+	freeAfterReplay = 64 << 20
 )
 
 // Queue is the disk-backed queue.Queue. Create it with Open.
@@ -293,6 +297,12 @@ func open(dir string, maxBytes, cacheBudget int64, log *slog.Logger, opts ...Opt
 	if err := q.replay(); err != nil {
 		_ = q.files.close()
 		return nil, err
+	}
+	if q.logBytes > freeAfterReplay {
+		// Reading a large log leaves its buffers and the index's growth as
+		// garbage, more than the index itself: give it back to the OS now
+		// rather than hold it at the peak (a small VM after an outage).
+		debug.FreeOSMemory()
 	}
 	// The first segment is preallocated too; later spares are prepared by
 	// the compactor, off the Puts' path.
