@@ -599,9 +599,21 @@ func (q *Queue) forgetLocked(e *entry) {
 	if s := q.segmentOf(e); s != nil {
 		s.live -= int64(e.n)
 		q.liveBytes -= int64(e.n)
+		// A delivered event's entry holds its deliveries, and through them
+		// its body: swept from the list once half of it is delivered, not
+		// kept until the segment is deleted (up to several segments of
+		// bodies in memory while the sink keeps up).
+		s.dead++
+		if s.dead >= minSweep && 2*s.dead >= len(s.entries) {
+			s.entries = slices.DeleteFunc(s.entries, func(x *entry) bool { return x.owed.Load() == 0 })
+			s.dead = 0
+		}
 	}
 	q.uncache(e)
 }
+
+// minSweep is the fewest delivered entries a segment's list is swept of.
+const minSweep = 256
 
 // segmentOf is the segment of e's current record.
 func (q *Queue) segmentOf(e *entry) *segment {

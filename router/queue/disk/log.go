@@ -90,6 +90,9 @@ type segment struct {
 	nkeys   int      // and their number
 	keysExp int64    // the latest expiry among them (unix ns)
 	entries []*entry // events whose 'P' record was written here
+	// dead counts the entries delivered since entries was last swept of
+	// them (forgetLocked).
+	dead int
 	// compacting is set while the compactor rewrites it.
 	compacting bool
 }
