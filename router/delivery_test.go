@@ -115,9 +115,13 @@ func TestBreakerCycle(t *testing.T) {
 	}
 
 	// The next probe hangs: the breaker is half-open while it is out.
+	sent := len(d.requests())
 	d.holdRequests()
 	d.setStatus(200)
 	waitFor(t, 2*time.Second, "breaker half-open", func() bool { return breaker() == "half-open" })
+	// The breaker is half-open as the probe leaves, a moment before it
+	// arrives: count from its arrival.
+	waitFor(t, 2*time.Second, "probe held", func() bool { return len(d.requests()) > sent })
 	if m := s.metric(`hookrouter_breaker_state{sink="hook"}`); !strings.HasSuffix(m, " 1") {
 		t.Errorf("metric while half-open: %q", m)
 	}
