@@ -71,7 +71,9 @@ type natsReader struct {
 	cc          jetstream.ConsumeContext
 }
 
-func (r *natsReader) stream() string { return strings.NewReplacer(".", "_", "-", "_").Replace(r.prefix) }
+func (r *natsReader) stream() string {
+	return strings.NewReplacer(".", "_", "-", "_").Replace(r.prefix)
+}
 
 func (r *natsReader) Start(ctx context.Context, c *counter) error {
 	if err := safeName(r.prefix); err != nil {
