@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -28,6 +27,7 @@ import (
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/types"
 
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/rules/schema"
@@ -198,25 +198,25 @@ func (c *checker) expr(path, src string, types []*schema.Type, isWhen bool) {
 // funcs are the functions every expression may call beside expr's
 // built-ins, as the checker sees them; they hide payload fields of the same
 // name.
-var funcs = []reflect.StructField{
-	{Name: "Header", Type: reflect.TypeFor[func(string) string](), Tag: `expr:"header"`},
-	{Name: "Source", Type: reflect.TypeFor[func() string](), Tag: `expr:"source"`},
+var funcs = map[string]types.Type{
+	"header": types.TypeOf(func(string) string { return "" }),
+	"source": types.TypeOf(func() string { return "" }),
 }
 
 var funcNames = map[string]bool{"header": true, "source": true}
 
-// checkTypes compiles src against t's Go types and reports the checker's
+// checkTypes compiles src against t's types and reports the checker's
 // error (a comparison of incompatible types, a result that is not a bool…).
 func checkTypes(src string, t *schema.Type, isWhen bool) []finding {
-	env, err := schema.StructOf(t, funcs)
+	env, err := schema.Env(t, funcs)
 	if err != nil {
 		return nil // a free-form top level: nothing to check against
 	}
-	return compileCheck(src, reflect.New(env).Elem().Interface(), isWhen, false)
+	return compileCheck(src, env, isWhen, false)
 }
 
 // shapeEnv declares only the functions: payload fields are unknown.
-var shapeEnv = reflect.New(reflect.StructOf(funcs)).Elem().Interface()
+var shapeEnv = types.Map(funcs)
 
 // checkShape reports what src proves without a schema: a `when` whose
 // result is arithmetic or a string, and the checker's errors about known
@@ -294,61 +294,19 @@ func firstLine(s string) string {
 }
 
 var (
-	pointerRe = regexp.MustCompile(`\*+([\w\[\]{}]+)`)
-	sliceRe   = regexp.MustCompile(`\[\](object|any|\w+)`)
-	wordings  = strings.NewReplacer(
+	sliceRe  = regexp.MustCompile(`\[\](object|any|\w+)`)
+	wordings = strings.NewReplacer(
 		"expected bool, but got ", "must return bool, but returns ",
 		"map[string]interface {}", "object",
-		"interface {}", "any",
 		"[]interface {}", "array",
+		"interface {}", "any",
 	)
 )
 
 // wording makes the checker's message speak of JSON values rather than of
-// the Go types standing in for them: a struct is an object, a slice an
-// array, a pointer (an optional field) its value.
+// the Go types standing in for them: a map is an object, a slice an array.
 func wording(msg string) string {
-	msg = replaceStructs(msg)
-	msg = wordings.Replace(msg)
-	msg = pointerRe.ReplaceAllString(msg, "$1")
-	msg = sliceRe.ReplaceAllString(msg, "array")
-	return msg
-}
-
-// replaceStructs writes "object" for each `struct { … }` in msg, nested
-// braces and quoted tags included.
-func replaceStructs(msg string) string {
-	var b strings.Builder
-	for {
-		i := strings.Index(msg, "struct {")
-		if i < 0 {
-			b.WriteString(msg)
-			return b.String()
-		}
-		b.WriteString(msg[:i])
-		depth, j, quoted := 0, i+len("struct "), false
-		for ; j < len(msg); j++ {
-			switch ch := msg[j]; {
-			case quoted && ch == '\\':
-				j++
-			case ch == '"':
-				quoted = !quoted
-			case quoted:
-			case ch == '{':
-				depth++
-			case ch == '}':
-				depth--
-			}
-			if depth == 0 {
-				break
-			}
-		}
-		b.WriteString("object")
-		if j >= len(msg) {
-			return b.String()
-		}
-		msg = msg[j+1:]
-	}
+	return sliceRe.ReplaceAllString(wordings.Replace(msg), "array")
 }
 
 // checkFields finds each field reference of n that t does not have: a chain

@@ -74,6 +74,25 @@ func TestCheckValid(t *testing.T) {
 		`device?.status == "connected"`,
 		`$env.event == "x"`,
 		`message["channel"]["engine"] == "wa"`,
+		// Payloads are maps at run time: what works on a map must check.
+		`keys(message) != [] && len(values(message.channel)) > 0`,
+		`len(message) > 0 && len(message.channel) == 3`,
+		`toPairs(message.channel) != []`,
+		`let k = "engine"; message.channel[k] == "wa"`,
+		`get(message.channel, "engine") == "wa" && get(message, "x") == nil`,
+		`message.channel == message.bisnis`,
+		`message.content.text[0:2] == "hi"`,
+		`message?.content?.text contains "x"`,
+		`need_human == 1 && need_human == 1.0 && need_human % 2 == 1`,
+		`timestamp > 0 && now().Unix() - timestamp < 3600`,
+		`event in ["channel.message_in", "agent.message_out"]`,
+		`lower(message.content.text) == "hi" && upper(event) != ""`,
+		`message.content.text + "!" == "hi!" && need_human + 1 == 2`,
+		`(message.content.text ?? "") contains "x"`,
+		`any(message.content.attachments, .type == "image" && .size > 0)`,
+		`first(message.content.attachments)?.url startsWith "https://"`,
+		`"channel" in message && "engine" in message.channel`,
+		`toJSON(message.channel) contains "wa"`,
 	} {
 		yaml := strings.Replace(strings.Replace(sources, "OTHER", "    schema: platform", 1), "WHEN", "'"+when+"'", 1)
 		if ps := Check(load(t, yaml)); len(ps) > 0 {
@@ -84,10 +103,12 @@ func TestCheckValid(t *testing.T) {
 
 func TestWording(t *testing.T) {
 	for in, want := range map[string]string{
-		`invalid operation: == (mismatched types struct { F0 *string "expr:\"engine\""; F1 *struct { F0 []interface {} "expr:\"x{\"" } "expr:\"id\"" } and string)`: `invalid operation: == (mismatched types object and string)`,
-		`expected bool, but got *string`:                   `must return bool, but returns string`,
-		`expected bool, but got []*struct { F0 *int "x" }`: `must return bool, but returns array`,
-		`expected bool, but got map[string]interface {}`:   `must return bool, but returns object`,
+		`invalid operation: == (mismatched types map[string]interface {} and string)`: `invalid operation: == (mismatched types object and string)`,
+		`expected bool, but got string`:                                               `must return bool, but returns string`,
+		`expected bool, but got []interface {}`:                                       `must return bool, but returns array`,
+		`expected bool, but got []string`:                                             `must return bool, but returns array`,
+		`expected bool, but got interface {}`:                                         `must return bool, but returns any`,
+		`expected bool, but got map[string]interface {}`:                              `must return bool, but returns object`,
 	} {
 		if got := wording(in); got != want {
 			t.Errorf("wording(%q)\n = %q\nwant %q", in, got, want)

@@ -9,9 +9,10 @@
 // schema is for checking rules, not for rejecting events: payloads may carry
 // fields the schema does not list.
 //
-// GoType turns a Type into a Go type built with reflect.StructOf, optional
-// fields as pointers, so that expr-lang/expr's type checker can check an
-// expression against it without the program ever running on it.
+// ExprType turns a Type into the type expr-lang/expr's checker works with
+// (expr/types: a map with typed fields, as payloads are maps), so that an
+// expression can be checked against it without the program ever running on
+// it.
 package schema
 
 import (
@@ -22,11 +23,10 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 
+	"github.com/expr-lang/expr/types"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/hookrouter/hookrouter/router/config"
@@ -190,7 +190,7 @@ func compile(name string, data []byte) (*jsonschema.Schema, error) {
 }
 
 // maxDepth bounds how deep a recursive schema is followed: below it, values
-// are Any (reflect cannot build a recursive struct type).
+// are Any (the checker's types are trees: a cycle must end somewhere).
 const maxDepth = 16
 
 // convert turns a compiled JSON Schema into a Type. $ref and allOf merge
@@ -371,65 +371,55 @@ func mergeObjects(a, b *Type, both bool) *Type {
 	return t
 }
 
-// GoType returns the Go type an expression is checked against for a value of
-// type t: bool, int, float64, string, []T, a struct (from reflect.StructOf,
-// each field tagged `expr:"name"` with its JSON name) for an object that
-// declares its fields, map[string]any for a free-form one, any for Any. A
-// field the object does not require is a pointer, so that nil and `?.`
-// type-check as they run.
-func GoType(t *Type) reflect.Type {
+// ExprType returns the type expr-lang/expr's checker gives a value of type
+// t: bool, int, float64, string, an array of its items' type, and for an
+// object a types.Map, that is a map[string]any whose declared fields have
+// their own types (other names are unknown fields unless the object is open,
+// when they have additionalProperties' type, or any). Payloads run as
+// map[string]any, so the checker must see maps too: keys(), len(), get(),
+// a computed index and comparing two objects work on a map, not on a struct.
+// Every field may be absent and nil at run time; expr's checker accepts a
+// comparison with nil and `?.` on a value of any type, so optional fields
+// need no type of their own.
+func ExprType(t *Type) types.Type {
 	switch t.Kind {
 	case Bool:
-		return reflect.TypeFor[bool]()
+		return types.Bool
 	case Integer:
-		return reflect.TypeFor[int]()
+		return types.Int
 	case Number:
-		return reflect.TypeFor[float64]()
+		return types.Float64
 	case String:
-		return reflect.TypeFor[string]()
+		return types.String
 	case Array:
-		return reflect.SliceOf(GoType(t.Items))
+		return types.Array(ExprType(t.Items))
 	case Object:
-		if t.Open() {
-			if t.Extra != nil && len(t.Fields) == 0 && t.Extra.Kind != Any {
-				return reflect.MapOf(reflect.TypeFor[string](), GoType(t.Extra))
-			}
-			return reflect.TypeFor[map[string]any]()
+		if len(t.Fields) == 0 && t.Extra == nil {
+			return types.TypeOf(map[string]any{})
 		}
-		return reflect.StructOf(structFields(t, nil))
+		m := types.Map{}
+		for name, f := range t.Fields {
+			m[name] = ExprType(f)
+		}
+		if t.Open() {
+			m[types.Extra] = types.Any
+			if t.Extra != nil {
+				m[types.Extra] = ExprType(t.Extra)
+			}
+		}
+		return m
 	}
-	return reflect.TypeFor[any]()
+	return types.Any
 }
 
-// StructOf is GoType of an object with extra fields appended (the env's
-// functions, for the top level); an extra field tagged `expr:"name"` hides
-// t's field of that name, as a function hides a payload field.
-func StructOf(t *Type, extra []reflect.StructField) (reflect.Type, error) {
+// Env is the checker's env for payloads of type t: its top-level fields and
+// the names in extra (the env's functions), which hide t's fields of the
+// same name, as a function hides a payload field at run time.
+func Env(t *Type, extra map[string]types.Type) (types.Map, error) {
 	if t.Kind != Object || t.Open() {
 		return nil, errors.New("the top level of a schema must be an object that lists its fields")
 	}
-	return reflect.StructOf(structFields(t, extra)), nil
-}
-
-func structFields(t *Type, extra []reflect.StructField) []reflect.StructField {
-	taken := map[string]bool{}
-	for _, f := range extra {
-		taken[f.Tag.Get("expr")] = true
-	}
-	var fields []reflect.StructField
-	for i, name := range t.FieldNames() {
-		if taken[name] {
-			continue // a function of the env shadows the payload field
-		}
-		ft := GoType(t.Fields[name])
-		if !t.Required[name] && ft.Kind() != reflect.Interface && ft.Kind() != reflect.Map && ft.Kind() != reflect.Slice {
-			ft = reflect.PointerTo(ft)
-		}
-		fields = append(fields, reflect.StructField{
-			Name: "F" + strconv.Itoa(i),
-			Type: ft,
-			Tag:  reflect.StructTag(`expr:` + strconv.Quote(name)),
-		})
-	}
-	return append(fields, extra...)
+	env := ExprType(t).(types.Map)
+	maps.Copy(env, extra)
+	return env, nil
 }

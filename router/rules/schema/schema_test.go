@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"reflect"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/expr-lang/expr/types"
 )
 
 // samples returns the platform's sample payloads (router/rules/testdata),
@@ -227,19 +227,28 @@ func TestLoadFile(t *testing.T) {
 	if _, ok := ty.Fields["customer"].Field("name"); ok {
 		t.Error("customer.name is a field")
 	}
-	gt, err := StructOf(ty, []reflect.StructField{{Name: "Fn", Type: reflect.TypeFor[func() string](), Tag: `expr:"kind"`}})
+	env, err := Env(ty, map[string]types.Type{"kind": types.TypeOf(func() string { return "" })})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tags []string
-	for i := range gt.NumField() {
-		tags = append(tags, gt.Field(i).Tag.Get("expr"))
-		if f := gt.Field(i); f.Tag.Get("expr") == "total" && f.Type.Kind() != reflect.Pointer {
-			t.Errorf("optional total is %v, want a pointer", f.Type)
-		}
+	if got := env["kind"].String(); got != "func() string" {
+		t.Errorf("the function does not hide the field kind: kind is %s", got)
 	}
-	if slices.Index(tags, "kind") != len(tags)-1 {
-		t.Errorf("the function does not hide the field kind: %v", tags)
+	customer, ok := env["customer"].(types.Map)
+	if !ok || customer["vip"] != types.Bool || customer["id"] != types.String {
+		t.Errorf("customer is %v, want a map of id string and vip bool", env["customer"])
+	}
+	if _, open := customer[types.Extra]; open {
+		t.Error("customer, which lists its fields, takes any other field")
+	}
+	if tags := env["tags"].(types.Map); tags[types.Extra] != types.String {
+		t.Errorf("tags is %v, want a map of strings", tags)
+	}
+	if env["total"] != types.Float64 || env["mixed"] != types.Any {
+		t.Errorf("total is %v and mixed %v, want float64 and any", env["total"], env["mixed"])
+	}
+	if _, err := Env(ty.Fields["meta"], nil); err == nil {
+		t.Error("a free-form top level gave an env")
 	}
 
 	for _, tc := range []struct{ ref, want string }{
