@@ -234,7 +234,7 @@ func (r *Router) accept(ctx *fasthttp.RequestCtx, rt *Runtime, src *source, body
 	}
 	// Journaled before the dedup commit (a network round trip with Redis), so
 	// that the event's record rarely comes after its first delivery's step.
-	r.journalAccepted(rt, src, id, start, in, key, storeKey, res, to, kept)
+	r.journalAccepted(rt, src, id, start, in, key, storeKey, res, to, kept, &ctx.Request.Header)
 	c, cancel := context.WithTimeout(context.Background(), r.dedupTimeout)
 	err = r.dedup.Commit(c, storeKey, id, ttl)
 	cancel()

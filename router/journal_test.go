@@ -93,7 +93,7 @@ func TestJournalRetryThenSuccess(t *testing.T) {
 		t.Errorf("last attempt = %+v", last)
 	}
 	if ev.Verdict != journal.Accepted || ev.Status != 200 || ev.Event != "channel.message_in" || ev.DedupKey != "channel.message_in_m1" ||
-		len(ev.Rules) != 1 || ev.Rules[0] != (journal.RuleVerdict{Rule: "wa", Verdict: journal.Matched}) || !bytes.Equal(ev.Payload, msg("m1", "wa")) {
+		len(ev.Rules) != 1 || ev.Rules[0].Rule != "wa" || ev.Rules[0].Verdict != journal.Matched || ev.Rules[0].Explain != nil || !bytes.Equal(ev.Payload, msg("m1", "wa")) {
 		t.Errorf("journey = %+v", ev)
 	}
 	if h := s.health(); h.Journal == nil || h.Journal.Written == 0 {
@@ -234,9 +234,9 @@ func TestJournalUnroutedRuleVerdicts(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out.jsonl")
 	s := startServer(t, baseConfig("{backend: memory}", fmt.Sprintf("  out: {type: file, path: %q}", out),
 		`  - {name: wa, when: 'message.channel.engine == "wa"', to: [out]}
-  - {name: boom, when: 'message.content.text.nope == 1', to: [out]}
+  - {name: boom, when: 'header("X-Test") == "yes" && message.content.text.nope == 1', to: [out]}
   - {name: shadowed, when: 'event == "channel.message_in"', to: [out], shadow: true}`))
-	a := s.post("/webhook", msg("m5", "telegram"))
+	a := s.post("/webhook", msg("m5", "telegram"), "X-Test", "yes")
 	id := a.header.Get("X-Hookrouter-Event-Id")
 	if a.status != 200 || id == "" {
 		t.Fatalf("unrouted answer %d id %q", a.status, id)
@@ -248,6 +248,16 @@ func TestJournalUnroutedRuleVerdicts(t *testing.T) {
 	got := fmt.Sprint(ev.Rules)
 	if len(ev.Rules) != 3 || ev.Rules[0].Verdict != journal.No || !strings.HasPrefix(ev.Rules[1].Verdict, "error: ") || ev.Rules[2].Verdict != journal.Shadow {
 		t.Errorf("rule verdicts = %s", got)
+	}
+	// The rule that failed is explained, as test -explain would, with the
+	// request's headers as they were; the others are not.
+	if ex := ev.Rules[1].Explain; len(ex) != 2 ||
+		ex[0].Text != `header("X-Test") == "yes" → true (header("X-Test") is "yes")` ||
+		ex[1].Expr != "message.content.text.nope == 1" || ex[1].Error == "" || ex[1].Text != "message.content.text.nope == 1 → error: "+ex[1].Error {
+		t.Errorf("explanation of the failed rule = %+v", ex)
+	}
+	if ev.Rules[0].Explain != nil || ev.Rules[2].Explain != nil {
+		t.Errorf("rules that did not fail explained: %+v", ev.Rules)
 	}
 	if p, _ := s.r.Journal().List(t.Context(), journal.Filter{State: "unrouted"}); len(p.Events) != 1 || p.Events[0].ID != id {
 		t.Errorf("unrouted list = %+v", p.Events)

@@ -12,6 +12,7 @@ import (
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/journal"
 	"github.com/hookrouter/hookrouter/router/rules"
+	"github.com/hookrouter/hookrouter/router/rules/explain"
 )
 
 // journalConfig is the journal's config from the file's journal: section.
@@ -60,8 +61,9 @@ func (r *Router) Journal() *journal.Journal { return r.journal }
 
 // journalAccepted records an event answered 200 and routed (to no sink if
 // it is unrouted). body is not copied: it must stay as it is.
-// storeKey is the dedup store's key (dedupStoreKey).
-func (r *Router) journalAccepted(rt *Runtime, src *source, id string, at time.Time, in *rules.Input, key, storeKey string, res *rules.Result, to []string, body []byte) {
+// storeKey is the dedup store's key (dedupStoreKey); header is the
+// request's, read only during the call.
+func (r *Router) journalAccepted(rt *Runtime, src *source, id string, at time.Time, in *rules.Input, key, storeKey string, res *rules.Result, to []string, body []byte, header *fasthttp.RequestHeader) {
 	if r.journal == nil {
 		return
 	}
@@ -75,10 +77,31 @@ func (r *Router) journalAccepted(rt *Runtime, src *source, id string, at time.Ti
 		for _, e := range res.Errors {
 			errs[e.Rule] = e.Err.Error()
 		}
+		ev.ExplainErrors(explainer(rt, src.name, header, body))
 	}
 	ev.SetRules(rt.ruleNames, res.Matched, res.Shadow, errs)
 	r.recent.put(storeKey, id)
 	r.journal.RecordEvent(ev)
+}
+
+// explainer explains the rules of rt that failed for an event, for its
+// journal record: the writer calls it, after the request is answered, so it
+// holds a copy of the request's headers (for header()) and the event's body,
+// which stays as it is. Failed rules are rare: the copy costs nothing to the
+// others.
+func explainer(rt *Runtime, source string, header *fasthttp.RequestHeader, body []byte) func(int) []explain.Part {
+	h := new(fasthttp.RequestHeader)
+	header.CopyTo(h)
+	var x *explain.Explainer
+	return func(rule int) []explain.Part {
+		if x == nil {
+			var err error
+			if x, err = explain.New(body, func(name string) string { return string(h.Peek(name)) }, source); err != nil {
+				return nil // the body parsed as an object when it was routed
+			}
+		}
+		return x.Explain(rt.File.Rules[rule].When)
+	}
 }
 
 // journalDuplicate records a duplicate and returns the id of the event it

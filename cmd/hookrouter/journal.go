@@ -283,7 +283,13 @@ func writeJourney(w io.Writer, ev *journal.Event) {
 		fmt.Fprintln(w, "rules:")
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		for _, r := range ev.Rules {
-			fmt.Fprintf(tw, "  %s\t%s\n", r.Rule, r.Verdict)
+			// expr's error ends with the expression and a caret: the
+			// explanation below says which part failed.
+			verdict, _, _ := strings.Cut(r.Verdict, "\n")
+			fmt.Fprintf(tw, "  %s\t%s\n", r.Rule, verdict)
+			for _, p := range r.Explain {
+				fmt.Fprintf(tw, "  \t  %s%s\n", strings.Repeat("  ", p.Depth), p.Text)
+			}
 		}
 		tw.Flush()
 	}

@@ -64,6 +64,7 @@ rules:
   - {name: archive-everything, when: "true", to: [archive]}
   - {name: probes, when: 'event == "probe"', to: [crm]}
   - {name: whatsapp-inbound, when: 'event == "channel.message_in" && message.channel.engine == "wa"', to: [crm]}
+  - {name: devices, when: 'event != "probe" && device.status == "connected"', to: [crm]}
 `, aln.Addr().String(), filepath.Join(dir, "data"), crm.URL, filepath.Join(dir, "archive.jsonl")))
 	f, err := config.Load(cfgPath)
 	if err != nil {
@@ -129,6 +130,13 @@ rules:
 	code, out, errOut = runCmd(t, "", "trace", "-config", cfgPath, telegram)
 	if code != 0 || !regexpMatch(`whatsapp-inbound\s+no`, out) || !regexpMatch(`archive-everything\s+matched`, out) || !strings.Contains(out, "delivery to archive: delivered") {
 		t.Errorf("trace of the unrouted-to-crm event: exit %d\n%s%s", code, out, errOut)
+	}
+	// A rule that failed for the event: its error's first line, and why,
+	// part by part, from the journal.
+	if want := `  devices             error: cannot fetch status from <nil>[^\n]*\n` +
+		`                        event != "probe" → true \(event is "channel.message_in"\)\n` +
+		`                        device.status == "connected" → error: cannot fetch status from <nil>\n`; !regexpMatch(want, out) {
+		t.Errorf("trace of the event a rule failed for:\n%s\nwant:\n%s", out, want)
 	}
 	code, out, errOut = runCmd(t, "", "trace", "-config", cfgPath, wa)
 	if code != 0 || !strings.Contains(out, "delivery to crm: dead_letter (1 attempt)") || !strings.Contains(out, "attempt 1: permanent, status 403") ||

@@ -22,6 +22,8 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+
+	"github.com/hookrouter/hookrouter/router/rules/explain"
 )
 
 // Request verdicts: how ingress answered a request.
@@ -91,6 +93,8 @@ type Event struct {
 	// writer expands them into Rules, off the request path.
 	ruleNames []string
 	hits      []hit
+	// explain explains a failed rule (ExplainErrors); nil: not explained.
+	explain func(rule int) []explain.Part
 }
 
 // RuleVerdict is one rule's decision about an event: matched, no, shadow
@@ -98,6 +102,10 @@ type Event struct {
 type RuleVerdict struct {
 	Rule    string `json:"rule"`
 	Verdict string `json:"verdict"`
+	// Explain is, for a rule that failed, the value of each part of its
+	// `when` for the event (router/rules/explain): which part failed and
+	// what the others were, as `hookrouter test -explain` shows them.
+	Explain []explain.Part `json:"explain,omitempty"`
 }
 
 // Delivery is an event's delivery to one sink: its latest state and its
@@ -165,6 +173,7 @@ const (
 type hit struct {
 	rule    int
 	verdict string
+	failed  bool
 }
 
 // SetRules gives ev its rule verdicts in compact form: names are every rule
@@ -175,15 +184,21 @@ func (ev *Event) SetRules(names []string, matched, shadow []int, errs map[int]st
 	ev.ruleNames = names
 	ev.hits = ev.hits[:0]
 	for _, i := range matched {
-		ev.hits = append(ev.hits, hit{i, Matched})
+		ev.hits = append(ev.hits, hit{rule: i, verdict: Matched})
 	}
 	for _, i := range shadow {
-		ev.hits = append(ev.hits, hit{i, Shadow})
+		ev.hits = append(ev.hits, hit{rule: i, verdict: Shadow})
 	}
 	for i, e := range errs {
-		ev.hits = append(ev.hits, hit{i, "error: " + e})
+		ev.hits = append(ev.hits, hit{rule: i, verdict: "error: " + e, failed: true})
 	}
 }
+
+// ExplainErrors gives ev the way to explain the rules that failed for it:
+// fn returns the parts of rule i's `when` with their values. The writer
+// calls it, off the request path, once per failed rule; fn must not use
+// anything of the request that may change once it is answered.
+func (ev *Event) ExplainErrors(fn func(rule int) []explain.Part) { ev.explain = fn }
 
 // expandRules turns the compact verdicts into Rules.
 func (ev *Event) expandRules() {
@@ -197,9 +212,12 @@ func (ev *Event) expandRules() {
 	for _, h := range ev.hits {
 		if h.rule >= 0 && h.rule < len(ev.Rules) {
 			ev.Rules[h.rule].Verdict = h.verdict
+			if h.failed && ev.explain != nil {
+				ev.Rules[h.rule].Explain = ev.explain(h.rule)
+			}
 		}
 	}
-	ev.ruleNames, ev.hits = nil, nil
+	ev.ruleNames, ev.hits, ev.explain = nil, nil, nil
 }
 
 // Config is the journal's part of the config file (`journal:`).

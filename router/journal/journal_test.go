@@ -64,7 +64,7 @@ func TestJourneyAndQueries(t *testing.T) {
 	if ev.Verdict != Accepted || ev.Event != "channel.message_in" || ev.DedupKey != "channel.message_in_e1" || !ev.ReceivedAt.Equal(t0) {
 		t.Errorf("journey head: %+v", ev)
 	}
-	wantRules := []RuleVerdict{{"archive", Matched}, {"wa", "error: cannot fetch engine"}, {"vip", Shadow}}
+	wantRules := []RuleVerdict{{Rule: "archive", Verdict: Matched}, {Rule: "wa", Verdict: "error: cannot fetch engine"}, {Rule: "vip", Verdict: Shadow}}
 	if fmt.Sprint(ev.Rules) != fmt.Sprint(wantRules) {
 		t.Errorf("rules = %v, want %v", ev.Rules, wantRules)
 	}
