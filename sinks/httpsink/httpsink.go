@@ -14,6 +14,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -136,7 +137,7 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 		if t.Static() {
 			v := sanitizeHeaderValue(cfg.Headers[name])
 			s.static = append(s.static, header{canon, v})
-			s.secrets = append(s.secrets, v)
+			s.secrets = append(s.secrets, headerCredentials(v)...)
 		} else {
 			s.dynamic = append(s.dynamic, dynamicHeader{canon, t})
 		}
@@ -165,6 +166,11 @@ func New(cfg Config, log *slog.Logger) (*Sink, error) {
 			}
 			return g
 		}
+	}
+	// A receiver that echoes the request as JSON escapes what it quotes
+	// (Go's encoding/json writes & as \u0026, PHP writes / as \/).
+	for _, v := range s.secrets {
+		s.secrets = append(s.secrets, jsonEscaped(v)...)
 	}
 	s.secrets = slices.DeleteFunc(s.secrets, func(v string) bool { return len(v) < 4 })
 	// Longest first: a secret that contains another is replaced whole.
@@ -398,6 +404,43 @@ func (s *Sink) scrub(body []byte) []byte {
 		out = strings.ReplaceAll(out, v, "REDACTED")
 	}
 	return []byte(out)
+}
+
+// headerCredentials returns what a receiver may echo of a header value the
+// sink sends: the value, and for "SCHEME CREDENTIAL" (Authorization: Bearer
+// TOKEN) the credential alone; for Basic also the user:password it encodes
+// and the password.
+func headerCredentials(v string) []string {
+	out := []string{v}
+	scheme, cred, ok := strings.Cut(strings.TrimSpace(v), " ")
+	if !ok {
+		return out
+	}
+	cred = strings.TrimSpace(cred)
+	out = append(out, cred)
+	if strings.EqualFold(scheme, "Basic") {
+		if dec, err := base64.StdEncoding.DecodeString(cred); err == nil {
+			_, pw, _ := strings.Cut(string(dec), ":")
+			out = append(out, string(dec), pw)
+		}
+	}
+	return out
+}
+
+// jsonEscaped returns the forms v takes inside a JSON string when they
+// differ from v: Go's (quotes, control characters, <, > and & escaped) and
+// with / escaped as well.
+func jsonEscaped(v string) []string {
+	b, _ := json.Marshal(v)
+	q := string(b[1 : len(b)-1])
+	var out []string
+	if q != v {
+		out = append(out, q)
+	}
+	if strings.Contains(q, "/") {
+		out = append(out, strings.ReplaceAll(q, "/", `\/`))
+	}
+	return out
 }
 
 func validHeaderName(name string) bool {

@@ -619,6 +619,50 @@ func TestNoCredentialEchoed(t *testing.T) {
 	}
 }
 
+// TestNoCredentialEchoedAsJSON: a destination that echoes, JSON-encoded
+// (Go's encoder writes & as \u0026), the token of an Authorization: Bearer
+// header on its own, a Basic header's user:password, a query value and a
+// signing secret leaves none of them in the error.
+func TestNoCredentialEchoedAsJSON(t *testing.T) {
+	const token, basicPass, queryVal = "bearer-token-a1b2c3", "basic<pass>word", "q&v<alue>long"
+	signSecret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("sign-key-with/slash?>>"))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(401)
+		_, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		basic, _ := base64.StdEncoding.DecodeString(cred)
+		json.NewEncoder(w).Encode([]string{cred, string(basic), r.URL.Query().Get("k"), signSecret, r.Header.Get("X-Proxy-Auth")})
+	}))
+	defer srv.Close()
+	for _, tc := range []struct{ name, auth, secret string }{
+		{"bearer", "Bearer " + token, token},
+		{"basic in headers", "Basic " + base64.StdEncoding.EncodeToString([]byte("someone:"+basicPass)), basicPass},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSink(t, Config{URL: srv.URL + "/hook?k=" + url.QueryEscape(queryVal),
+				Headers: map[string]string{"Authorization": tc.auth, "X-Proxy-Auth": "Token " + token},
+				Sign:    &Sign{Secrets: []string{signSecret}}})
+			defer s.Close(t.Context())
+			err := s.Send(t.Context(), sinktest.Variant(1))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			_, cred, _ := strings.Cut(tc.auth, " ")
+			for _, secret := range []string{cred, tc.secret, queryVal, signSecret} {
+				q, _ := json.Marshal(secret)
+				for _, form := range []string{secret, string(q[1 : len(q)-1]), strings.ReplaceAll(string(q[1:len(q)-1]), "/", `\/`)} {
+					if strings.Contains(msg, form) {
+						t.Errorf("error carries %q: %s", form, msg)
+					}
+				}
+			}
+			if strings.Contains(msg, "a1b2c3") || !strings.Contains(msg, "REDACTED") {
+				t.Errorf("error %q", msg)
+			}
+		})
+	}
+}
+
 // TestSecretPathSegments: with SecretPath (Slack), a destination that quotes
 // one segment of the path on its own does not put it in the error.
 func TestSecretPathSegments(t *testing.T) {
