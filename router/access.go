@@ -57,32 +57,38 @@ func (r *Router) underLimit(ctx *fasthttp.RequestCtx, src *source) bool {
 // proxy, in which case the address its X-Forwarded-For names (the
 // rightmost one that is not itself a trusted proxy: entries further left
 // were written by the client and prove nothing), else its X-Real-IP.
+// Several X-Forwarded-For lines are one list in their order (RFC 9110
+// §5.3): a proxy such as HAProxy adds its own line after the client's, so
+// the first line alone is the client's word.
 func clientIP(ctx *fasthttp.RequestCtx, trusted []netip.Prefix) netip.Addr {
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	peer = peer.Unmap()
 	if !inAny(peer, trusted) {
 		return peer
 	}
-	if xff := ctx.Request.Header.Peek("X-Forwarded-For"); len(xff) > 0 {
-		for len(xff) > 0 {
-			var part []byte
-			if i := bytes.LastIndexByte(xff, ','); i >= 0 {
-				part, xff = xff[i+1:], xff[:i]
-			} else {
-				part, xff = xff, nil
-			}
-			a, err := netip.ParseAddr(string(bytes.TrimSpace(part)))
-			if err != nil {
-				return peer // a forged or broken list: believe nothing
-			}
-			if a = a.Unmap(); !inAny(a, trusted) {
-				return a
+	if lines := ctx.Request.Header.PeekAll("X-Forwarded-For"); len(lines) > 0 {
+		for i := len(lines) - 1; i >= 0; i-- {
+			for xff := lines[i]; len(xff) > 0; {
+				var part []byte
+				if j := bytes.LastIndexByte(xff, ','); j >= 0 {
+					part, xff = xff[j+1:], xff[:j]
+				} else {
+					part, xff = xff, nil
+				}
+				a, err := netip.ParseAddr(string(bytes.TrimSpace(part)))
+				if err != nil {
+					return peer // a forged or broken list: believe nothing
+				}
+				if a = a.Unmap(); !inAny(a, trusted) {
+					return a
+				}
 			}
 		}
 		return peer
 	}
-	if xri := ctx.Request.Header.Peek("X-Real-IP"); len(xri) > 0 {
-		if a, err := netip.ParseAddr(string(bytes.TrimSpace(xri))); err == nil {
+	// X-Real-IP is one address that the proxy sets; several are not its.
+	if xri := ctx.Request.Header.PeekAll("X-Real-IP"); len(xri) == 1 {
+		if a, err := netip.ParseAddr(string(bytes.TrimSpace(xri[0]))); err == nil {
 			return a.Unmap()
 		}
 	}

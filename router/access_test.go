@@ -42,7 +42,7 @@ func TestAllowIPsAndTrustedProxies(t *testing.T) {
 		req, _ := http.NewRequest("POST", base+"/webhook", strings.NewReader(`{"event":"x","message":{"id":"m`+strings.Repeat("x", n)+`"}}`))
 		req.Header.Set("Authorization", testSecret)
 		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
+			req.Header.Add(hdr[i], hdr[i+1]) // a name given twice is sent as two lines
 		}
 		resp, err := clientFrom(from).Do(req)
 		if err != nil {
@@ -62,13 +62,18 @@ func TestAllowIPsAndTrustedProxies(t *testing.T) {
 		{"untrusted peer forging X-Forwarded-For", "127.0.0.3", s.url, []string{"X-Forwarded-For", "127.0.0.2"}, 403},
 		{"untrusted peer forging X-Real-IP", "127.0.0.3", s.url, []string{"X-Real-IP", "127.0.0.2"}, 403},
 		{"the proxy's own address, no header", "127.0.0.1", s.url, nil, 403},
+		// A proxy that adds its own X-Forwarded-For line (HAProxy) after
+		// the one the client forged: the proxy's line is the last word.
+		{"trusted proxy's line after a forged one", "127.0.0.1", s.url, []string{"X-Forwarded-For", "127.0.0.2", "X-Forwarded-For", "127.0.0.3"}, 403},
+		{"trusted proxy's line naming the allowed client", "127.0.0.1", s.url, []string{"X-Forwarded-For", "127.0.0.3", "X-Forwarded-For", "127.0.0.2"}, 200},
+		{"two X-Real-IP lines", "127.0.0.1", s.url, []string{"X-Real-IP", "127.0.0.2", "X-Real-IP", "127.0.0.3"}, 403},
 	} {
 		if got := send(tc.from, tc.via, tc.hdr...); got != tc.want {
 			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
 		}
 	}
-	if m := s.metric(`hookrouter_events_rejected_total{reason="forbidden",source="platform"}`); !strings.HasSuffix(m, " 4") {
-		t.Errorf("forbidden count: %q, want 4", m)
+	if m := s.metric(`hookrouter_events_rejected_total{reason="forbidden",source="platform"}`); !strings.HasSuffix(m, " 6") {
+		t.Errorf("forbidden count: %q, want 6", m)
 	}
 }
 
