@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
@@ -46,10 +48,24 @@ func (r *Router) readBody(ctx *fasthttp.RequestCtx, src *source) (body []byte, r
 		if cap(*bp) <= maxPooledBody {
 			*bp = (*bp)[:0]
 			bodyBufs.Put(bp)
+		} else {
+			r.bodyMem.dropped(cap(*bp))
 		}
 	}
-	b, err := readLimited(stream, (*bp)[:0], limit+1)
-	*bp = b
+	// With a declared length the buffer grows to it at once when the
+	// first one is full, so that a large body leaves no trail of smaller
+	// ones (growing by half, a 1 MB body allocated 5 MB: a flood of
+	// unauthenticated hmac requests held twice its bodies). Chunked, it
+	// doubles up to the limit.
+	n, want := limit+1, 0
+	if cl := ctx.Request.Header.ContentLength(); cl >= 0 {
+		n, want = cl, cl
+	}
+	b, err := readLimited(stream, (*bp)[:0], n, want)
+	if cap(b) != cap(*bp) {
+		release() // the pooled buffer, which b has outgrown
+		bp = &b
+	}
 	switch {
 	case err != nil:
 		release()
@@ -65,11 +81,62 @@ func (r *Router) readBody(ctx *fasthttp.RequestCtx, src *source) (body []byte, r
 	return b, release, true
 }
 
-// readLimited appends from rd to b until EOF or until b holds n bytes.
-func readLimited(rd io.Reader, b []byte, n int) ([]byte, error) {
+// memReturner gives the memory of dropped large body buffers back to the OS.
+// Without it, after a flood of large bodies (strangers' hmac requests, a
+// burst of big events) the process kept its peak for minutes: the runtime
+// collects only once the heap doubles again, and returns pages slowly after.
+// It forces a collection and returns the free pages (debug.FreeOSMemory)
+// once returnAfter bytes were dropped, at most once per returnEvery; the
+// last drops of a burst are returned when that interval ends. The zero value
+// is ready.
+type memReturner struct {
+	mu    sync.Mutex
+	bytes int         // dropped since the last return
+	last  time.Time   // the last return
+	timer *time.Timer // a return is scheduled
+	free  func()      // debug.FreeOSMemory; a test's counter
+}
+
+const (
+	returnAfter = 16 << 20
+	returnEvery = 2 * time.Second
+)
+
+func (m *memReturner) dropped(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.bytes += n
+	if m.bytes < returnAfter || m.timer != nil {
+		return
+	}
+	m.timer = time.AfterFunc(max(0, returnEvery-time.Since(m.last)), m.run)
+}
+
+func (m *memReturner) run() {
+	m.mu.Lock()
+	m.bytes, m.timer = 0, nil
+	free := m.free
+	m.mu.Unlock()
+	if free == nil {
+		free = debug.FreeOSMemory
+	}
+	free()
+	m.mu.Lock()
+	m.last = time.Now()
+	m.mu.Unlock()
+}
+
+// readLimited appends from rd to b until EOF or until b holds n bytes. A
+// full b grows to want bytes when that is more, else to twice its size; never
+// past n.
+func readLimited(rd io.Reader, b []byte, n, want int) ([]byte, error) {
 	for len(b) < n {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+			c := want
+			if c <= cap(b) {
+				c = max(2*cap(b), 16<<10)
+			}
+			b = append(make([]byte, 0, min(c, n)), b...)
 		}
 		m, err := rd.Read(b[len(b):min(cap(b), n)])
 		b = b[:len(b)+m]

@@ -61,9 +61,11 @@ type Router struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 
-	rt    atomic.Pointer[Runtime]
-	queue queue.Queue
-	dedup dedup.Store
+	rt atomic.Pointer[Runtime]
+	// bodyMem returns the memory of large request bodies (body.go).
+	bodyMem memReturner
+	queue   queue.Queue
+	dedup   dedup.Store
 	// dedupTimeout bounds each dedup call of a request (dedup.timeout).
 	dedupTimeout time.Duration
 	// bg runs the background releases of claims (releaseLater); quit stops
