@@ -209,11 +209,28 @@ func (r *Router) serveReplay(w http.ResponseWriter, req *http.Request) {
 // is not in the config in force is skipped and reported.
 func (r *Router) Replay(ctx context.Context, recs []dispatch.Record) ReplayResult {
 	var res ReplayResult
+	r.replayMu.Lock()
+	defer r.replayMu.Unlock()
+	r.flushForReplay(ctx)
 	rt := r.rt.Load()
+	// A delivery is re-queued once per call, however many of its records
+	// the file holds.
+	sent := map[string]int{}
 	for i, rec := range recs {
 		if _, ok := rt.Sinks[rec.Sink]; !ok {
 			res.Skipped++
 			res.Errors = append(res.Errors, fmt.Sprintf("record %d: sink %q is not in the config", i+1, rec.Sink))
+			continue
+		}
+		delivery := rec.Event().ID + " " + rec.Sink
+		if n, ok := sent[delivery]; ok {
+			res.Skipped++
+			res.Errors = append(res.Errors, fmt.Sprintf("record %d: event %s to sink %q is re-queued by record %d already", i+1, rec.Event().ID, rec.Sink, n))
+			continue
+		}
+		if at, done := r.deadLetterReplayed(ctx, &rec); done {
+			res.Skipped++
+			res.Errors = append(res.Errors, fmt.Sprintf("record %d: already replayed at %s (event %s to sink %q), as the journal shows", i+1, at.Format(time.RFC3339), rec.Event().ID, rec.Sink))
 			continue
 		}
 		ran, err := r.replayed.Once(rec.ID(), func() error {
@@ -234,6 +251,7 @@ func (r *Router) Replay(ctx context.Context, recs []dispatch.Record) ReplayResul
 			res.Errors = append(res.Errors, fmt.Sprintf("record %d: %v", i+1, err))
 		default:
 			res.Requeued++
+			sent[delivery] = i + 1
 		}
 	}
 	if err := r.replayed.Sync(); err != nil {

@@ -150,7 +150,7 @@ func TestJournalDeadLetterReplayDelivered(t *testing.T) {
 	}
 
 	// The journal knows the dead letter was replayed: what a replay of the
-	// file consults (replayedAlready) before sending it again.
+	// file consults before sending it again.
 	raw, err := os.ReadFile(filepath.Join(s.dir, "data", "dead-letter.jsonl"))
 	if err != nil {
 		t.Fatal(err)
@@ -159,14 +159,86 @@ func TestJournalDeadLetterReplayDelivered(t *testing.T) {
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("dead letters file: %v %v", recs, err)
 	}
-	if st, done := s.r.replayedAlready(t.Context(), recs[0].EventID, recs[0].Sink); !done || st != journal.Delivered {
-		t.Errorf("replayedAlready = %q %v, want delivered true", st, done)
+	if _, done := s.r.deadLetterReplayed(t.Context(), &recs[0]); !done {
+		t.Errorf("deadLetterReplayed = false after the API's replay")
 	}
 	// The dead-letter view keeps a dead letter once replayed, with its state.
 	dl, err = s.r.Journal().DeadLetters(t.Context(), "crm", time.Time{}, 0)
 	if err != nil || len(dl) != 1 || deliveryState(&dl[0], "crm").State != journal.Delivered {
 		t.Errorf("dead letters after replay = %+v, %v", dl, err)
 	}
+}
+
+// TestJournalReplayOnce: one dead letter is sent again once, whichever way
+// it is replayed and however often: the API twice, then the file; the file
+// twice, then the API. force=true is the way to send it again on purpose.
+func TestJournalReplayOnce(t *testing.T) {
+	crm := newCapture(t)
+	crm.setStatus(400)
+	s := startServer(t, baseConfig("{backend: disk}", fmt.Sprintf("  crm: {type: http, url: %q}", crm.URL),
+		"  - {name: all, when: 'true', to: [crm]}"))
+	viaAPI := s.post("/webhook", msg("once-api", "wa")).header.Get("X-Hookrouter-Event-Id")
+	viaFile := s.post("/webhook", msg("once-file", "wa")).header.Get("X-Hookrouter-Event-Id")
+	s.journey(viaAPI, stateIs("crm", journal.DeadLetter, 1))
+	s.journey(viaFile, stateIs("crm", journal.DeadLetter, 1))
+	crm.setStatus(0)
+	deadLetters, err := os.ReadFile(filepath.Join(s.dir, "data", "dead-letter.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recordOf := func(id string) []byte {
+		for _, line := range bytes.Split(deadLetters, []byte("\n")) {
+			if bytes.Contains(line, []byte(id)) {
+				return append(line, '\n')
+			}
+		}
+		t.Fatalf("no dead letter of %s in %s", id, deadLetters)
+		return nil
+	}
+
+	// The API, twice at once (a double click), then again once delivered.
+	answers := make(chan answer, 2)
+	for range 2 {
+		go func() { answers <- s.adminPost("/-/events/"+viaAPI+"/replay?sink=crm", nil) }()
+	}
+	a, b := <-answers, <-answers
+	if a.status == 409 {
+		a, b = b, a
+	}
+	if a.status != 200 || !strings.Contains(a.body, `"requeued":["crm"]`) || b.status != 409 || !strings.Contains(b.body, "crm") {
+		t.Fatalf("two replays at once = %d %s / %d %s, want one 200 and one 409", a.status, a.body, b.status, b.body)
+	}
+	s.journey(viaAPI, stateIs("crm", journal.Delivered, 2))
+	if a := s.adminPost("/-/events/"+viaAPI+"/replay?sink=crm", nil); a.status != 409 || !strings.Contains(a.body, "already replayed") {
+		t.Errorf("replay of a replayed dead letter = %d %s, want 409", a.status, a.body)
+	}
+	if a := s.adminPost("/-/replay", recordOf(viaAPI)); a.status != 200 || !strings.Contains(a.body, `"requeued":0`) || !strings.Contains(a.body, "already replayed") {
+		t.Errorf("file replay after the API's = %d %s, want it skipped", a.status, a.body)
+	}
+
+	// The file, twice (once with the record twice in it), then the API.
+	rec := recordOf(viaFile)
+	if a := s.adminPost("/-/replay", append(append([]byte(nil), rec...), rec...)); a.status != 200 || !strings.Contains(a.body, `"requeued":1`) {
+		t.Fatalf("file replay = %d %s, want 1 requeued", a.status, a.body)
+	}
+	s.journey(viaFile, stateIs("crm", journal.Delivered, 2))
+	if a := s.adminPost("/-/replay", rec); !strings.Contains(a.body, `"requeued":0`) {
+		t.Errorf("second file replay = %d %s, want it skipped", a.status, a.body)
+	}
+	if a := s.adminPost("/-/events/"+viaFile+"/replay", nil); a.status != 409 || !strings.Contains(a.body, "already replayed") {
+		t.Errorf("API replay after the file's = %d %s, want 409", a.status, a.body)
+	}
+	for _, m := range []string{"once-api", "once-file"} {
+		if n := crm.deliveries(m); n != 1 {
+			t.Errorf("crm got %s %d times, want once", m, n)
+		}
+	}
+
+	// On purpose: force.
+	if a := s.adminPost("/-/events/"+viaAPI+"/replay?sink=crm&force=true", nil); a.status != 200 {
+		t.Errorf("forced replay = %d %s", a.status, a.body)
+	}
+	waitFor(t, 10*time.Second, "the forced replay's delivery", func() bool { return crm.deliveries("once-api") == 2 })
 }
 
 func TestJournalRecordsFileReplay(t *testing.T) {

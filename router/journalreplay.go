@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hookrouter/hookrouter/router/admin"
+	"github.com/hookrouter/hookrouter/router/dispatch"
 	"github.com/hookrouter/hookrouter/router/journal"
 	"github.com/hookrouter/hookrouter/router/queue"
 	"github.com/hookrouter/hookrouter/sinks"
@@ -40,6 +41,9 @@ func (r *Router) ReplayEvent(ctx context.Context, id, sink string, force bool) (
 	if r.journal == nil {
 		return res, ErrJournalOff
 	}
+	r.replayMu.Lock()
+	defer r.replayMu.Unlock()
+	r.flushForReplay(ctx)
 	ev, err := r.journal.Get(ctx, id)
 	if err != nil {
 		return res, err
@@ -57,17 +61,20 @@ func (r *Router) ReplayEvent(ctx context.Context, id, sink string, force bool) (
 	rt := r.rt.Load()
 	var to []string
 	for _, s := range targets {
-		state := ""
-		for _, d := range ev.Deliveries {
-			if d.Sink == s {
-				state = d.State
+		var d journal.Delivery
+		for _, x := range ev.Deliveries {
+			if x.Sink == s {
+				d = x
 			}
 		}
+		rep, replayed := d.DeadLetterReplayed()
 		switch {
 		case rt.Sinks[s] == nil:
 			res.skip(s, "not in the config in force")
-		case !force && (state == journal.Queued || state == journal.Retrying || state == journal.Replayed):
-			res.skip(s, "still "+state+" (force=true replays it anyway)")
+		case !force && (d.State == journal.Queued || d.State == journal.Retrying || d.State == journal.Replayed):
+			res.skip(s, "still "+d.State+" (force=true replays it anyway)")
+		case !force && replayed:
+			res.skip(s, "its dead letter was already replayed at "+rep.At.Format(time.RFC3339)+", now "+d.State+" (force=true replays it again)")
 		default:
 			to = append(to, s)
 		}
@@ -120,18 +127,37 @@ func (r *Router) journalReplayFailed(id, sink string, was []journal.Delivery, er
 	r.journal.RecordStep(journal.Step{EventID: id, Sink: sink, State: state, At: time.Now(), Note: "replay failed: " + err.Error()})
 }
 
-// replayedAlready reports, from the journal, whether the dead letter of id to
-// sink was replayed since: its delivery is no longer in dead_letter. A
-// delivery the journal does not know is not refused.
-func (r *Router) replayedAlready(ctx context.Context, id, sink string) (string, bool) {
+// flushForReplay waits (a little) for the journal to write what was
+// recorded before a replay, such as the replayed step of the one before it,
+// so that the replay reads the journey as it is. The admin path, never
+// ingress.
+func (r *Router) flushForReplay(ctx context.Context) {
 	if r.journal == nil {
-		return "", false
+		return
 	}
-	st, err := r.journal.State(ctx, id, sink)
-	if err != nil || st == "" || st == journal.DeadLetter {
-		return "", false
+	c, cancel := context.WithTimeout(ctx, replayFlushWait)
+	defer cancel()
+	if err := r.journal.Flush(c); err != nil {
+		r.log.Warn("replay: the journal is behind; it may not show a replay just made", "error", err)
 	}
-	return st, true
+}
+
+// replayFlushWait bounds flushForReplay.
+const replayFlushWait = 5 * time.Second
+
+// deadLetterReplayed reports, from the journal, whether the dead letter rec
+// was replayed since it failed (through the API, or from another copy of the
+// file), and when. A record the journal knows nothing of is not refused.
+func (r *Router) deadLetterReplayed(ctx context.Context, rec *dispatch.Record) (time.Time, bool) {
+	if r.journal == nil {
+		return time.Time{}, false
+	}
+	at, done, err := r.journal.ReplayedSince(ctx, rec.Event().ID, rec.Sink, rec.FailedAt)
+	if err != nil {
+		r.log.Warn("replay: journal lookup failed; the record is replayed", "event_id", rec.Event().ID, "sink", rec.Sink, "error", err)
+		return time.Time{}, false
+	}
+	return at, done
 }
 
 // journalRoutes are the journal's admin endpoints. With the journal off they

@@ -77,6 +77,9 @@ type Router struct {
 	deadLetters *dispatch.DeadLetters
 	// replayed remembers the dead-letter records already replayed.
 	replayed *dispatch.Replayed
+	// replayMu makes replays (the API's, the file's) one at a time, so that
+	// each sees what the one before it recorded in the journal.
+	replayMu sync.Mutex
 	console  *console.Console
 	journal  *journal.Journal // nil when journal.enabled is false
 	recent   recentKeys

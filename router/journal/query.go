@@ -632,9 +632,57 @@ func (j *Journal) DeadLetters(ctx context.Context, sink string, since time.Time,
 	return out, nil
 }
 
+// ReplayedSince reports whether the journal has a replay of event id's
+// delivery to sink at or after t (a dead-letter record's failed_at) that
+// reached the queue, and when: a replay of the dead-letter file skips a
+// record already replayed another way, so that one dead letter is not sent
+// twice by accident. A replay whose enqueue failed (a change without a send
+// after it) does not count.
+func (j *Journal) ReplayedSince(ctx context.Context, id, sink string, t time.Time) (time.Time, bool, error) {
+	var state string
+	var at int64
+	err := j.db.QueryRowContext(ctx, `SELECT state, at FROM steps WHERE event_id = ? AND sink = ? AND at >= ? AND outcome = ''
+		ORDER BY seq DESC LIMIT 1`, id, sink, t.UnixMilli()).Scan(&state, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("journal: %w", err)
+	}
+	return time.UnixMilli(at).UTC(), state == Replayed, nil
+}
+
+// DeadLetterReplayed returns the step that replayed d's latest dead letter,
+// if one did since (and its enqueue did not fail): d's Steps are needed, as
+// Get gives them. A second replay of the same dead letter is then an
+// accident unless asked for.
+func (d *Delivery) DeadLetterReplayed() (Step, bool) {
+	var rep *Step
+	dead := false
+	for i := range d.Steps {
+		st := &d.Steps[i]
+		switch {
+		case st.State == DeadLetter:
+			// A new dead letter, or a failed replay putting it back.
+			dead, rep = true, nil
+		case st.State == Replayed:
+			if dead {
+				rep = st
+			}
+		case st.Outcome == "":
+			// A change without a send other than a replay: a failed
+			// replay of a delivery that was not dead-lettered.
+			rep = nil
+		}
+	}
+	if rep == nil {
+		return Step{}, false
+	}
+	return *rep, true
+}
+
 // State returns the state of event id's delivery to sink, "" if the journal
-// does not know it. Replays use it so that one dead letter is not replayed
-// twice by accident.
+// does not know it.
 func (j *Journal) State(ctx context.Context, id, sink string) (string, error) {
 	var st string
 	err := j.db.QueryRowContext(ctx, `SELECT state FROM deliveries WHERE event_id = ? AND sink = ?`, id, sink).Scan(&st)
