@@ -277,8 +277,10 @@ var scrubbers = []struct {
 }{
 	{regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@`), "${1}REDACTED@"},
 	{regexp.MustCompile(`(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+`), "${1} REDACTED"},
-	{regexp.MustCompile(`(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)\s*[=:]\s*)[^\s&,;"']+`), "${1}REDACTED"},
-	{regexp.MustCompile(`(https?://[^\s?"']+)\?[^\s"']+`), "${1}?REDACTED"},
+	{regexp.MustCompile(`(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)\s*[=:]\s*)(?:[^\s&,;"':]|:[^\s&,;"'])+`), "${1}REDACTED"},
+	// A query ends at a space or quote, or at ": " (an error text's
+	// separator, as in "POST https://h/p?k=v: http status 503").
+	{regexp.MustCompile(`(https?://[^\s?"']+)\?(?:[^\s"':]|:[^\s"'])+`), "${1}?REDACTED"},
 }
 
 // Scrub returns s with credentials hidden; the journal applies it to every

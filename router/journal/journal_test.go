@@ -389,9 +389,13 @@ func TestScrub(t *testing.T) {
 	for in, want := range map[string]string{
 		"dial tcp: nats://alice:s3cr3t@127.0.0.1:4222 refused": "dial tcp: nats://REDACTED@127.0.0.1:4222 refused",
 		"Authorization: Bearer abc.def":                        "Authorization: Bearer REDACTED",
-		"POST https://h/x?token=abc: timeout":                  "POST https://h/x?REDACTED timeout",
-		"password=hunter2 rejected":                            "password=REDACTED rejected",
-		"http status 500: boom":                                "http status 500: boom",
+		"POST https://h/x?token=abc: timeout":                  "POST https://h/x?REDACTED: timeout",
+		"POST https://h/x?a=b:c&d=e: boom":                     "POST https://h/x?REDACTED: boom",
+		"GET https://h/x?a=1":                                  "GET https://h/x?REDACTED",
+		// A sink's own redaction (sinks.RedactURL) stays as it was.
+		"POST http://REDACTED@127.0.0.1:9/events?REDACTED: http status 503: ok": "POST http://REDACTED@127.0.0.1:9/events?REDACTED: http status 503: ok",
+		"password=hunter2 rejected": "password=REDACTED rejected",
+		"http status 500: boom":     "http status 500: boom",
 	} {
 		if got := Scrub(in); got != want {
 			t.Errorf("Scrub(%q) = %q, want %q", in, got, want)
