@@ -70,6 +70,14 @@ type BatchSender interface {
 	SendBatch(ctx context.Context, evs []*Event) []error
 }
 
+// StatusSender is implemented by sinks whose destination answers each send
+// with a status code (HTTP): SendStatus is Send that also returns the code,
+// 0 when there was no answer. The dispatcher uses it so that the journal
+// shows a successful attempt's status, not only a failed one's.
+type StatusSender interface {
+	SendStatus(ctx context.Context, ev *Event) (int, error)
+}
+
 // Renderer is implemented by sinks that can show what they would send for an
 // event without sending it; `hookrouter test` uses it for its dry run.
 type Renderer interface {

@@ -462,6 +462,16 @@ func (d *Dispatcher) step(dv *queue.Delivery, state string, start time.Time, too
 	d.jr.RecordStep(st)
 }
 
+// stepOK records a successful attempt, with the destination's status code
+// when the sink reported it.
+func (d *Dispatcher) stepOK(dv *queue.Delivery, start time.Time, took time.Duration, status int) {
+	if d.jr == nil {
+		return
+	}
+	d.jr.RecordStep(journal.Step{EventID: dv.Event.ID, Sink: dv.Sink, State: journal.Delivered, At: start,
+		DurationMS: float64(took.Microseconds()) / 1000, Outcome: journal.OK, Status: status})
+}
+
 func (d *Dispatcher) writeDeadLetter(rec *Record) error {
 	if d.dl == nil {
 		err := errors.New("dispatch: no dead-letter file")

@@ -31,7 +31,10 @@ type lane struct {
 	// batch is set when both the queue and the sink can handle several
 	// deliveries at once: workers then take and send up to maxBatch at a time.
 	batch sinks.BatchSender
-	bq    queue.BatchTaker
+	// statusSender is set when the sink reports its destination's status code
+	// (http, slack), for the journal's attempts.
+	statusSender sinks.StatusSender
+	bq           queue.BatchTaker
 	// takeMu lets one worker at a time gather a batch: idle workers then
 	// wait here rather than each being woken for a single delivery.
 	takeMu sync.Mutex
@@ -114,6 +117,7 @@ func (d *Dispatcher) start(name string, t Target, orphan bool) *lane {
 		IsExcluded:    func(error) bool { return d.sendCtx.Err() != nil },
 		OnStateChange: l.onStateChange,
 	})
+	l.statusSender, _ = t.Sink.(sinks.StatusSender)
 	if bs, ok := t.Sink.(sinks.BatchSender); ok && !orphan {
 		if bq, ok := d.q.(queue.BatchTaker); ok {
 			l.batch, l.bq = bs, bq
@@ -238,7 +242,13 @@ func (l *lane) deliver(dv *queue.Delivery) {
 		}
 		ch := l.changedCh() // before Execute, so that no state change is missed
 		start := time.Now()
+		status := 0
 		_, err := l.cb.Execute(func() (struct{}, error) {
+			if l.statusSender != nil {
+				var err error
+				status, err = l.statusSender.SendStatus(l.d.sendCtx, dv.Event)
+				return struct{}{}, err
+			}
 			return struct{}{}, l.target.Sink.Send(l.d.sendCtx, dv.Event)
 		})
 		if rejected(err) {
@@ -248,7 +258,7 @@ func (l *lane) deliver(dv *queue.Delivery) {
 			}
 			continue
 		}
-		l.finish(dv, err, start)
+		l.finish(dv, err, start, status)
 		return
 	}
 }
@@ -285,7 +295,7 @@ func (l *lane) deliverBatch(dvs []*queue.Delivery, evs []*sinks.Event) {
 			if errs != nil {
 				err = errs[i]
 			}
-			l.finish(dv, err, start)
+			l.finish(dv, err, start, 0)
 		}
 		return
 	}
@@ -318,11 +328,12 @@ func firstRetryable(errs []error) error {
 
 // finish records the outcome of one attempt to send dv: done, given back
 // (cut short by shutdown), dead-lettered or retried later.
-// The attempt started at start.
-func (l *lane) finish(dv *queue.Delivery, err error, start time.Time) {
+// The attempt started at start; status is the destination's answer to a
+// successful one, 0 if the sink does not report it.
+func (l *lane) finish(dv *queue.Delivery, err error, start time.Time, status int) {
 	switch {
 	case err == nil:
-		l.d.step(dv, journal.Delivered, start, time.Since(start), nil, "")
+		l.d.stepOK(dv, start, time.Since(start), status)
 		l.succeeded(dv)
 	case l.d.sendCtx.Err() != nil:
 		// Cut short by shutdown: not the destination's fault, no attempt spent.

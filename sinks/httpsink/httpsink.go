@@ -210,11 +210,18 @@ func retryStaleConn(_ *fasthttp.Request, attempts int, err error) (resetTimeout,
 // waits at most Timeout, and never past ctx's deadline; a ctx cancelled while
 // the request is in flight is noticed when the request ends.
 func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
+	_, err := s.SendStatus(ctx, ev)
+	return err
+}
+
+// SendStatus is Send that also returns the destination's status code, 0
+// when it did not answer (sinks.StatusSender).
+func (s *Sink) SendStatus(ctx context.Context, ev *sinks.Event) (int, error) {
 	if s.closed.Load() {
-		return s.fail(sinks.ErrClosed)
+		return 0, s.fail(sinks.ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
-		return s.fail(err)
+		return 0, s.fail(err)
 	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -231,7 +238,7 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 	var err error
 	*bp, err = s.build(req, ev, (*bp)[:0])
 	if err != nil {
-		return s.fail(sinks.Permanent(err))
+		return 0, s.fail(sinks.Permanent(err))
 	}
 	deadline := time.Now().Add(s.timeout)
 	ctxDeadline := false
@@ -245,15 +252,15 @@ func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error {
 			cerr = context.DeadlineExceeded
 		}
 		if cerr != nil {
-			return s.fail(fmt.Errorf("%w: %w", err, cerr))
+			return 0, s.fail(fmt.Errorf("%w: %w", err, cerr))
 		}
-		return s.fail(err)
+		return 0, s.fail(err)
 	}
 	code := resp.StatusCode()
 	if code >= 200 && code < 300 {
-		return nil
+		return code, nil
 	}
-	return s.fail(sinks.CheckStatus(code, string(resp.Header.Peek(fasthttp.HeaderRetryAfter)), s.scrub(resp.Body())))
+	return code, s.fail(sinks.CheckStatus(code, string(resp.Header.Peek(fasthttp.HeaderRetryAfter)), s.scrub(resp.Body())))
 }
 
 func isTimeout(err error) bool {

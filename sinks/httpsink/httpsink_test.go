@@ -208,9 +208,12 @@ func TestStatusClassification(t *testing.T) {
 			})
 			s := newSink(t, Config{URL: srv.URL + "/hook"})
 			defer s.Close(t.Context())
-			err := s.Send(t.Context(), sinktest.Variant(1))
+			code, err := s.SendStatus(t.Context(), sinktest.Variant(1))
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("send = %v, want error %v", err, tc.wantErr)
+			}
+			if code != tc.code {
+				t.Errorf("SendStatus code = %d, want %d", code, tc.code)
 			}
 			if len(rec.all()) != 1 {
 				t.Fatalf("%d requests, want 1 (redirects are not followed, nothing is retried)", len(rec.all()))

@@ -130,6 +130,11 @@ func (s *Sink) body(dst []byte, ev *sinks.Event) ([]byte, error) {
 // Send posts ev's message. See httpsink.Sink.Send for timeouts and errors.
 func (s *Sink) Send(ctx context.Context, ev *sinks.Event) error { return s.http.Send(ctx, ev) }
 
+// SendStatus is Send with Slack's status code (sinks.StatusSender).
+func (s *Sink) SendStatus(ctx context.Context, ev *sinks.Event) (int, error) {
+	return s.http.SendStatus(ctx, ev)
+}
+
 // Render returns the JSON body Send would post for ev.
 func (s *Sink) Render(ev *sinks.Event) ([]byte, error) { return s.http.Render(ev) }
 
