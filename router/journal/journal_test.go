@@ -241,6 +241,36 @@ func TestSubscribeStepBeforeEvent(t *testing.T) {
 	}
 }
 
+// TestEventsFirstInBatch: of records that reach the writer together, an
+// event is numbered before the steps recorded ahead of it, and each kind
+// keeps its order, so a tail shows the event, then its deliveries.
+func TestEventsFirstInBatch(t *testing.T) {
+	st := func(id, state string) item { return item{st: &Step{EventID: id, State: state}} }
+	ev := func(id string) item { return item{ev: &Event{ID: id}} }
+	batch := []item{st("a", Delivered), ev("a"), st("b", Retrying), st("b", Delivered), ev("b"), st("a", "x")}
+	eventsFirst(batch)
+	var got []string
+	for _, it := range batch {
+		if it.ev != nil {
+			got = append(got, "event "+it.ev.ID)
+		} else {
+			got = append(got, it.st.EventID+" "+it.st.State)
+		}
+	}
+	if want := "event a,event b,a delivered,b retrying,b delivered,a x"; strings.Join(got, ",") != want {
+		t.Errorf("order = %s, want %s", strings.Join(got, ","), want)
+	}
+
+	// Through the writer: a slow writer gathers both into one batch.
+	j := open(t, t.TempDir(), DefaultConfig(), Options{WriteDelay: 200 * time.Millisecond})
+	ch := j.Subscribe(t.Context(), Filter{}, -1)
+	j.RecordStep(Step{EventID: "fast", Sink: "crm", State: Delivered, At: t0, Outcome: OK, Status: 200})
+	j.RecordEvent(accepted("fast", t0, "x", "crm"))
+	if got := recv(t, ch, 2); got[0].Kind != KindEvent || got[1].Kind != KindStep {
+		t.Errorf("records = %+v, want the event first", got)
+	}
+}
+
 func recv(t *testing.T, ch <-chan Record, n int) []Record {
 	t.Helper()
 	var out []Record

@@ -407,6 +407,7 @@ func (j *Journal) commit(batch []item, seq int64) int64 {
 	if len(batch) == 0 {
 		return seq
 	}
+	eventsFirst(batch)
 	next, err := j.insert(batch, seq)
 	if err != nil {
 		j.dropped.Add(int64(len(batch)))
@@ -433,6 +434,35 @@ func (j *Journal) commit(batch []item, seq int64) int64 {
 	j.notify = make(chan struct{})
 	j.notifyMu.Unlock()
 	return next
+}
+
+// eventsFirst moves a batch's events before its steps, each kind in the
+// order recorded: ingress records an event after queueing it, so a fast
+// delivery's step can be recorded first, and numbered first a tail would
+// show "delivered" before the event it belongs to. Within a batch (the
+// writer gathers what arrived together) it no longer does.
+func eventsFirst(batch []item) {
+	steps := 0
+	for _, it := range batch {
+		if it.ev == nil {
+			steps++
+		}
+	}
+	if steps == 0 || steps == len(batch) {
+		return
+	}
+	sorted := make([]item, 0, len(batch))
+	for _, it := range batch {
+		if it.ev != nil {
+			sorted = append(sorted, it)
+		}
+	}
+	for _, it := range batch {
+		if it.ev == nil {
+			sorted = append(sorted, it)
+		}
+	}
+	copy(batch, sorted)
 }
 
 func (j *Journal) insert(batch []item, seq int64) (int64, error) {
