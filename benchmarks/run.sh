@@ -403,9 +403,18 @@ run_one() {
 		-warmup "${WARMUP}s" -dup "$DUP" -rate "$rate" -seed "$round" -json -server-pid "$srv_pid" "${sinks[@]}" \
 		>"$out" 2>"$dir/loadgen.log"
 	rc=$?
-	local rss hwm
+	local rss hwm journal_stats admin
 	rss=$(rss_kib "$srv_pid")
 	hwm=$(hwm_kib "$srv_pid")
+	# The journal's own counters (records written and dropped), from the
+	# admin /health whose address the server logged: the journal keeps to
+	# its CPU share by dropping, and the table says how much it kept.
+	journal_stats=null
+	admin=$(jq -r 'select(.msg == "hookrouter started") | .admin_listen // empty' "$dir/server.log" 2>/dev/null | head -1)
+	if [[ -n $admin ]]; then
+		journal_stats=$(curl -s --max-time 5 "http://$admin/health" | jq -c '.journal // null' 2>/dev/null)
+		[[ -n $journal_stats ]] || journal_stats=null
+	fi
 	stop_pid "$srv_pid"
 	[[ -n $cap_pid ]] && stop_pid "$cap_pid"
 
@@ -414,7 +423,8 @@ run_one() {
 		return 1
 	fi
 	# Annotate the result with the server's memory, for the table.
-	jq --argjson rss "${rss:-0}" --argjson hwm "${hwm:-0}" '. + {server_rss_kib: $rss, server_hwm_kib: $hwm}' \
+	jq --argjson rss "${rss:-0}" --argjson hwm "${hwm:-0}" --argjson journal "$journal_stats" \
+		'. + {server_rss_kib: $rss, server_hwm_kib: $hwm, journal: $journal}' \
 		"$out" >"$out.tmp" && mv "$out.tmp" "$out"
 	if [[ $rc != 0 ]]; then
 		fail "$name: $(jq -r '"\(.non2xx_total) non-2xx \(.non2xx), \(.errors_total) errors \(.errors), \(.unsent // 0) never sent"' "$out")"
@@ -508,6 +518,8 @@ fi
 		off=$(median "$b-nj" '.accepted_per_s')
 		echo "  journal cost, $b: accepted/s with the journal (JOURNAL=$JOURNAL) / without = $(fmt_ratio "$on" "$off")" \
 			"(want >= 0.85); srv us $(fmt_us "$(median "$b" '.cpu_us_per_request.server')") vs $(fmt_us "$(median "$b-nj" '.cpu_us_per_request.server')")"
+		kept=$(median "$b" 'if .journal then .journal.written / ((.journal.written + .journal.dropped) | if . == 0 then 1 else . end) else null end')
+		missing "$kept" || echo "  journal kept, $b: $(awk -v k="$kept" 'BEGIN { printf "%.0f", k * 100 }')% of its records at this load (the rest dropped and counted: it keeps to 15% of a core)"
 	done
 	if [[ $rate != 0 ]]; then
 		echo
