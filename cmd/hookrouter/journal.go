@@ -50,9 +50,14 @@ func adminFlags(fs *flag.FlagSet) func() (*adminClient, error) {
 			token = f.Admin.Token
 			if target == "" {
 				if target = f.AdminListen; target == "" {
-					return nil, fmt.Errorf("admin_listen is off in %s: the journal is read through the admin listener (or give -addr)", f.Name)
+					return nil, fmt.Errorf("admin_listen is off in %s: the admin API is reached through the admin listener (or give -addr)", f.Name)
 				}
 			}
+		} else if f, err := config.Load(config.Resolve("")); err == nil {
+			// -addr alone: the token is still the one configured, when the
+			// default config file has it (the router may be on another
+			// address than its file says, behind a tunnel).
+			token = f.Admin.Token
 		}
 		base := target
 		if !strings.Contains(base, "://") {

@@ -126,6 +126,12 @@ rules:
 	if code, _, errOut := runCmd(t, "", "events", "-addr", aln.Addr().String()); code != 1 || !strings.Contains(errOut, "401") {
 		t.Errorf("events without token: exit %d %s", code, errOut)
 	}
+	// -addr alone still sends the token of the default config file.
+	t.Setenv("HOOKROUTER_CONFIG", cfgPath)
+	if code, out, errOut := runCmd(t, "", "events", "-addr", aln.Addr().String()); code != 0 || !strings.Contains(out, wa) {
+		t.Errorf("events -addr with $HOOKROUTER_CONFIG's token: exit %d %s%s", code, out, errOut)
+	}
+	os.Unsetenv("HOOKROUTER_CONFIG")
 
 	code, out, errOut = runCmd(t, "", "trace", "-config", cfgPath, telegram)
 	if code != 0 || !regexpMatch(`whatsapp-inbound\s+no`, out) || !regexpMatch(`archive-everything\s+matched`, out) || !strings.Contains(out, "delivery to archive: delivered") {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hookrouter/hookrouter/router"
-	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/dispatch"
 )
 
@@ -23,8 +22,7 @@ import (
 func replay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := configFlag(fs)
-	addr := fs.String("addr", "", "admin address of the running router (default: the config's admin_listen; the config's admin.token is sent)")
+	client := adminFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -46,33 +44,22 @@ func replay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "nothing to replay: 0 records")
 		return 0
 	}
-	target, token := *addr, ""
-	if target == "" || *cfgPath != "" {
-		f, err := config.Load(config.Resolve(*cfgPath))
-		if err != nil {
-			printProblems(stderr, err)
-			return 1
-		}
-		token = f.Admin.Token
-		if target == "" {
-			if target = f.AdminListen; target == "" {
-				fmt.Fprintf(stderr, "hookrouter replay: admin_listen is off in %s: replay goes through the admin listener (or give -addr)\n", f.Name)
-				return 1
-			}
-		}
+	c, err := client()
+	if err != nil {
+		return fail(stderr, "replay", err)
 	}
-	url := "http://" + loopback(target) + "/-/replay"
+	url := c.base + "/-/replay"
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(data))
 	if err != nil {
 		fmt.Fprintf(stderr, "hookrouter replay: %v\n", err)
 		return 1
 	}
 	req.Header.Set("Content-Type", "application/x-ndjson")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	client := &http.Client{Timeout: 60 * time.Second}
-	resp, err := client.Do(req)
+	hc := &http.Client{Timeout: 60 * time.Second}
+	resp, err := hc.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "hookrouter replay: is hookrouter running? %v\n", err)
 		return 1
