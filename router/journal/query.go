@@ -251,14 +251,14 @@ func (j *Journal) List(ctx context.Context, f Filter) (Page, error) {
 		page.Events = page.Events[:n]
 		page.NextCursor = strconv.FormatInt(page.Events[n-1].Seq, 10)
 	}
-	if err := j.fillDeliveries(ctx, page.Events, false); err != nil {
+	if err := fillDeliveries(ctx, j.db, page.Events, false); err != nil {
 		return Page{}, err
 	}
 	return page, nil
 }
 
 // fillDeliveries adds each event's deliveries (with their steps if steps).
-func (j *Journal) fillDeliveries(ctx context.Context, evs []Event, steps bool) error {
+func fillDeliveries(ctx context.Context, q querier, evs []Event, steps bool) error {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -271,7 +271,7 @@ func (j *Journal) fillDeliveries(ctx context.Context, evs []Event, steps bool) e
 		args = append(args, evs[i].ID)
 	}
 	in := strings.Join(ph, ",")
-	rows, err := j.db.QueryContext(ctx, `SELECT event_id, sink, state, updated_at FROM deliveries WHERE event_id IN (`+in+`)`, args...)
+	rows, err := q.QueryContext(ctx, `SELECT event_id, sink, state, updated_at FROM deliveries WHERE event_id IN (`+in+`)`, args...)
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
@@ -304,7 +304,7 @@ func (j *Journal) fillDeliveries(ctx context.Context, evs []Event, steps bool) e
 	if !steps {
 		return nil
 	}
-	rows, err = j.db.QueryContext(ctx, `SELECT `+stepColumns+` FROM steps s WHERE s.event_id IN (`+in+`) ORDER BY s.seq`, args...)
+	rows, err = q.QueryContext(ctx, `SELECT `+stepColumns+` FROM steps s WHERE s.event_id IN (`+in+`) ORDER BY s.seq`, args...)
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
@@ -396,7 +396,7 @@ func (j *Journal) Get(ctx context.Context, id string) (*Event, error) {
 		ev.Payload = json.RawMessage(payload.String)
 	}
 	evs := []Event{ev}
-	if err := j.fillDeliveries(ctx, evs, true); err != nil {
+	if err := fillDeliveries(ctx, j.db, evs, true); err != nil {
 		return nil, err
 	}
 	return &evs[0], nil
@@ -411,6 +411,11 @@ func (j *Journal) Lookup(ctx context.Context, source, key string) (string, bool)
 	return id, err == nil
 }
 
+// querier is what the queries run on: the pool, or one read transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 // LastSeq is the seq of the latest record written.
 func (j *Journal) LastSeq() int64 { return j.lastSeq.Load() }
 
@@ -419,6 +424,15 @@ func (j *Journal) LastSeq() int64 { return j.lastSeq.Load() }
 // are ignored.
 func (j *Journal) Since(ctx context.Context, f Filter, seq int64, limit int) ([]Record, error) {
 	f.Since, f.Until, f.Cursor = time.Time{}, time.Time{}, ""
+	// One read transaction, so that the events and the steps are read from
+	// the same snapshot: a batch committed between two queries would give
+	// its steps without its events, and the tail, moving past the steps'
+	// seq, would skip the events for good.
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	defer tx.Rollback()
 	var out []Record
 	// Event records: an event with the sink filter chose that sink; with a
 	// delivery state filter, only "queued" (which a new event's deliveries
@@ -435,7 +449,7 @@ func (j *Journal) Since(ctx context.Context, f Filter, seq int64, limit int) ([]
 	}
 	if ef.State != "-" {
 		where, args := ef.where()
-		rows, err := j.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM events e WHERE e.seq > ? AND `+where+` ORDER BY e.seq LIMIT ?`,
+		rows, err := tx.QueryContext(ctx, `SELECT `+eventColumns+` FROM events e WHERE e.seq > ? AND `+where+` ORDER BY e.seq LIMIT ?`,
 			append(append([]any{seq}, args...), limit)...)
 		if err != nil {
 			return nil, fmt.Errorf("journal: %w", err)
@@ -458,7 +472,7 @@ func (j *Journal) Since(ctx context.Context, f Filter, seq int64, limit int) ([]
 		// delivery's step can be written first, and a reader that skips
 		// steps of events it has not seen would miss it. Each event record
 		// carries its deliveries' states as of now.
-		if err := j.fillDeliveries(ctx, evs, false); err != nil {
+		if err := fillDeliveries(ctx, tx, evs, false); err != nil {
 			return nil, err
 		}
 		for i := range evs {
@@ -490,7 +504,7 @@ func (j *Journal) Since(ctx context.Context, f Filter, seq int64, limit int) ([]
 		if len(conds) > 0 {
 			q += ` AND ` + strings.Join(conds, " AND ")
 		}
-		rows, err := j.db.QueryContext(ctx, q+` ORDER BY s.seq LIMIT ?`, append(args, limit)...)
+		rows, err := tx.QueryContext(ctx, q+` ORDER BY s.seq LIMIT ?`, append(args, limit)...)
 		if err != nil {
 			return nil, fmt.Errorf("journal: %w", err)
 		}
