@@ -3,6 +3,7 @@ package render
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -21,10 +22,10 @@ func ExprError(err error) error {
 	e, ok := err.(*file.Error)
 	if !ok {
 		msg, _, _ := strings.Cut(err.Error(), "\n")
-		return errors.New(exprWording.Replace(msg))
+		return errors.New(Wording(msg))
 	}
 	msg, _, _ := strings.Cut(e.Message, "\n")
-	msg = exprWording.Replace(strings.TrimRight(msg, " "))
+	msg = Wording(msg)
 	switch {
 	case e.Snippet == "": // expr gives no position either
 	case e.Line == 1:
@@ -35,10 +36,23 @@ func ExprError(err error) error {
 	return errors.New(msg)
 }
 
-// exprWording rewrites expr's messages that read oddly in a config problem.
-var exprWording = strings.NewReplacer(
-	"expected bool, but got ", "must return bool, but returns ",
-	"unexpected token EOF", "unexpected end",
+// Wording makes a message of expr's compiler read as a config problem: two
+// wordings that read oddly in a config changed, and the Go types that stand
+// for JSON values named as JSON names them (a map is an object, a slice an
+// array, interface{} any).
+func Wording(msg string) string {
+	return sliceType.ReplaceAllString(exprWording.Replace(strings.TrimRight(msg, " ")), "array")
+}
+
+var (
+	exprWording = strings.NewReplacer(
+		"expected bool, but got ", "must return bool, but returns ",
+		"unexpected token EOF", "unexpected end",
+		"map[string]interface {}", "object",
+		"[]interface {}", "array",
+		"interface {}", "any",
+	)
+	sliceType = regexp.MustCompile(`\[\](object|any|array|\w+)`)
 )
 
 // templateError returns err, an error of text/template's Parse for the

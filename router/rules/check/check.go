@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -32,6 +31,7 @@ import (
 	"github.com/hookrouter/hookrouter/router/config"
 	"github.com/hookrouter/hookrouter/router/rules/schema"
 	"github.com/hookrouter/hookrouter/sinks"
+	"github.com/hookrouter/hookrouter/sinks/render"
 )
 
 // Check returns the problems of f's expressions and templates against its
@@ -283,30 +283,14 @@ func compileCheck(src string, env any, isWhen, undefinedOK bool) []finding {
 		if strings.HasPrefix(msg, "expected bool, but got ") {
 			off = 0
 		}
-		return []finding{{off: off, msg: wording(msg)}}
+		return []finding{{off: off, msg: render.Wording(msg)}}
 	}
-	return []finding{{msg: wording(firstLine(err.Error()))}}
+	return []finding{{msg: render.Wording(firstLine(err.Error()))}}
 }
 
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
-}
-
-var (
-	sliceRe  = regexp.MustCompile(`\[\](object|any|\w+)`)
-	wordings = strings.NewReplacer(
-		"expected bool, but got ", "must return bool, but returns ",
-		"map[string]interface {}", "object",
-		"[]interface {}", "array",
-		"interface {}", "any",
-	)
-)
-
-// wording makes the checker's message speak of JSON values rather than of
-// the Go types standing in for them: a map is an object, a slice an array.
-func wording(msg string) string {
-	return sliceRe.ReplaceAllString(wordings.Replace(msg), "array")
 }
 
 // checkFields finds each field reference of n that t does not have: a chain

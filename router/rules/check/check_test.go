@@ -100,18 +100,3 @@ func TestCheckValid(t *testing.T) {
 		}
 	}
 }
-
-func TestWording(t *testing.T) {
-	for in, want := range map[string]string{
-		`invalid operation: == (mismatched types map[string]interface {} and string)`: `invalid operation: == (mismatched types object and string)`,
-		`expected bool, but got string`:                                               `must return bool, but returns string`,
-		`expected bool, but got []interface {}`:                                       `must return bool, but returns array`,
-		`expected bool, but got []string`:                                             `must return bool, but returns array`,
-		`expected bool, but got interface {}`:                                         `must return bool, but returns any`,
-		`expected bool, but got map[string]interface {}`:                              `must return bool, but returns object`,
-	} {
-		if got := wording(in); got != want {
-			t.Errorf("wording(%q)\n = %q\nwant %q", in, got, want)
-		}
-	}
-}
