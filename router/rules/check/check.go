@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -45,7 +46,11 @@ func Check(f *config.File) config.Problems {
 	}
 	for i, s := range f.Sources {
 		if s.Dedup.Key != "" {
-			c.expr(fmt.Sprintf("sources[%d].dedup.key", i), s.Dedup.Key, []*schema.Type{c.own[i]}, false)
+			path, n := fmt.Sprintf("sources[%d].dedup.key", i), len(c.problems)
+			c.expr(path, s.Dedup.Key, []*schema.Type{c.own[i]}, false)
+			if len(c.problems) == n {
+				c.keyNotBool(path, s.Dedup.Key, c.own[i])
+			}
 		}
 	}
 	for _, name := range f.SinkNames() {
@@ -192,6 +197,26 @@ func (c *checker) expr(path, src string, types []*schema.Type, isWhen bool) {
 	}
 	for _, fnd := range first {
 		c.at(path, src, fnd.off, "%s", fnd.msg)
+	}
+}
+
+// keyNotBool reports a dedup key whose value is a bool (`message.id ==
+// ""`): every event would have the key true or false, and within the TTL all
+// but the first of each would be answered as duplicates and never routed.
+func (c *checker) keyNotBool(path, src string, t *schema.Type) {
+	opts := []expr.Option{expr.Env(shapeEnv), expr.AllowUndefinedVariables(), expr.Optimize(false)}
+	if t != nil {
+		env, err := schema.Env(t, funcs)
+		if err == nil {
+			opts = []expr.Option{expr.Env(env), expr.Optimize(false)}
+		}
+	}
+	p, err := expr.Compile(src, opts...)
+	if err != nil {
+		return
+	}
+	if rt := p.Node().Type(); rt != nil && rt.Kind() == reflect.Bool {
+		c.at(path, src, 0, "returns bool: every event would have the key true or false, and all but the first of each would be dropped as duplicates")
 	}
 }
 
