@@ -14,7 +14,9 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 )
 
@@ -167,6 +169,10 @@ func Handler(routes []Route, g *Guard, opts Options) (http.Handler, error) {
 		denied = http.HandlerFunc(Unauthorized)
 	}
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.Enabled() && rebound(r) {
+			JSON(w, http.StatusForbidden, bodyRebound)
+			return
+		}
 		_, pattern := mux.Handler(r)
 		if access[pattern] != Public && !g.Allowed(r) {
 			denied.ServeHTTP(w, r)
@@ -175,6 +181,35 @@ func Handler(routes []Route, g *Guard, opts Options) (http.Handler, error) {
 		mux.ServeHTTP(w, r)
 	})
 	return http.NewCrossOriginProtection().Handler(h), nil
+}
+
+var bodyRebound = []byte(`{"error":"Forbidden","detail":"without admin.token, the admin listener on a loopback address answers only requests addressed to an IP address or localhost"}`)
+
+// rebound reports whether r reached a loopback listener under a name other
+// than localhost. Without a token, loopback is the admin listener's only
+// protection, and DNS rebinding gets around it: a page on another site
+// points its own name at 127.0.0.1, so that the browser, seeing one origin,
+// lets it send requests (a POST /-/replay) and read the answers. Its Host is
+// still that name. Tools on the host address it as 127.0.0.1 or localhost.
+func rebound(r *http.Request) bool {
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	tcp, _ := local.(*net.TCPAddr)
+	if tcp == nil || !tcp.IP.IsLoopback() {
+		return false
+	}
+	host := r.Host
+	if host == "" {
+		return false // HTTP/1.0 without Host: not a browser
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return false
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return host != "localhost" && !strings.HasSuffix(host, ".localhost")
 }
 
 // register adds rt to mux, turning the mux's panic on a bad or conflicting

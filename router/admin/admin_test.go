@@ -89,3 +89,55 @@ func TestGuard(t *testing.T) {
 		t.Error("without a token, a request is refused")
 	}
 }
+
+// TestRebindingRefused: without a token, a request that reaches the loopback
+// listener under another site's name (DNS rebinding) is refused, whatever
+// its route; one addressed to an IP or localhost is served. With a token,
+// the token decides.
+func TestRebindingRefused(t *testing.T) {
+	token := ""
+	h, err := Handler([]Route{{Pattern: "POST /-/replay", Access: Operator, Handler: http.HandlerFunc(ok)},
+		{Pattern: "GET /login", Access: Public, Handler: http.HandlerFunc(ok)}},
+		NewGuard(func() string { return token }), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	_, port, _ := strings.Cut(srv.Listener.Addr().String(), ":")
+	send := func(method, path, host string, hdr ...string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		req.Host = host
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "app.localhost:" + port, "[::1]:" + port, "10.1.2.3"} {
+		if got := send("POST", "/-/replay", host); got != 200 {
+			t.Errorf("Host %q: %d, want 200", host, got)
+		}
+	}
+	for _, host := range []string{"rebind.evil.example:" + port, "evil.example", "localhost.evil.example", "127.0.0.1.nip.io:" + port} {
+		// The browser sees one origin: same-origin headers do not help.
+		if got := send("POST", "/-/replay", host, "Origin", "http://"+host, "Sec-Fetch-Site", "same-origin"); got != http.StatusForbidden {
+			t.Errorf("POST, Host %q: %d, want 403", host, got)
+		}
+		if got := send("GET", "/login", host); got != http.StatusForbidden {
+			t.Errorf("GET public route, Host %q: %d, want 403", host, got)
+		}
+	}
+	token = "t0ken"
+	if got := send("POST", "/-/replay", "evil.example"); got != http.StatusUnauthorized {
+		t.Errorf("with a token, no credentials: %d, want 401", got)
+	}
+	if got := send("POST", "/-/replay", "admin.example", "Authorization", "Bearer t0ken"); got != 200 {
+		t.Errorf("with a token, a name in Host and the token: %d, want 200", got)
+	}
+}
