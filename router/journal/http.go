@@ -103,6 +103,10 @@ func (j *Journal) StreamHandler() http.Handler {
 			writeError(w, http.StatusInternalServerError, "Streaming unsupported", errors.New("the connection cannot be flushed"))
 			return
 		}
+		// Subscribed before the answer's head goes out: a client that sees
+		// the stream open (EventSource's open event) gets every record
+		// committed after that.
+		recs := j.Subscribe(r.Context(), f, after)
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
@@ -113,7 +117,6 @@ func (j *Journal) StreamHandler() http.Handler {
 			return
 		}
 		flusher.Flush()
-		recs := j.Subscribe(r.Context(), f, after)
 		ping := time.NewTicker(streamPing)
 		defer ping.Stop()
 		buf := make([]byte, 0, 1024)
