@@ -43,7 +43,9 @@ type testerView struct {
 }
 
 type recentEvent struct {
-	ID, Label string
+	ID    string
+	At    time.Time // shown in the viewer's time zone by console.js
+	Label string    // what follows the time
 }
 
 type reportView struct {
@@ -91,8 +93,8 @@ func (c *Console) rulesData() rulesData {
 		page, err := j.List(ctx, journal.Filter{State: journal.Accepted, Limit: recentEvents})
 		if err == nil {
 			for _, ev := range page.Events {
-				d.Tester.Recent = append(d.Tester.Recent, recentEvent{ID: ev.ID,
-					Label: ev.ReceivedAt.UTC().Format("15:04:05") + " UTC · " + ev.Source + " · " + ev.Event + " · " + ev.ID[:min(12, len(ev.ID))]})
+				d.Tester.Recent = append(d.Tester.Recent, recentEvent{ID: ev.ID, At: ev.ReceivedAt,
+					Label: ev.Source + " · " + ev.Event + " · " + ev.ID[:min(12, len(ev.ID))]})
 			}
 		}
 	}

@@ -23,6 +23,13 @@ function localTimes(root) {
     t.textContent = localTime(t.getAttribute("datetime"));
     t.dataset.local = "1";
   }
+  // An option cannot hold a <time>: the tester's recent events carry theirs
+  // in data-at, and the rest of their label in data-label.
+  for (const o of root.querySelectorAll("option[data-at]")) {
+    if (o.dataset.local) continue;
+    o.textContent = localTime(o.dataset.at) + " · " + o.dataset.label;
+    o.dataset.local = "1";
+  }
 }
 
 // refresh reloads the page's main part every data-refresh seconds while the
