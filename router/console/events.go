@@ -147,7 +147,7 @@ type stepView struct {
 
 func (c *Console) event(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	d := eventData{ID: id, Notice: r.URL.Query().Get("notice")}
+	d := eventData{ID: id, Notice: c.takeNotice(w, r, id)}
 	j := c.b.Journal()
 	if j == nil {
 		d.Err = "The journal is off (journal.enabled: false): there is nothing to show."
@@ -222,7 +222,8 @@ func (c *Console) replayEvent(w http.ResponseWriter, r *http.Request) {
 	requeued, skipped, err := c.b.ReplayEvent(ctx, id, sink)
 	notice := replayNotice(requeued, skipped, err)
 	c.log.Info("console replay", "event_id", id, "sink", sink, "requeued", len(requeued), "error", err)
-	http.Redirect(w, r, "/events/"+url.PathEscape(id)+"?notice="+url.QueryEscape(notice), http.StatusSeeOther)
+	c.setNotice(w, r, id, notice)
+	http.Redirect(w, r, "/events/"+url.PathEscape(id), http.StatusSeeOther)
 }
 
 func replayNotice(requeued []string, skipped map[string]string, err error) string {

@@ -109,3 +109,36 @@ func safeNext(s string) string {
 	}
 	return s
 }
+
+// noticeCookie carries what a replay did to the event page it redirects to
+// (post, redirect, get: reloading the page does not replay again). It is a
+// cookie, not a query parameter, so that a link cannot make the console say
+// what its author wants; it is signed with the console's key, so that a
+// neighbour on the same host (cookies do not separate ports) cannot either.
+const noticeCookie = "hookrouter_notice"
+
+func (c *Console) setNotice(w http.ResponseWriter, r *http.Request, id, text string) {
+	v := base64.RawURLEncoding.EncodeToString([]byte(id + "\n" + text))
+	http.SetCookie(w, &http.Cookie{Name: noticeCookie, Value: v + "." + c.sign("notice:"+v), Path: "/events/",
+		MaxAge: 60, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+}
+
+// takeNotice returns the notice left for event id's page, and clears it.
+func (c *Console) takeNotice(w http.ResponseWriter, r *http.Request, id string) string {
+	ck, err := r.Cookie(noticeCookie)
+	if err != nil {
+		return ""
+	}
+	http.SetCookie(w, &http.Cookie{Name: noticeCookie, Value: "", Path: "/events/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	v, mac, _ := strings.Cut(ck.Value, ".")
+	b, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil || !hmac.Equal([]byte(mac), []byte(c.sign("notice:"+v))) {
+		return ""
+	}
+	forID, text, _ := strings.Cut(string(b), "\n")
+	if forID != id {
+		return ""
+	}
+	return text
+}
