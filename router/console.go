@@ -30,7 +30,7 @@ func (b consoleBackend) Journal() *journal.Journal { return b.r.journal }
 // ReplayEvent is what POST /-/events/{id}/replay does: it returns the sinks
 // re-queued and, for the ones left alone, why.
 func (b consoleBackend) ReplayEvent(ctx context.Context, id, sink string) ([]string, map[string]string, error) {
-	res, err := b.r.ReplayEvent(ctx, id, sink, false)
+	res, err := b.r.ReplayEvent(ctx, id, sink, false, "console")
 	return res.Requeued, res.Skipped, err
 }
 

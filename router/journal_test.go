@@ -127,7 +127,7 @@ func TestJournalDeadLetterReplayDelivered(t *testing.T) {
 
 	// The destination is fixed; the replay goes to crm only.
 	crm.setStatus(0)
-	res, err := s.r.ReplayEvent(t.Context(), id, "crm", false)
+	res, err := s.r.ReplayEvent(t.Context(), id, "crm", false, "api")
 	if err != nil || fmt.Sprint(res.Requeued) != "[crm]" {
 		t.Fatalf("ReplayEvent = %+v, %v", res, err)
 	}

@@ -35,8 +35,9 @@ type EventReplay struct {
 // ReplayEvent re-queues the journaled event id (same id, same payload) to
 // the sinks its rules chose, or to sink alone, and records the replay in its
 // journey. A delivery still under way (queued, retrying, replayed) is
-// skipped unless force, so that a double click does not send it twice.
-func (r *Router) ReplayEvent(ctx context.Context, id, sink string, force bool) (EventReplay, error) {
+// skipped unless force, so that a double click does not send it twice. via
+// ("api", "console") is what the journey says the replay came from.
+func (r *Router) ReplayEvent(ctx context.Context, id, sink string, force bool, via string) (EventReplay, error) {
 	res := EventReplay{ID: id, Requeued: []string{}}
 	if r.journal == nil {
 		return res, ErrJournalOff
@@ -85,7 +86,7 @@ func (r *Router) ReplayEvent(ctx context.Context, id, sink string, force bool) (
 	// Recorded before the Put: a delivery may finish before Put returns,
 	// and its journey must read replayed, then delivered.
 	for _, s := range to {
-		r.journalReplayed(ev.ID, s, "replay via api")
+		r.journalReplayed(ev.ID, s, "replay via "+via)
 	}
 	body := []byte(ev.Payload)
 	if err := r.queue.Put(ctx, &sinks.Event{ID: ev.ID, Source: ev.Source, ReceivedAt: ev.ReceivedAt, Body: body}, to); err != nil {
@@ -185,7 +186,7 @@ func (r *Router) journalRoutes() []admin.Route {
 func (r *Router) serveEventReplay(w http.ResponseWriter, req *http.Request) {
 	q := req.URL.Query()
 	force := q.Get("force") == "true" || q.Get("force") == "1"
-	res, err := r.ReplayEvent(req.Context(), req.PathValue("id"), q.Get("sink"), force)
+	res, err := r.ReplayEvent(req.Context(), req.PathValue("id"), q.Get("sink"), force, "api")
 	status := http.StatusOK
 	switch {
 	case err == nil:
