@@ -47,7 +47,7 @@ func Check(f *config.File) config.Problems {
 	for i, s := range f.Sources {
 		if s.Dedup.Key != "" {
 			path, n := fmt.Sprintf("sources[%d].dedup.key", i), len(c.problems)
-			c.expr(path, s.Dedup.Key, []*schema.Type{c.own[i]}, false)
+			c.expr(path, s.Dedup.Key, c.own[i], false)
 			if len(c.problems) == n {
 				c.keyNotBool(path, s.Dedup.Key, c.own[i])
 			}
@@ -96,16 +96,17 @@ type checker struct {
 	problems config.Problems
 	// own is each source's schema (nil: none).
 	own []*schema.Type
-	// shared are the schemas rules and sinks are checked against: those of
-	// every source, as an event of any source reaches every rule; nil
-	// when some source has none (its events may hold anything).
-	shared []*schema.Type
+	// shared is the schema rules and sinks are checked against: that of
+	// every source at once (schema.Union), as an event of any source
+	// reaches every rule; nil when some source has none (its events may
+	// hold anything).
+	shared *schema.Type
 }
 
 func (c *checker) loadSchemas() {
 	dir := filepath.Dir(c.f.Name)
 	all := true
-	seen := map[*schema.Type]bool{}
+	var loaded []*schema.Type
 	for i, s := range c.f.Sources {
 		if s.Schema == "" {
 			c.own = append(c.own, nil)
@@ -118,13 +119,10 @@ func (c *checker) loadSchemas() {
 			all = false
 		}
 		c.own = append(c.own, t)
-		if t != nil && !seen[t] {
-			seen[t] = true
-			c.shared = append(c.shared, t)
-		}
+		loaded = append(loaded, t)
 	}
-	if !all {
-		c.shared = nil
+	if all && len(loaded) > 0 {
+		c.shared = schema.Union(loaded...)
 	}
 }
 
@@ -169,33 +167,22 @@ type finding struct {
 	msg string
 }
 
-// expr checks one expression against each of types (none: shape only). With
-// several schemas, it is a problem only if it is one for each of them.
-func (c *checker) expr(path, src string, types []*schema.Type, isWhen bool) {
+// expr checks one expression against t (nil: shape only).
+func (c *checker) expr(path, src string, t *schema.Type, isWhen bool) {
 	tree, err := parser.Parse(src)
 	if err != nil {
 		return // the compiler reports it
 	}
-	if len(types) == 0 || types[0] == nil {
-		if fs := checkShape(tree.Node, src, isWhen); len(fs) > 0 {
-			c.at(path, src, fs[0].off, "%s", fs[0].msg)
+	var fs []finding
+	if t == nil {
+		fs = checkShape(tree.Node, src, isWhen)
+		if len(fs) > 1 {
+			fs = fs[:1]
 		}
-		return
+	} else if fs = checkFields(tree.Node, t); len(fs) == 0 {
+		fs = checkTypes(src, t, isWhen)
 	}
-	var first []finding
-	for i, t := range types {
-		fs := checkFields(tree.Node, t)
-		if len(fs) == 0 {
-			fs = checkTypes(src, t, isWhen)
-		}
-		if len(fs) == 0 {
-			return
-		}
-		if i == 0 {
-			first = fs
-		}
-	}
-	for _, fnd := range first {
+	for _, fnd := range fs {
 		c.at(path, src, fnd.off, "%s", fnd.msg)
 	}
 }

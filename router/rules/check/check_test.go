@@ -1,6 +1,8 @@
 package check
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -97,6 +99,46 @@ func TestCheckValid(t *testing.T) {
 		yaml := strings.Replace(strings.Replace(sources, "OTHER", "    schema: platform", 1), "WHEN", "'"+when+"'", 1)
 		if ps := Check(load(t, yaml)); len(ps) > 0 {
 			t.Errorf("%s: %v", when, ps)
+		}
+	}
+}
+
+// TestCheckUnion: with a schema on every source, rules, bodies and
+// templates are checked against all of them at once. A field of one source's
+// schema is nil in the other's events, so a rule reading fields of both is
+// valid; a field no schema has is still an error, and a field both have is
+// still typed.
+func TestCheckUnion(t *testing.T) {
+	dir := t.TempDir()
+	shop := filepath.Join(dir, "shop.json")
+	if err := os.WriteFile(shop, []byte(`{"type": "object", "properties": {"kind": {"type": "string"}, "order": {"type": "object", "properties": {"id": {"type": "string"}}}, "event": {"type": "string"}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const cfg = `sources:
+  - {name: platform, path: /webhook, auth: {type: none}, schema: platform}
+  - {name: shop, path: /shop, auth: {type: none}, schema: SHOP}
+sinks:
+  out: {type: stdout}
+  hook: {type: http, url: "http://127.0.0.1:9/", body: BODY}
+  chat: {type: slack, webhook_url: "http://127.0.0.1:9/", text: TEXT}
+rules:
+  - {name: r, when: WHEN, to: [out, hook, chat]}
+`
+	for _, tc := range []struct{ when, body, text, want string }{
+		{`(source() == "shop" && kind == "order.created") || (source() == "platform" && event == "channel.message_in")`, `source() == "shop" ? {"id": order.id} : {"id": message?.id}`, `{{ .order.id }}{{ .message.sender_name }}`, ""},
+		{`kind == "order.paid" || event == "device.connected"`, `{"k": kind, "m": message?.id}`, `{{ .kind }}`, ""},
+		{`order.idd == "1"`, `{}`, `x`, `rules[0].when: order.idd: order has no field "idd" in the schema (did you mean "id"?)`},
+		{`true`, `{"x": messag}`, `x`, `sinks.hook.body: messag: the payload has no field "messag" in the schema (did you mean "message"?)`},
+		{`true`, `{}`, `{{ .ordr.id }}`, `sinks.chat.text: .ordr: the payload has no field "ordr" in the schema (did you mean "order"?)`},
+		{`event == 1`, `{}`, `x`, `rules[0].when: invalid operation: == (mismatched types string and int)`},
+	} {
+		y := strings.NewReplacer("SHOP", shop, "WHEN", "'"+tc.when+"'", "BODY", "'"+tc.body+"'", "TEXT", "'"+tc.text+"'").Replace(cfg)
+		ps := Check(load(t, y))
+		switch {
+		case tc.want == "" && len(ps) > 0:
+			t.Errorf("%s: problems %v, want none", tc.when, ps)
+		case tc.want != "" && (len(ps) != 1 || !strings.Contains(ps[0].String(), tc.want)):
+			t.Errorf("%s: problems %v, want one with %q", tc.when, ps, tc.want)
 		}
 	}
 }

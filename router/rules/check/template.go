@@ -13,7 +13,7 @@ import (
 // values): {{ .message.chanel.name }} names a field the schema lacks. Inside
 // {{ range }} over an array, dot is an element; inside {{ with }}, the value.
 func (c *checker) template(path, src string) {
-	if len(c.shared) == 0 || !strings.Contains(src, "{{") {
+	if c.shared == nil || !strings.Contains(src, "{{") {
 		return
 	}
 	tree := parse.New(path)
@@ -21,18 +21,9 @@ func (c *checker) template(path, src string) {
 	if _, err := tree.Parse(src, "", "", map[string]*parse.Tree{}); err != nil {
 		return // the sink reports it
 	}
-	var first []finding
-	for i, t := range c.shared {
-		tc := &templateChecker{src: src, root: t}
-		tc.list(tree.Root, dot{t, "the payload"})
-		if len(tc.found) == 0 {
-			return
-		}
-		if i == 0 {
-			first = tc.found
-		}
-	}
-	for _, f := range first {
+	tc := &templateChecker{src: src, root: c.shared}
+	tc.list(tree.Root, dot{c.shared, "the payload"})
+	for _, f := range tc.found {
 		c.at(path, src, f.off, "%s", f.msg)
 	}
 }

@@ -313,6 +313,22 @@ func intersect(a, b *Type) *Type {
 	return a
 }
 
+// Union is the type of a value of any of ts, as anyOf describes it: an
+// object has the fields of each (a field known to one is nil in the
+// others), a value whose types disagree is Any. Rules see the events of
+// every source, so they are checked against the Union of the sources'
+// schemas.
+func Union(ts ...*Type) *Type {
+	var u *Type
+	for _, t := range ts {
+		u = union(u, t)
+	}
+	if u == nil {
+		return anyType
+	}
+	return u
+}
+
 // union is a value that is a or b (anyOf, oneOf); nil is no branch yet.
 func union(a, b *Type) *Type {
 	switch {
