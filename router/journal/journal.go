@@ -104,7 +104,8 @@ type RuleVerdict struct {
 	Verdict string `json:"verdict"`
 	// Explain is, for a rule that failed, the value of each part of its
 	// `when` for the event (router/rules/explain): which part failed and
-	// what the others were, as `hookrouter test -explain` shows them.
+	// what the others were, as `hookrouter test -explain` shows them. It
+	// shows payload values, so it is kept only when journal.bodies is on.
 	Explain []explain.Part `json:"explain,omitempty"`
 }
 

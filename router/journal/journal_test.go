@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookrouter/hookrouter/router/rules/explain"
 )
 
 func open(t *testing.T, dir string, cfg Config, opts Options) *Journal {
@@ -403,15 +405,32 @@ func TestRejectedSampled(t *testing.T) {
 	}
 }
 
-func TestBodiesOff(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Bodies = false
-	j := open(t, t.TempDir(), cfg, Options{})
-	j.RecordEvent(accepted("e1", t0, "x"))
-	flush(t, j)
-	ev, err := j.Get(t.Context(), "e1")
-	if err != nil || ev.Payload != nil {
-		t.Errorf("payload kept with bodies off: %+v %v", ev, err)
+// TestExplainErrors: a failed rule is kept with its explanation, which the
+// writer makes, only when bodies are kept: it shows payload values.
+func TestExplainErrors(t *testing.T) {
+	for _, bodies := range []bool{true, false} {
+		cfg := DefaultConfig()
+		cfg.Bodies = bodies
+		j := open(t, t.TempDir(), cfg, Options{})
+		ev := accepted("e1", t0, "x")
+		calls := 0
+		ev.ExplainErrors(func(rule int) []explain.Part {
+			calls++
+			return []explain.Part{{Expr: "message.channel.engine == \"wa\"", Error: "cannot fetch engine", Text: fmt.Sprint("rule ", rule)}}
+		})
+		j.RecordEvent(ev)
+		flush(t, j)
+		got, err := j.Get(t.Context(), "e1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex := got.Rules[1].Explain
+		switch {
+		case bodies && (calls != 1 || len(ex) != 1 || ex[0].Text != "rule 1" || ex[0].Error != "cannot fetch engine" || got.Rules[0].Explain != nil):
+			t.Errorf("bodies on: %d calls, rules %+v; want rule 1 (failed) explained once", calls, got.Rules)
+		case !bodies && (calls != 0 || ex != nil || got.Payload != nil):
+			t.Errorf("bodies off: %d calls, explanation %+v, payload %s; want none", calls, ex, got.Payload)
+		}
 	}
 }
 

@@ -292,7 +292,8 @@ func (j *Journal) RecordEvent(ev *Event) {
 			return
 		}
 	} else if !j.cfg.Bodies {
-		ev.Payload = nil
+		// An explanation shows payload values: kept only with the payload.
+		ev.Payload, ev.explain = nil, nil
 	}
 	j.send(item{ev: ev})
 }
