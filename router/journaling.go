@@ -1,7 +1,7 @@
 package router
 
 import (
-	"context"
+	"encoding/hex"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -110,14 +110,9 @@ func (r *Router) journalDuplicate(src *source, at time.Time, in *rules.Input, ke
 	if r.journal == nil {
 		return ""
 	}
-	orig, ok := r.recent.get(storeKey)
-	if !ok {
-		// Older than the recent window: the journal's index has it, if
-		// retention kept it. A read of the WAL database, never a sync.
-		c, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		orig, _ = r.journal.Lookup(c, src.name, key)
-		cancel()
-	}
+	// Only from memory: the ack path never reads the database. An original
+	// older than the recent window is found when the journey is read.
+	orig, _ := r.recent.get(storeKey)
 	ev := &journal.Event{
 		ID: newEventID(at), ReceivedAt: at, Source: src.name, Event: in.Event(), DedupKey: key,
 		Verdict: journal.Duplicate, Status: fasthttp.StatusOK, DuplicateOf: orig, Sinks: []string{},
@@ -141,8 +136,11 @@ func (r *Router) journalRejected(src *source, status int, reason string) {
 }
 
 // recentKeys remembers the event id of the latest accepted events by dedup
-// key, so that a duplicate arriving before the journal has written its
-// original still names it. Two generations per shard bound its memory.
+// key, so that a duplicate's answer and journal record name the event it
+// duplicates without reading the journal on the ack path. Two generations
+// per shard bound its memory; keys are 64-bit hashes and ids their 16
+// bytes, about 28 bytes an event. (Two keys with one hash would name the
+// wrong original; with the window full, the odds per duplicate are 2^-45.)
 type recentKeys struct {
 	seed   maphash.Seed
 	shards [16]recentShard
@@ -150,34 +148,46 @@ type recentKeys struct {
 
 type recentShard struct {
 	mu       sync.Mutex
-	cur, old map[string]string
+	cur, old map[uint64][16]byte
 }
 
-// recentPerShard bounds a generation: 16 shards × 2 × 4096 ≈ 128k keys.
-const recentPerShard = 4096
+// recentPerShard bounds a generation: each shard remembers between 16384 and
+// 32768 keys, so the window holds about the last 256k–512k accepted events (at
+// most ~15 MiB): 20 s of this machine's saturated disk queue, minutes at
+// ordinary rates. A platform re-sends within that.
+const recentPerShard = 16384
 
-func (k *recentKeys) shard(key string) *recentShard {
-	return &k.shards[maphash.String(k.seed, key)%uint64(len(k.shards))]
+func (k *recentKeys) shard(key string) (*recentShard, uint64) {
+	h := maphash.String(k.seed, key)
+	return &k.shards[h%uint64(len(k.shards))], h
 }
 
-// put remembers id under sk, the dedup store's key (dedupStoreKey).
+// put remembers id, an event id (newEventID), under sk, the dedup store's
+// key (dedupStoreKey).
 func (k *recentKeys) put(sk, id string) {
-	s := k.shard(sk)
+	var b [16]byte
+	if n, err := hex.Decode(b[:], []byte(id)); err != nil || n != len(b) {
+		return // not an id newEventID made
+	}
+	s, h := k.shard(sk)
 	s.mu.Lock()
 	if s.cur == nil || len(s.cur) >= recentPerShard {
-		s.old, s.cur = s.cur, make(map[string]string, recentPerShard)
+		s.old, s.cur = s.cur, make(map[uint64][16]byte, recentPerShard)
 	}
-	s.cur[sk] = id
+	s.cur[h] = b
 	s.mu.Unlock()
 }
 
 func (k *recentKeys) get(sk string) (string, bool) {
-	s := k.shard(sk)
+	s, h := k.shard(sk)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if id, ok := s.cur[sk]; ok {
-		return id, true
+	b, ok := s.cur[h]
+	if !ok {
+		b, ok = s.old[h]
 	}
-	id, ok := s.old[sk]
-	return id, ok
+	s.mu.Unlock()
+	if !ok {
+		return "", false
+	}
+	return hex.EncodeToString(b[:]), true
 }

@@ -395,6 +395,12 @@ func (j *Journal) Get(ctx context.Context, id string) (*Event, error) {
 	if payload.Valid {
 		ev.Payload = json.RawMessage(payload.String)
 	}
+	if ev.Verdict == Duplicate && ev.DuplicateOf == "" && ev.DedupKey != "" {
+		// Its original was not among the recent ones ingress remembers.
+		c, cancel := context.WithTimeout(ctx, originalScanTimeout)
+		ev.DuplicateOf = j.originalOf(c, &ev)
+		cancel()
+	}
 	evs := []Event{ev}
 	if err := fillDeliveries(ctx, j.db, evs, true); err != nil {
 		return nil, err
@@ -402,14 +408,21 @@ func (j *Journal) Get(ctx context.Context, id string) (*Event, error) {
 	return &evs[0], nil
 }
 
-// Lookup returns the id of the latest accepted event of source with the
-// dedup key key, if the journal has written it: the event a duplicate
-// duplicates.
-func (j *Journal) Lookup(ctx context.Context, source, key string) (string, bool) {
+// originalOf returns the id of the accepted event that dup, a duplicate,
+// duplicates: the latest accepted event of its source with its dedup key
+// recorded before it, "" if the journal does not have it. The dedup key has
+// no index (see schema), so this scans back from dup; it runs only when a
+// journey is read, never on the ack or the write path, and gives up with ctx.
+func (j *Journal) originalOf(ctx context.Context, dup *Event) string {
 	var id string
-	err := j.db.QueryRowContext(ctx, `SELECT id FROM events WHERE source = ? AND dedup_key = ? AND verdict = 'accepted' ORDER BY seq DESC LIMIT 1`, source, key).Scan(&id)
-	return id, err == nil
+	j.db.QueryRowContext(ctx, `SELECT id FROM events WHERE seq < ? AND source = ? AND dedup_key = ? AND verdict = 'accepted' ORDER BY seq DESC LIMIT 1`,
+		dup.Seq, dup.Source, dup.DedupKey).Scan(&id)
+	return id
 }
+
+// originalScanTimeout bounds Get's scan for a duplicate's original: a
+// journal of a million events is scanned in under half a second here.
+const originalScanTimeout = 3 * time.Second
 
 // querier is what the queries run on: the pool, or one read transaction.
 type querier interface {
