@@ -518,6 +518,14 @@ fi
 		off=$(median "$b-nj" '.accepted_per_s')
 		echo "  journal cost, $b: accepted/s with the journal (JOURNAL=$JOURNAL) / without = $(fmt_ratio "$on" "$off")" \
 			"(want >= 0.85); srv us $(fmt_us "$(median "$b" '.cpu_us_per_request.server')") vs $(fmt_us "$(median "$b-nj" '.cpu_us_per_request.server')")"
+		# Each round's pair ran one after the other: their ratios show how
+		# much of the difference is the machine drifting between rounds.
+		per_round=""
+		for ((r = 1; r <= ROUNDS; r++)); do
+			[[ -e $res/$b.$r.json && -e $res/$b-nj.$r.json ]] || continue
+			per_round+=" $(fmt_ratio "$(jq '.accepted_per_s' "$res/$b.$r.json")" "$(jq '.accepted_per_s' "$res/$b-nj.$r.json")")"
+		done
+		echo "  journal cost, $b, round by round:$per_round"
 		kept=$(median "$b" 'if .journal then .journal.written / ((.journal.written + .journal.dropped) | if . == 0 then 1 else . end) else null end')
 		missing "$kept" || echo "  journal kept, $b: $(awk -v k="$kept" 'BEGIN { printf "%.0f", k * 100 }')% of its records at this load (the rest dropped and counted: it keeps to 15% of a core)"
 	done
