@@ -139,7 +139,7 @@ func (r *Router) journalRejected(src *source, status int, reason string) {
 // key, so that a duplicate's answer and journal record name the event it
 // duplicates without reading the journal on the ack path. Two generations
 // per shard bound its memory; keys are 64-bit hashes and ids their 16
-// bytes, about 28 bytes an event. (Two keys with one hash would name the
+// bytes (24 bytes a slot; with the maps' spare slots, ~52 bytes an event). (Two keys with one hash would name the
 // wrong original; with the window full, the odds per duplicate are 2^-45.)
 type recentKeys struct {
 	seed   maphash.Seed
@@ -153,7 +153,7 @@ type recentShard struct {
 
 // recentPerShard bounds a generation: each shard remembers between 16384 and
 // 32768 keys, so the window holds about the last 256k–512k accepted events (at
-// most ~15 MiB): 20 s of this machine's saturated disk queue, minutes at
+// most ~27 MiB, measured full): 20 s of this machine's saturated disk queue, minutes at
 // ordinary rates. A platform re-sends within that.
 const recentPerShard = 16384
 

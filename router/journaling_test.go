@@ -9,8 +9,9 @@ import (
 
 // TestRecentKeys: the recent window names the original of every one of the
 // last 15 × recentPerShard accepted events (a shard holds at least
-// recentPerShard of its own; keys spread over 16 shards about evenly), forgets older ones (its memory
-// is bounded), and ignores an id newEventID did not make.
+// recentPerShard of its own; keys spread over 16 shards about evenly),
+// forgets older ones (its memory is bounded), and ignores an id newEventID
+// did not make.
 func TestRecentKeys(t *testing.T) {
 	k := recentKeys{seed: maphash.MakeSeed()}
 	const n = 40 * 16 * recentPerShard / 10 // four generations' worth
